@@ -1,0 +1,3 @@
+"""pypid: a private Python package index."""
+
+__version__ = "0.1.0"
