@@ -1,0 +1,44 @@
+"""The Flask application factory; services live in ``app.extensions["pypid"]``."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from pypid import __version__
+from pypid.config import Config
+from pypid.index import Index
+from pypid.storage import PackageRoot
+from pypid.web import errors, files, home, proxy, simple
+from pypid.web.pagecache import PageCache
+from pypid.web.state import Services, services
+
+__all__ = ["Services", "create_app", "services"]
+
+# Form fields (twine sends the long description as one) may be large; the file
+# itself is bounded by MAX_CONTENT_LENGTH.
+MAX_FORM_MEMORY = 64 * 1024 * 1024
+
+
+def create_app(config: Config, *, index: Index | None = None) -> Flask:
+    """A configured pypid app. Builds (and loads) an Index of ``config.root`` unless given one."""
+    if index is None:
+        index = Index(PackageRoot(config.root))
+        index.load()
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        MAX_CONTENT_LENGTH=config.storage.max_upload_mb * 1024 * 1024 + MAX_FORM_MEMORY,
+        MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY,
+    )
+    app.extensions["pypid"] = Services(config=config, index=index, pages=PageCache())
+    app.jinja_env.globals["version"] = __version__
+    app.before_request(_watch_in_this_process)
+    for module in (home, simple, files):
+        app.register_blueprint(module.bp)
+    errors.register(app)
+    app.wsgi_app = proxy.wrap(app.wsgi_app, config.server.url_prefix,  # type: ignore[method-assign]
+                              config.server.trusted_proxies)
+    return app
+
+
+def _watch_in_this_process() -> None:
+    services().index.start_watching()

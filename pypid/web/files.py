@@ -1,0 +1,90 @@
+"""/packages/<filename> and its PEP 658 ``.metadata``: only files the index knows are served."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from flask import Blueprint, Response, abort, request, send_file
+
+from pypid.distfile import WHEEL, MetadataError, parse_filename, read_core_metadata
+from pypid.index import FileEntry
+from pypid.web.state import services
+
+bp = Blueprint("files", __name__)
+
+METADATA_SUFFIX = ".metadata"
+IMMUTABLE = 365 * 24 * 3600
+_metadata_cache: dict[tuple[str, int, int], bytes] = {}
+_metadata_lock = threading.Lock()
+
+
+@bp.route("/packages/<path:filename>", methods=["GET", "HEAD"])
+def package_file(filename: str) -> Response:
+    if filename.endswith(METADATA_SUFFIX):
+        return _metadata(filename[: -len(METADATA_SUFFIX)])
+    entry = _current(filename)
+    path = services().index.path(entry)
+    overwrite = services().config.storage.overwrite
+    try:
+        response = send_file(
+            path, mimetype="application/octet-stream", conditional=True, etag=entry.sha256,
+            last_modified=entry.mtime_ns / 1e9, max_age=0 if overwrite else IMMUTABLE)
+    except FileNotFoundError:
+        abort(404, description=f"{filename} is gone")
+    response.headers["Accept-Ranges"] = "bytes"
+    if not overwrite:
+        response.headers["Cache-Control"] = f"public, max-age={IMMUTABLE}, immutable"
+    return response
+
+
+def _metadata(filename: str) -> Response:
+    entry = _current(filename)
+    if entry.kind != WHEEL or entry.metadata_sha256 is None:
+        abort(404, description=f"no separate metadata for {filename} (wheels only)")
+    data = _read_metadata(entry)
+    if hashlib.sha256(data).hexdigest() != entry.metadata_sha256:
+        # The file changed under us: let the index catch up rather than serve a mismatch.
+        services().index.refresh(entry.relpath)
+        abort(404, description=f"{filename} changed; retry")
+    etag = entry.metadata_sha256
+    if_none_match = request.if_none_match
+    if if_none_match and if_none_match.contains_weak(etag):
+        return Response(status=304, headers={"ETag": f'"{etag}"'})
+    response = Response(data, mimetype="application/octet-stream")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "max-age=0, must-revalidate"
+    return response
+
+
+def _current(filename: str) -> FileEntry:
+    """The index's entry for ``filename``, re-checked against the file on disk."""
+    index = services().index
+    entry = index.file(filename)
+    if entry is None:
+        abort(404, description="no such file here")
+    stat = index.root.stat(entry.relpath)
+    if stat is None or not entry.same_file(stat):
+        index.refresh(entry.relpath)
+        entry = index.file(filename)
+        if entry is None:
+            abort(404, description="no such file here")
+    return entry
+
+
+def _read_metadata(entry: FileEntry) -> bytes:
+    key = (entry.relpath, entry.mtime_ns, entry.size)
+    data = _metadata_cache.get(key)
+    if data is not None:
+        return data
+    path = services().index.path(entry)
+    try:
+        meta = read_core_metadata(path, parse_filename(entry.filename))
+    except (OSError, MetadataError):
+        abort(404, description=f"cannot read the metadata of {entry.filename}")
+    data = meta.metadata or b""
+    with _metadata_lock:
+        if len(_metadata_cache) > 512:
+            _metadata_cache.clear()
+        _metadata_cache[key] = data
+    return data

@@ -1,0 +1,143 @@
+"""The simple repository API: /simple/ and /simple/<project>/ (PEP 503, 629, 691, 700, 658/714)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from flask import Blueprint, Response, abort, redirect, render_template, request
+from werkzeug.http import parse_etags
+
+from pypid.distfile import is_normalized, is_valid_project_name, normalize
+from pypid.web import errors
+from pypid.web.negotiate import JSON, OFFERS, TEXT_HTML, negotiate
+from pypid.web.pagecache import Page
+from pypid.web.state import services
+
+bp = Blueprint("simple", __name__)
+
+CACHE_CONTROL = "max-age=0, must-revalidate"
+
+
+@bp.route("/simple", methods=["GET", "HEAD"])
+def index_without_slash() -> Response:
+    return _moved("/simple/")
+
+
+@bp.route("/simple/", methods=["GET", "HEAD"])
+def project_list() -> Response:
+    media = _negotiated()
+    svc = services()
+    page = svc.pages.get(("index", media), svc.index.projects_serial,
+                         lambda: _render(media, "simple_index.html", svc.index.index_page()))
+    return _page_response(page, media)
+
+
+@bp.route("/simple/<project>", methods=["GET", "HEAD"])
+def project_without_slash(project: str) -> Response:
+    return _project_redirect_or_404(project, always=True)
+
+
+@bp.route("/simple/<project>/", methods=["GET", "HEAD"])
+def project_detail(project: str) -> Response:
+    if not is_normalized(project):
+        return _project_redirect_or_404(project)
+    media = _negotiated()
+    svc = services()
+    serial = svc.index.project_serial(project)
+    if serial is None:
+        return _unknown_project(project)
+
+    def render() -> bytes:
+        data = svc.index.project_page(project)
+        if data is None:  # removed between the two lookups
+            abort(404, description=f"no project named {project!r} here")
+        return _render(media, "simple_project.html", data)
+
+    page = svc.pages.get(("project", project, media), serial, render)
+    return _page_response(page, media)
+
+
+@bp.route("/simple/", methods=["POST", "PUT"])
+@bp.route("/simple/<path:_rest>", methods=["POST", "PUT"])
+def upload_to_wrong_url(_rest: str = "") -> Response:
+    root = request.script_root + "/"
+    return errors.plain_error(
+        405, f"This is the simple index; uploads go to {root} (for example "
+        f"twine upload --repository-url {request.host_url.rstrip('/')}{root} dist/*)",
+        reason=True, headers={"Allow": "GET, HEAD"})
+
+
+def _negotiated() -> str:
+    media = negotiate(request.headers.get("Accept"), request.args.get("format"))
+    if media is None:
+        abort(406, description="no acceptable format; this index offers "
+              + ", ".join(OFFERS))
+    return media
+
+
+def _render(media: str, template: str, data: dict[str, Any]) -> bytes:
+    if media == JSON:
+        return json.dumps(data, separators=(",", ":")).encode()
+    return render_template(template, page=data).encode()
+
+
+def _page_response(page: Page, media: str) -> Response:
+    use_gzip = page.gzipped is not None and _accepts_gzip()
+    etag = page.gzip_etag if use_gzip else page.etag
+    headers = {"Vary": "Accept, Accept-Encoding", "ETag": f'"{etag}"',
+               "Cache-Control": CACHE_CONTROL}
+    content_type = "text/html; charset=utf-8" if media == TEXT_HTML else media
+    if _not_modified(etag):
+        return Response(status=304, headers=headers)
+    body = page.gzipped if use_gzip else page.body
+    response = Response(body, content_type=content_type, headers=headers)
+    if use_gzip:
+        response.headers["Content-Encoding"] = "gzip"
+    return response
+
+
+def _not_modified(etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    return bool(header) and parse_etags(header).contains_weak(etag)
+
+
+def _accepts_gzip() -> bool:
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        if coding.lower() not in ("gzip", "x-gzip"):
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
+def _project_redirect_or_404(project: str, always: bool = False) -> Response:
+    if not is_valid_project_name(project):
+        abort(404, description="not a valid project name")
+    canonical = normalize(project)
+    if not always and canonical == project:
+        abort(404)
+    return _moved(f"/simple/{canonical}/")
+
+
+def _moved(path: str) -> Response:
+    location = request.script_root + quote(path)
+    query = request.query_string.decode("latin-1")
+    if query:
+        location += "?" + quote(query, safe="=&+%;,/:")
+    return redirect(location, code=301)
+
+
+def _unknown_project(project: str) -> Response:
+    upstream = services().config.upstream
+    if upstream.mode == "redirect":
+        return redirect(upstream.url + project + "/", code=302)
+    abort(404, description=f"no project named {project!r} here")
