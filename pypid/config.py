@@ -103,7 +103,7 @@ def _networks(value: Any) -> tuple[str, ...]:
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
+    if not isinstance(value, (list, tuple)):
         raise ValueError(f"must be a list of strings, not {_type_name(value)}")
     return tuple(_str(item) for item in value)
 

@@ -114,8 +114,11 @@ def is_temp_name(filename: str) -> bool:
 
 
 def has_dist_suffix(filename: str) -> bool:
-    """Does the name end like a distribution file (the index considers only these)?"""
-    return filename.lower().endswith(DIST_SUFFIXES)
+    """Does the name end like a distribution file (the index considers only these)?
+
+    Case matters, as it does to pip: ``foo-1.0.WHL`` is not a wheel to it.
+    """
+    return filename.endswith(DIST_SUFFIXES)
 
 
 def parse_filename(filename: str) -> DistFile:
@@ -133,15 +136,14 @@ def parse_filename(filename: str) -> DistFile:
     """
     if not is_safe_filename(filename):
         raise InvalidFilenameError(filename, "not a plain file name")
-    lower = filename.lower()
-    if lower.endswith(".whl"):
+    if filename.endswith(".whl"):
         try:
             name, version, _build, _tags = parse_wheel_filename(filename)
         except ValueError as exc:  # InvalidWheelFilename, InvalidVersion
             raise InvalidFilenameError(filename, f"invalid wheel name ({exc})") from None
         return DistFile(filename, NormalizedName(name), version, WHEEL)
     for suffix in SDIST_SUFFIXES:
-        if lower.endswith(suffix):
+        if filename.endswith(suffix):
             stem = filename[: -len(suffix)]
             project, version = _split_sdist_stem(filename, stem)
             return DistFile(filename, project, version, SDIST)
@@ -253,7 +255,7 @@ def _wheel_metadata(path: Path, dist: DistFile) -> bytes | None:
 
 
 def _sdist_pkg_info(path: Path, dist: DistFile) -> bytes | None:
-    if dist.filename.lower().endswith(".zip"):
+    if dist.filename.endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if info.filename.count("/") == 1 and info.filename.endswith("/PKG-INFO"):

@@ -25,6 +25,7 @@ def create_app(config: Config, *, index: Index | None = None) -> Flask:
         index = Index(PackageRoot(config.root))
         index.load()
     app = Flask(__name__, static_folder=None)
+    app.url_map.merge_slashes = False  # "//" must not redirect; it simply names no file
     app.config.update(
         MAX_CONTENT_LENGTH=config.storage.max_upload_mb * 1024 * 1024 + MAX_FORM_MEMORY,
         MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY,

@@ -26,7 +26,9 @@ def negotiate(accept: str | None, format_param: str | None = None) -> str | None
     True
     """
     if format_param is not None:
-        wanted = ALIASES.get(format_param.strip().lower(), format_param.strip().lower())
+        # An unescaped "+" in a query string arrives as a space.
+        cleaned = format_param.strip().lower().replace(" ", "+")
+        wanted = ALIASES.get(cleaned, cleaned)
         return wanted if wanted in OFFERS else None
     if accept is None or not accept.strip():
         return TEXT_HTML

@@ -1,0 +1,199 @@
+"""The index: hashes computed once and cached, changes followed live, bad files logged once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pypid import index as index_module
+from pypid.cachedb import CacheDB
+from pypid.index import Index
+from pypid.storage import CACHE_DIRNAME, PackageRoot
+from tests.builders import make_sdist, make_wheel
+
+
+@pytest.fixture
+def open_index(root: Path) -> Iterator[Callable[[], Index]]:
+    made: list[Index] = []
+
+    def factory() -> Index:
+        index = Index(PackageRoot(root))
+        index.load()
+        made.append(index)
+        return index
+
+    yield factory
+    for index in made:
+        index.close()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 2.0) -> bool:
+    """Poll ``condition`` until true or ``timeout`` seconds pass (the 2 s contract)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
+
+
+def count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    original = index_module.hash_file
+
+    def counting(handle, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(handle.name)
+        return original(handle, *args, **kwargs)
+
+    monkeypatch.setattr(index_module, "hash_file", counting)
+    return calls
+
+
+def test_restart_does_not_rehash(root: Path, open_index: Callable[[], Index],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    make_wheel(root, "a", "1.0")
+    make_sdist(root, "b", "2.0")
+    calls = count_hashes(monkeypatch)
+    first = open_index()
+    assert len(calls) == 2
+    first.close()
+    second = open_index()
+    assert len(calls) == 2  # all from the cache
+    assert second.projects() == ["a", "b"]
+    assert [e.sha256 for e in second.files("a") or ()] == [e.sha256 for e in first.files("a") or ()]
+
+
+def test_cache_rebuilds_from_files(root: Path, open_index: Callable[[], Index],
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    make_wheel(root, "a", "1.0")
+    open_index().close()
+    db = root / CACHE_DIRNAME / "index.sqlite3"
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    db.write_bytes(b"this is not a database at all" * 100)
+    with caplog.at_level(logging.WARNING):
+        rebuilt = open_index()
+    assert rebuilt.projects() == ["a"]
+    assert "moved to" in caplog.text
+    shutil.rmtree(root / CACHE_DIRNAME)
+    assert open_index().projects() == ["a"]
+
+
+def test_unwritable_cache_still_serves(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    make_wheel(root, "a", "1.0")
+    (root / CACHE_DIRNAME).write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING):
+        index = Index(PackageRoot(root))
+        index.load()
+    assert index.projects() == ["a"]
+    assert "in memory only" in caplog.text
+    index.close()
+
+
+def test_bad_files_logged_once_and_left_out(root: Path, open_index: Callable[[], Index],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    make_wheel(root, "good", "1.0")
+    (root / "garbage.whl").write_bytes(b"x")
+    (root / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    (root / "notes.txt").write_text("ignored silently")
+    (root / ".hidden-1.0.tar.gz").write_bytes(b"")
+    (root / "partial-1.0.tar.gz.part").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        index = open_index()
+        index.start_watching()
+        for _ in range(3):
+            index.refresh("garbage.whl")
+            index.refresh("broken-1.0-py3-none-any.whl")
+    assert index.projects() == ["good"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("garbage.whl" in m for m in messages) == 1
+    assert sum("broken-1.0-py3-none-any.whl" in m for m in messages) == 1
+    assert not any("notes.txt" in m or "hidden" in m or ".part" in m for m in messages)
+
+
+def test_files_copied_in_and_removed_appear_within_two_seconds(
+        root: Path, tmp_path: Path, open_index: Callable[[], Index]) -> None:
+    index = open_index()
+    index.start_watching()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    wheel = make_wheel(staging, "live", "1.0")
+    shutil.copy(wheel, root / wheel.name)
+    assert wait_for(lambda: index.files("live"))
+    (root / "nested" / "deeper").mkdir(parents=True)
+    sdist = make_sdist(staging, "live", "2.0")
+    shutil.copy(sdist, root / "nested" / "deeper" / sdist.name)
+    assert wait_for(lambda: len(index.files("live") or ()) == 2)
+    os.rename(staging / wheel.name, root / "nested" / "moved-in.tar.gz.part")  # temp: ignored
+    (root / wheel.name).unlink()
+    assert wait_for(lambda: [e.filename for e in index.files("live") or ()] == [sdist.name])
+    shutil.rmtree(root / "nested")
+    assert wait_for(lambda: index.files("live") is None)
+    assert index.project_count() == 0
+
+
+def test_replaced_file_is_rehashed(root: Path, tmp_path: Path,
+                                   open_index: Callable[[], Index]) -> None:
+    make_sdist(root, "swap", "1.0")
+    index = open_index()
+    index.start_watching()
+    before = (index.files("swap") or ())[0].sha256
+    other = make_sdist(tmp_path, "swap", "1.0", requires_python=">=3.10")
+    shutil.copy(other, root / other.name)
+    assert wait_for(lambda: (index.files("swap") or ())[0].sha256 != before)
+    assert (index.files("swap") or ())[0].requires_python == ">=3.10"
+
+
+def test_changes_while_not_watching_are_caught_up(root: Path,
+                                                  open_index: Callable[[], Index]) -> None:
+    index = open_index()
+    make_wheel(root, "late", "1.0")  # after load, before the watcher (as in a fresh worker)
+    index.start_watching()
+    assert index.files("late")
+
+
+def test_duplicate_names_in_subfolders(root: Path, open_index: Callable[[], Index],
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    make_sdist(root / "b", "dup", "1.0")
+    make_sdist(root / "a", "dup", "1.0", requires_python=">=3")
+    with caplog.at_level(logging.WARNING):
+        index = open_index()
+    entry = index.file("dup-1.0.tar.gz")
+    assert entry is not None
+    assert entry.relpath == "a/dup-1.0.tar.gz"
+    assert len(index.files("dup") or ()) == 1
+    assert "more than once" in caplog.text
+    index.start_watching()
+    (root / "a" / "dup-1.0.tar.gz").unlink()
+    assert wait_for(lambda: (e := index.file("dup-1.0.tar.gz")) is not None
+                    and e.relpath == "b/dup-1.0.tar.gz")
+
+
+def test_yank_marks_reach_other_processes_through_the_cache(
+        root: Path, open_index: Callable[[], Index]) -> None:
+    make_wheel(root, "y", "1.0")
+    index = open_index()
+    index.start_watching()
+    CacheDB(root / CACHE_DIRNAME).set_yank("y-1.0-py3-none-any.whl", "bad build")
+    assert wait_for(lambda: (e := index.file("y-1.0-py3-none-any.whl")) is not None
+                    and e.yanked == "bad build", timeout=3.0)
+
+
+def test_upload_time_survives_touch(root: Path, open_index: Callable[[], Index]) -> None:
+    path = make_sdist(root, "t", "1.0")
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    index = open_index()
+    first = (index.files("t") or ())[0].upload_time
+    assert first == 1_000_000_000
+    os.utime(path, (2_000_000_000, 2_000_000_000))
+    index.refresh(path.name)
+    assert (index.files("t") or ())[0].upload_time == first

@@ -1,0 +1,45 @@
+"""Imports run one way: cli -> server -> web -> index -> (cachedb, watch, storage) -> distfile.
+
+``config`` and ``auth`` are leaves that import no other pypid module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "pypid"
+# Each module may import only modules of a lower rank.
+RANK = {"distfile": 0, "config": 0, "auth": 0, "storage": 1, "cachedb": 1, "watch": 1,
+        "index": 2, "web": 3, "server": 4, "cli": 5, "__main__": 6, "__init__": -1}
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _pypid_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "pypid" and len(parts) > 1 and parts[1] in RANK:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.name))
+def test_imports_point_down(path: Path) -> None:
+    module = _module_of(path)
+    assert module in RANK, f"{module} has no place in the layering table"
+    for imported in _pypid_imports(path) - {module}:
+        assert RANK[imported] < RANK[module] or imported == "__init__", (
+            f"{path.relative_to(PACKAGE)} imports pypid.{imported}: an upward or sideways arrow")
