@@ -239,8 +239,8 @@ class Index:
     def _watch_loop(self, watcher: Watcher) -> None:
         pending: dict[str, float] = {}
         writing: dict[str, float] = {}
-        data_version = self.cache.data_version()
-        next_db_check = time.monotonic() + 1.0
+        data_version = -1  # first check reloads yank marks committed before this thread began
+        next_db_check = time.monotonic()
         while not self._stop.is_set():
             try:
                 events = watcher.read(0.1)
@@ -259,11 +259,24 @@ class Index:
                     if version != data_version:
                         data_version = version
                         self._reload_yanks()
-            except Exception:  # the watcher must outlive any one bad event
-                log.exception("index watcher error; rescanning %s", self.root.path)
-                time.sleep(1.0)
-                self._resync()
+            except Exception as exc:  # the watcher must outlive any one bad event
+                self._recover(exc)
         watcher.close()
+
+    def _recover(self, exc: Exception) -> None:
+        """After an error in the watcher: wait, then re-check the root (if it is there)."""
+        log.warning("index watcher: %s: %s; re-checking %s", type(exc).__name__, exc,
+                    self.root.path)
+        log.debug("traceback", exc_info=exc)
+        self._stop.wait(1.0)
+        problem = self.root.check_readable()
+        if problem is not None:
+            self._log_once("", problem + "; serving the files indexed before")
+            return
+        try:
+            self._resync()
+        except Exception as again:  # noqa: BLE001 - retried on the next error
+            log.warning("index watcher: rescan failed: %s", again)
 
     def _sort_events(self, watcher: Watcher, events: list[Event], pending: dict[str, float],
                      writing: dict[str, float], now: float) -> Watcher:
