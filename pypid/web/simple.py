@@ -60,8 +60,10 @@ def project_detail(project: str) -> Response:
 
 
 @bp.route("/simple/", methods=["POST", "PUT"])
-@bp.route("/simple/<path:_rest>", methods=["POST", "PUT"])
+@bp.route("/simple/<path:_rest>", methods=["GET", "HEAD", "POST", "PUT"])
 def upload_to_wrong_url(_rest: str = "") -> Response:
+    if request.method in ("GET", "HEAD"):  # deeper than /simple/<project>/
+        abort(404, description="no such page")
     root = request.script_root + "/"
     return errors.plain_error(
         405, f"This is the simple index; uploads go to {root} (for example "
@@ -72,8 +74,10 @@ def upload_to_wrong_url(_rest: str = "") -> Response:
 def _negotiated() -> str:
     media = negotiate(request.headers.get("Accept"), request.args.get("format"))
     if media is None:
-        abort(406, description="no acceptable format; this index offers "
-              + ", ".join(OFFERS))
+        response = errors.plain_error(
+            406, "no acceptable format; this index offers " + ", ".join(OFFERS))
+        response.headers["Vary"] = "Accept"
+        abort(response)
     return media
 
 

@@ -1,0 +1,115 @@
+"""Files copied into (or removed from) the package root by hand show without a restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tests.builders import TAR_MTIME, make_sdist, make_wheel
+from tests.integration.helpers import (
+    JSON_TYPE,
+    Server,
+    get,
+    parse_page,
+    sha256,
+    wheel_metadata,
+)
+
+pytestmark = pytest.mark.server
+
+# DESIGN.md: within 2 s; the extra half second covers the polling requests themselves.
+LIVE_TIMEOUT = 2.5
+STREAK = 12
+
+
+def listed(server: Server, project: str) -> dict[str, str] | None:
+    """{filename: sha256} on the project's JSON page, None on 404."""
+    resp = get(server.url(f"/simple/{project}/"), Accept=JSON_TYPE)
+    if resp.status == 404:
+        return None
+    assert resp.status == 200, resp.describe()
+    return {f["filename"]: f["hashes"]["sha256"] for f in resp.json()["files"]}
+
+
+def listed_files(server: Server, project: str) -> set[str] | None:
+    """Filenames on the project's JSON page, None on 404."""
+    files = listed(server, project)
+    return None if files is None else set(files)
+
+
+def listed_projects(server: Server) -> set[str]:
+    page = parse_page(get(server.url("/simple/")).text)
+    return {a.text.strip().lower() for a in page.anchors}
+
+
+def converge(t0: float, probe: Callable[[], object], want: Callable[[object], bool]) -> None:
+    """Poll until STREAK answers in a row are as wanted. Stale answers are fine until
+    t0 + LIVE_TIMEOUT (each gunicorn worker notices on its own); any one after that fails.
+    The streak makes it likely that every worker answered once."""
+    streak = 0
+    while streak < STREAK:
+        seen = probe()
+        if want(seen):
+            streak += 1
+            continue
+        late = time.monotonic() - t0
+        assert late < LIVE_TIMEOUT, f"still {seen!r} {late:.1f}s after the change"
+        streak = 0
+        time.sleep(0.02)
+
+
+def test_hand_copied_files_appear_and_disappear(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    top = make_wheel(src, "livepkg", "1.0")
+    deep_whl = make_wheel(src, "livepkg", "1.1")
+    deep_sdist = make_sdist(src, "livepkg", "1.1")
+    deep = server.root / "by-hand" / "deeper"
+    copies = [server.root / top.name, deep / deep_whl.name, deep / deep_sdist.name]
+    files = partial(listed_files, server, "livepkg")
+    # Ask first, so that a cached "not found" would show.
+    assert files() is None
+    try:
+        deep.mkdir(parents=True)
+        shutil.copy(top, copies[0])
+        shutil.copy(deep_whl, copies[1])
+        shutil.copy(deep_sdist, copies[2])
+        # As `rsync -t` or `cp -p` leave it: an mtime long before the index started.
+        os.utime(copies[2], (TAR_MTIME, TAR_MTIME))
+        t0 = time.monotonic()
+        want = {top.name, deep_whl.name, deep_sdist.name}
+        converge(t0, files, lambda seen: seen == want)
+        converge(t0, partial(listed_projects, server), lambda seen: "livepkg" in seen)
+        resp = get(server.url(f"/packages/{deep_whl.name}"))
+        assert resp.status == 200, resp.describe()
+        assert resp.body == deep_whl.read_bytes()
+
+        # Replaced in place by hand (same name, other bytes): hash and metadata must follow.
+        other = make_wheel(src / "other", "livepkg", "1.0", payload=b"changed" * 100)
+        shutil.copy(other, copies[0])
+        t0 = time.monotonic()
+        new_hash = sha256(other.read_bytes())
+        converge(t0, partial(listed, server, "livepkg"), lambda s: s[top.name] == new_hash)
+        meta_url = server.url(f"/packages/{top.name}.metadata")
+        converge(t0, lambda: get(meta_url).body, lambda body: body == wheel_metadata(other))
+        assert get(server.url(f"/packages/{top.name}")).body == other.read_bytes()
+
+        copies[1].unlink()
+        t0 = time.monotonic()
+        want = {top.name, deep_sdist.name}
+        converge(t0, files, lambda seen: seen == want)
+        assert get(server.url(f"/packages/{deep_whl.name}")).status == 404
+
+        copies[0].unlink()
+        copies[2].unlink()
+        t0 = time.monotonic()
+        converge(t0, files, lambda seen: seen is None)
+        converge(t0, partial(listed_projects, server), lambda seen: "livepkg" not in seen)
+    finally:
+        for path in copies:
+            path.unlink(missing_ok=True)
