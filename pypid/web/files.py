@@ -9,6 +9,7 @@ from flask import Blueprint, Response, abort, request, send_file
 
 from pypid.distfile import WHEEL, MetadataError, parse_filename, read_core_metadata
 from pypid.index import FileEntry
+from pypid.web import errors
 from pypid.web.state import services
 
 bp = Blueprint("files", __name__)
@@ -44,9 +45,7 @@ def _metadata(filename: str) -> Response:
         abort(404, description=f"no separate metadata for {filename} (wheels only)")
     data = _read_metadata(entry)
     if hashlib.sha256(data).hexdigest() != entry.metadata_sha256:
-        # The file changed under us: let the index catch up rather than serve a mismatch.
-        services().index.refresh(entry.relpath)
-        abort(404, description=f"{filename} changed; retry")
+        _changing(filename)
     etag = entry.metadata_sha256
     if_none_match = request.if_none_match
     if if_none_match and if_none_match.contains_weak(etag):
@@ -58,18 +57,28 @@ def _metadata(filename: str) -> Response:
 
 
 def _current(filename: str) -> FileEntry:
-    """The index's entry for ``filename``, re-checked against the file on disk."""
+    """The index's entry for ``filename``, re-checked against the file on disk.
+
+    A file replaced by hand a moment ago is not re-hashed here (no request
+    hashes): the watcher does that within a second, so the client is asked to retry.
+    """
     index = services().index
     entry = index.file(filename)
     if entry is None:
         abort(404, description="no such file here")
     stat = index.root.stat(entry.relpath)
-    if stat is None or not entry.same_file(stat):
-        index.refresh(entry.relpath)
-        entry = index.file(filename)
-        if entry is None:
-            abort(404, description="no such file here")
+    if stat is None:
+        abort(404, description="no such file here")
+    if not entry.same_file(stat):
+        _changing(filename)
     return entry
+
+
+def _changing(filename: str) -> None:
+    """503 + Retry-After: pip and uv retry it, by which time the index has caught up."""
+    response = errors.plain_error(503, f"{filename} is being replaced; retry in a second")
+    response.headers["Retry-After"] = "1"
+    abort(response)
 
 
 def _read_metadata(entry: FileEntry) -> bytes:

@@ -267,3 +267,15 @@ def test_forwarded_headers_only_from_trusted(make_app: AppFactory, corpus: dict[
     assert "pypi.corp" not in untrusted.get_data(as_text=True)
     moved = client.get("/simple/Foo/", headers=headers)
     assert moved.headers["Location"] == "/internal/simple/foo/"
+
+
+def test_file_replaced_under_the_index_asks_for_a_retry(
+        make_app: AppFactory, corpus: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app()
+    # The moment before the watcher catches up: no watching at all.
+    monkeypatch.setattr(app.extensions["pypid"].index, "start_watching", lambda: None)
+    corpus["sdist"].write_bytes(b"different bytes now")
+    response = fetch(app.test_client(), "/packages/foo_bar-1.2.tar.gz")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.data != b"different bytes now"
