@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pypid import __version__
+from pypid.auth import Htpasswd, HtpasswdError, check_username
 from pypid.config import Config, ConfigError, as_dotted, load_config, render_toml
 
 EXIT_OK = 0
@@ -26,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if not getattr(args, "command", None):
         parser.print_usage(sys.stderr)
-        print("pypid: error: a command is required (serve, check-config, reload)",
+        print("pypid: error: a command is required (serve, check-config, reload, user)",
               file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -66,6 +69,21 @@ def _parser() -> argparse.ArgumentParser:
                                   help="validate the config, then signal the running server "
                                        "($MAINPID) to reload it")
     reload_.set_defaults(handler=_reload)
+
+    user = commands.add_parser("user", parents=[config_option],
+                               help="manage logins in the htpasswd file ([auth].htpasswd)")
+    user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    add = user_commands.add_parser("add", parents=[config_option],
+                                   help="add a user or set a password (bcrypt)")
+    add.add_argument("name")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from standard input instead of a prompt")
+    add.set_defaults(handler=_user_add)
+    remove = user_commands.add_parser("remove", parents=[config_option], help="delete a user")
+    remove.add_argument("name")
+    remove.set_defaults(handler=_user_remove)
+    listing = user_commands.add_parser("list", parents=[config_option], help="list the users")
+    listing.set_defaults(handler=_user_list)
     return parser
 
 
@@ -106,6 +124,60 @@ def _check_config(args: argparse.Namespace) -> int:
     source = config.source or "no file (defaults)"
     print(f"# effective settings, from {source}")
     print(render_toml(as_dotted(config)), end="")
+    return EXIT_OK
+
+
+def _htpasswd(args: argparse.Namespace) -> Htpasswd:
+    return Htpasswd(Path(load_config(args.config).auth.htpasswd))
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    htpasswd = _htpasswd(args)
+    try:
+        check_username(args.name)
+        password = _read_password(args.password_stdin)
+        new = htpasswd.add(args.name, password)
+    except HtpasswdError as exc:
+        print(f"pypid: user add: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{'added' if new else 'changed the password of'} {args.name} in {htpasswd.path}")
+    return EXIT_OK
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    if not sys.stdin.isatty():
+        raise HtpasswdError("no terminal to prompt on: use --password-stdin")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise HtpasswdError("the passwords differ")
+    return first
+
+
+def _user_remove(args: argparse.Namespace) -> int:
+    htpasswd = _htpasswd(args)
+    try:
+        removed = htpasswd.remove(args.name)
+    except HtpasswdError as exc:
+        print(f"pypid: user remove: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not removed:
+        print(f"pypid: user remove: no user {args.name!r} in {htpasswd.path}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"removed {args.name} from {htpasswd.path}")
+    return EXIT_OK
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    htpasswd = _htpasswd(args)
+    problem = htpasswd.problem()
+    if problem and not htpasswd.path.exists():
+        print(f"pypid: user list: {problem}", file=sys.stderr)
+        return EXIT_FAILURE
+    for name in htpasswd.users():
+        print(name)
     return EXIT_OK
 
 

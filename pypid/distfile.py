@@ -216,8 +216,10 @@ def hash_file(handle: IO[bytes], chunk_size: int = 1024 * 1024) -> tuple[str, in
     return digest.hexdigest(), size
 
 
-def read_core_metadata(path: Path, dist: DistFile) -> CoreMetadata:
+def read_core_metadata(path: Path | IO[bytes], dist: DistFile) -> CoreMetadata:
     """Read a wheel's ``.dist-info/METADATA`` (exact bytes) or an sdist's ``PKG-INFO``.
+
+    ``path`` is a path or an open binary file (an upload being checked).
 
     Raise MetadataError when the archive is broken or holds no metadata. Sdist
     metadata is used only for Requires-Python: it is not served (PEP 658 allows
@@ -238,7 +240,7 @@ def read_core_metadata(path: Path, dist: DistFile) -> CoreMetadata:
     return CoreMetadata(data if dist.kind == WHEEL else None, requires, name)
 
 
-def _wheel_metadata(path: Path, dist: DistFile) -> bytes | None:
+def _wheel_metadata(path: Path | IO[bytes], dist: DistFile) -> bytes | None:
     with zipfile.ZipFile(path) as archive:
         candidates = [
             info for info in archive.infolist()
@@ -254,14 +256,15 @@ def _wheel_metadata(path: Path, dist: DistFile) -> bytes | None:
         return archive.read(info)
 
 
-def _sdist_pkg_info(path: Path, dist: DistFile) -> bytes | None:
+def _sdist_pkg_info(path: Path | IO[bytes], dist: DistFile) -> bytes | None:
     if dist.filename.endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if info.filename.count("/") == 1 and info.filename.endswith("/PKG-INFO"):
                     return archive.read(info)[:MAX_METADATA_BYTES]
         return None
-    with tarfile.open(path, "r:*") as archive:
+    source = {"name": path} if isinstance(path, Path) else {"fileobj": path}
+    with tarfile.open(mode="r:*", **source) as archive:  # type: ignore[call-overload]
         for member in archive:
             top_level = member.name.count("/") == 1
             if member.isfile() and top_level and member.name.endswith("/PKG-INFO"):

@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from pypid import __version__
+from pypid.auth import Htpasswd
 from pypid.config import Config
 from pypid.index import Index
 from pypid.storage import PackageRoot
 from pypid.web import create_app
+from pypid.web.access import warn_at_start
 
 log = logging.getLogger("pypid")
 
@@ -64,9 +67,13 @@ def bind_address(host: str, port: int) -> str:
 
 def build_app(config: Config) -> Flask:
     """Index the root and build the app, in this (the master) process."""
-    index = Index(PackageRoot(config.root))
+    root = PackageRoot(config.root)
+    root.sweep_temp_files()  # no worker exists yet: any upload temp file is a leftover
+    index = Index(root)
     index.load()
-    app = create_app(config, index=index)
+    htpasswd = Htpasswd(Path(config.auth.htpasswd))
+    warn_at_start(config.auth.protect, htpasswd.problem())
+    app = create_app(config, index=index, htpasswd=htpasswd)
     index.cache.close()  # SQLite connections must not cross fork
     return app
 

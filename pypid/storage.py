@@ -5,14 +5,23 @@ Knows nothing of HTTP or of the index built on top of it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from pypid.distfile import has_dist_suffix, is_temp_name
+from pypid.distfile import Digests, has_dist_suffix, is_safe_filename, is_temp_name
+
+log = logging.getLogger("pypid.storage")
 
 CACHE_DIRNAME = ".pypid"
+UPLOAD_PREFIX = ".pypid-upload-"  # named temp files (only where O_TMPFILE is missing)
+FILE_MODE = 0o644
 
 
 class StorageError(Exception):
@@ -21,6 +30,14 @@ class StorageError(Exception):
 
 class UnsafePathError(StorageError, ValueError):
     """A relative path that would leave the root or name a hidden file."""
+
+
+class TooLargeError(StorageError):
+    """An incoming file passed its size limit."""
+
+
+class NoSpaceError(StorageError):
+    """The package root's file system is full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +162,183 @@ class PackageRoot:
 
     def _inside(self, resolved: Path) -> bool:
         return resolved.is_relative_to(self.path.resolve())
+
+    def incoming(self, max_bytes: int) -> IncomingFile:
+        """A new, empty file in the root's file system to receive an upload into."""
+        return IncomingFile(self.path, max_bytes)
+
+    def sweep_temp_files(self) -> int:
+        """Remove named upload temp files left by a killed process (call before serving)."""
+        removed = 0
+        with contextlib.suppress(OSError), os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.name.startswith(UPLOAD_PREFIX) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        if removed:
+            log.info("removed %d unfinished upload(s) from %s", removed, self.path)
+        return removed
+
+
+class IncomingFile:
+    """An upload being received: hashed and size-checked as it is written.
+
+    It lives in the root's file system as an unnamed ``O_TMPFILE`` (a killed
+    worker leaves nothing behind) or, where that is unsupported, as a dot-file
+    that ``sweep_temp_files`` removes at the next start. ``publish`` links it
+    into place (no overwrite: two racing uploads cannot both win) or renames it
+    over the old file (overwrite). It has the file-object methods Werkzeug's
+    form parser needs.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.digests = Digests()
+        self.name: str | None = None  # set for a named temp file only
+        try:
+            self._fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except (AttributeError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR,
+                                                              errno.EINVAL, errno.ENOENT):
+                raise _storage_error(exc, directory) from None
+            self.name = str(directory / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}")
+            try:
+                self._fd = os.open(self.name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC,
+                                   0o600)
+            except OSError as exc2:
+                raise _storage_error(exc2, directory) from None
+        self._pos = 0
+        self.published = False
+
+    @property
+    def size(self) -> int:
+        return self.digests.size
+
+    # -- what Werkzeug's multipart parser calls
+
+    def write(self, data: bytes) -> int:
+        if self.digests.size + len(data) > self.max_bytes:
+            raise TooLargeError(f"the file is larger than {self.max_bytes // (1024 * 1024)} MiB")
+        self.digests.update(data)
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self._fd, view, self._pos)
+                self._pos += written
+                view = view[written:]
+        except OSError as exc:
+            raise _storage_error(exc, self.directory) from None
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = os.lseek(self._fd, offset, whence)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = max(self.digests.size - self._pos, 0)
+        data = os.pread(self._fd, size, self._pos)
+        self._pos += len(data)
+        return data
+
+    def flush(self) -> None:
+        pass
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def close(self) -> None:
+        """Werkzeug closes part streams after parsing; the data stays until ``discard``."""
+
+    # -- what pypid calls
+
+    def reopen(self) -> IO[bytes]:
+        """An independent reader of the received bytes (own offset), for validation."""
+        if self.name is not None:
+            return open(self.name, "rb")  # noqa: SIM115 - the caller closes it
+        return open(f"/proc/self/fd/{self._fd}", "rb")  # noqa: SIM115
+
+    def publish(self, final: Path, *, overwrite: bool) -> FileStat:
+        """Make the received bytes ``final``, durably and atomically.
+
+        Raise FileExistsError when ``final`` exists and ``overwrite`` is off.
+        """
+        dir_fd = -1
+        try:
+            os.fchmod(self._fd, FILE_MODE)
+            os.fsync(self._fd)
+            dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+            source = self.name or f"/proc/self/fd/{self._fd}"
+            if overwrite:
+                staged = source
+                if self.name is None:  # an unnamed file needs a name to be renamed
+                    staged = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
+                    _link(source, staged, dir_fd)
+                    staged = str(final.parent / staged)
+                os.replace(staged, final)
+            else:
+                _link(source, final.name, dir_fd)  # fails, atomically, when final exists
+                if self.name is not None:
+                    os.unlink(self.name)
+            self.name = None
+            self.published = True
+            os.fsync(dir_fd)
+            st = os.fstat(self._fd)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            raise _storage_error(exc, final.parent) from None
+        finally:
+            if dir_fd >= 0:
+                os.close(dir_fd)
+        relpath = final.relative_to(self.directory).as_posix()
+        return FileStat(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def discard(self) -> None:
+        """Close and, unless published, remove the received bytes."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self.name is not None and not self.published:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.name)
+            self.name = None
+
+
+def _link(source: str, name: str, dir_fd: int) -> None:
+    """linkat(AT_SYMLINK_FOLLOW): a dir fd makes Python call linkat, which can follow
+    /proc/self/fd/N to an O_TMPFILE inode (plain link() would not)."""
+    os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+
+
+def _storage_error(exc: OSError, directory: Path) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpaceError(f"no space left on the disk of {directory}")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(f"cannot write to {directory}: {exc.strerror}")
+    return StorageError(f"cannot store the file in {directory}: {exc.strerror or exc}")
+
+
+def upload_path(root: PackageRoot, filename: str) -> Path:
+    """Where an upload named ``filename`` goes: the top of the root."""
+    if not is_safe_filename(filename):
+        raise UnsafePathError(f"unsafe file name {filename!r}")
+    return root.path / filename

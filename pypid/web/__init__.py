@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
 
 from pypid import __version__
+from pypid.auth import Htpasswd
 from pypid.config import Config
 from pypid.index import Index
 from pypid.storage import PackageRoot
-from pypid.web import errors, files, home, proxy, simple
+from pypid.web import access, errors, files, home, proxy, simple, upload
 from pypid.web.pagecache import PageCache
 from pypid.web.state import Services, services
 
@@ -19,21 +22,28 @@ __all__ = ["Services", "create_app", "services"]
 MAX_FORM_MEMORY = 64 * 1024 * 1024
 
 
-def create_app(config: Config, *, index: Index | None = None) -> Flask:
+def create_app(config: Config, *, index: Index | None = None,
+               htpasswd: Htpasswd | None = None) -> Flask:
     """A configured pypid app. Builds (and loads) an Index of ``config.root`` unless given one."""
     if index is None:
         index = Index(PackageRoot(config.root))
         index.load()
+    if htpasswd is None:
+        htpasswd = Htpasswd(Path(config.auth.htpasswd))
     app = Flask(__name__, static_folder=None)
     app.url_map.merge_slashes = False  # "//" must not redirect; it simply names no file
     app.config.update(
         MAX_CONTENT_LENGTH=config.storage.max_upload_mb * 1024 * 1024 + MAX_FORM_MEMORY,
         MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY,
+        MAX_FORM_PARTS=10_000,  # one part per classifier and per Requires-Dist
     )
-    app.extensions["pypid"] = Services(config=config, index=index, pages=PageCache())
+    app.request_class = upload.UploadRequest
+    app.extensions["pypid"] = Services(config=config, index=index, htpasswd=htpasswd,
+                                       pages=PageCache())
     app.jinja_env.globals["version"] = __version__
     app.before_request(_watch_in_this_process)
-    for module in (home, simple, files):
+    access.register(app)
+    for module in (home, simple, files, upload):
         app.register_blueprint(module.bp)
     errors.register(app)
     app.wsgi_app = proxy.wrap(app.wsgi_app, config.server.url_prefix,  # type: ignore[method-assign]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from pypid.auth import Htpasswd
 from pypid.config import Config
 from pypid.index import Index
 from pypid.web.pagecache import PageCache
@@ -17,6 +18,7 @@ class Services:
 
     config: Config
     index: Index
+    htpasswd: Htpasswd
     pages: PageCache
 
 

@@ -1,0 +1,255 @@
+"""POST /, /legacy, /legacy/: the legacy upload API that twine and every publisher speak.
+
+The file part is streamed straight into the package root's file system,
+hashed and size-checked on the way (see ``UploadRequest``), checked against
+the form, then published atomically. Every refusal is one line, in the status
+line's reason phrase and in the body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+from functools import cached_property
+from typing import IO, Any
+
+from flask import Blueprint, Request, Response, g, request
+from packaging.version import InvalidVersion, Version
+from werkzeug.datastructures import FileStorage, ImmutableMultiDict
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+
+from pypid.distfile import (
+    SDIST,
+    WHEEL,
+    CoreMetadata,
+    DistFile,
+    InvalidFilenameError,
+    MetadataError,
+    hash_file,
+    is_valid_project_name,
+    normalize,
+    parse_filename,
+    read_core_metadata,
+)
+from pypid.storage import (
+    IncomingFile,
+    NoSpaceError,
+    StorageError,
+    TooLargeError,
+    UnsafePathError,
+    upload_path,
+)
+from pypid.web import errors
+from pypid.web.state import services
+
+log = logging.getLogger("pypid.upload")
+bp = Blueprint("upload", __name__)
+
+ENDPOINT = "upload.upload"
+MIB = 1024 * 1024
+FILETYPES = {"bdist_wheel": WHEEL, "sdist": SDIST}
+SDIST_UPLOAD_SUFFIXES = (".tar.gz", ".zip")  # what PyPI accepts (PEP 625 and before)
+DIGEST_FIELDS = {"md5_digest": ("md5", 32), "sha256_digest": ("sha256", 64),
+                 "blake2_256_digest": ("blake2_256", 64)}
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+class UploadError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class UploadRequest(Request):
+    """Streams an upload's file parts into the package root instead of /tmp."""
+
+    @cached_property
+    def incoming_files(self) -> list[IncomingFile]:
+        return []
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None,
+                         content_length: int | None = None) -> IO[bytes]:
+        if self.endpoint != ENDPOINT:
+            return super()._get_file_stream(total_content_length, content_type, filename,
+                                            content_length)
+        svc = services()
+        incoming = svc.index.root.incoming(svc.config.storage.max_upload_mb * MIB)
+        self.incoming_files.append(incoming)
+        return incoming  # type: ignore[return-value]
+
+
+@bp.route("/", methods=["POST"])
+@bp.route("/legacy", methods=["POST"])
+@bp.route("/legacy/", methods=["POST"])
+def upload() -> Response:
+    try:
+        status, message = _handle()
+    except UploadError as exc:
+        return errors.plain_error(exc.status, exc.message, reason=True)
+    return Response(message + "\n", status=status, mimetype="text/plain")
+
+
+@bp.teardown_app_request
+def _discard_incoming(_exc: BaseException | None) -> None:
+    for incoming in getattr(request, "incoming_files", ()):
+        incoming.discard()
+
+
+def _handle() -> tuple[int, str]:
+    form, files = _parse()
+    _check_action(form)
+    name = _required(form, "name")
+    version_text = _required(form, "version")
+    filetype = _required(form, "filetype")
+    if not is_valid_project_name(name):
+        raise UploadError(400, f"invalid project name {name!r}")
+    try:
+        version = Version(version_text)
+    except InvalidVersion:
+        raise UploadError(400, f"invalid version {version_text!r} (see PEP 440)") from None
+    kind = FILETYPES.get(filetype)
+    if kind is None:
+        raise UploadError(400, f"filetype must be bdist_wheel or sdist, not {filetype!r}")
+    part = files.get("content")
+    if part is None or not isinstance(part.stream, IncomingFile):
+        raise UploadError(400, "missing the file part 'content'")
+    dist = _check_filename(part, name, version, kind, filetype)
+    incoming = part.stream
+    if incoming.size == 0:
+        raise UploadError(400, f"{dist.filename} is empty")
+    _check_digests(form, incoming)
+    meta = _check_archive(incoming, dist)
+    return _store(incoming, dist, meta)
+
+
+def _parse() -> tuple[ImmutableMultiDict[str, str], ImmutableMultiDict[str, FileStorage]]:
+    max_mb = services().config.storage.max_upload_mb
+    try:
+        return request.form, request.files
+    except (TooLargeError, RequestEntityTooLarge):
+        raise UploadError(413, f"the upload is larger than max_upload_mb ({max_mb} MiB)") from None
+    except NoSpaceError as exc:
+        log.error("upload refused: %s", exc)
+        raise UploadError(507, str(exc)) from None
+    except StorageError as exc:
+        log.error("upload refused: %s", exc)
+        raise UploadError(500, str(exc)) from None
+    except (BadRequest, ValueError) as exc:
+        raise UploadError(400, f"malformed upload body ({_describe(exc)})") from None
+
+
+def _check_action(form: ImmutableMultiDict[str, str]) -> None:
+    action = form.get(":action") or request.args.get(":action")
+    if action != "file_upload":
+        raise UploadError(400, f"unsupported :action {action!r}; this server takes file_upload"
+                          if action else "missing :action (file_upload)")
+    protocol = form.get("protocol_version") or request.args.get("protocol_version")
+    if protocol not in (None, "", "1"):
+        raise UploadError(400, f"unknown protocol_version {protocol!r}")
+
+
+def _required(form: ImmutableMultiDict[str, str], field: str) -> str:
+    value = (form.get(field) or "").strip()
+    if not value:
+        raise UploadError(400, f"missing the form field {field!r}")
+    return value
+
+
+def _check_filename(part: FileStorage, name: str, version: Version, kind: str,
+                    filetype: str) -> DistFile:
+    filename = part.filename or ""
+    if not filename:
+        raise UploadError(400, "the file part 'content' has no file name")
+    try:
+        dist = parse_filename(filename)
+    except InvalidFilenameError as exc:
+        raise UploadError(400, f"invalid file name {filename!r}: {exc.reason}") from None
+    if dist.kind != kind:
+        raise UploadError(400, f"{filename} is not a {filetype} (its extension says {dist.kind})")
+    if kind == SDIST and not filename.endswith(SDIST_UPLOAD_SUFFIXES):
+        raise UploadError(400, f"{filename}: an sdist must be a .tar.gz (or .zip)")
+    if dist.project != normalize(name):
+        raise UploadError(400, f"{filename} does not belong to project {name!r}")
+    if dist.version != version:
+        raise UploadError(400, f"{filename} is not version {version} of {name}")
+    return dist
+
+
+def _check_digests(form: ImmutableMultiDict[str, str], incoming: IncomingFile) -> None:
+    sent = 0
+    for field, (algorithm, length) in DIGEST_FIELDS.items():
+        value = (form.get(field) or "").strip().lower()
+        if not value:
+            continue
+        sent += 1
+        if len(value) != length or not _HEX.match(value):
+            raise UploadError(400, f"{field} is not a hex {algorithm} digest")
+        if not hmac.compare_digest(value, incoming.digests.hexdigest(algorithm)):
+            raise UploadError(400, f"{field} does not match the uploaded file")
+    if not sent:
+        raise UploadError(400, "no digest sent (sha256_digest, md5_digest or blake2_256_digest)")
+
+
+def _check_archive(incoming: IncomingFile, dist: DistFile) -> CoreMetadata:
+    try:
+        with incoming.reopen() as handle:
+            meta = read_core_metadata(handle, dist)
+    except MetadataError as exc:
+        message = f"{dist.filename} is not a valid {dist.kind}: {exc.reason}"
+        raise UploadError(400, message) from None
+    except OSError as exc:
+        raise UploadError(500, f"cannot re-read the upload: {exc.strerror}") from None
+    if dist.kind == WHEEL and meta.name and normalize(meta.name) != dist.project:
+        raise UploadError(400, f"{dist.filename}: its METADATA names project {meta.name!r}")
+    return meta
+
+
+def _store(incoming: IncomingFile, dist: DistFile, meta: CoreMetadata) -> tuple[int, str]:
+    svc = services()
+    index = svc.index
+    overwrite = svc.config.storage.overwrite
+    sha256 = incoming.digests.hexdigest("sha256")
+    existing = index.file(dist.filename)
+    if existing is not None and not overwrite:
+        return _conflict_or_same(dist.filename, existing.sha256, sha256)
+    try:
+        final = index.path(existing) if existing is not None else upload_path(index.root,
+                                                                              dist.filename)
+        stat = incoming.publish(final, overwrite=overwrite)
+    except UnsafePathError as exc:
+        raise UploadError(400, str(exc)) from None
+    except FileExistsError:  # a racing upload, or a file the index has not seen yet
+        return _conflict_or_same(dist.filename, _sha256_of(final), sha256)
+    except NoSpaceError as exc:
+        log.error("upload of %s refused: %s", dist.filename, exc)
+        raise UploadError(507, str(exc)) from None
+    except StorageError as exc:
+        log.error("upload of %s failed: %s", dist.filename, exc)
+        raise UploadError(500, str(exc)) from None
+    index.record(stat, sha256, meta.metadata, meta.requires_python, time.time())
+    log.info("%s uploaded %s (%d bytes) from %s", g.get("user", "anonymous"), dist.filename,
+             stat.size, request.remote_addr)
+    return 200, f"stored {dist.filename}"
+
+
+def _conflict_or_same(filename: str, existing_sha256: str | None, sha256: str) -> tuple[int, str]:
+    if existing_sha256 is not None and hmac.compare_digest(existing_sha256, sha256):
+        return 200, f"{filename} is already here, byte for byte"
+    raise UploadError(409, f"File already exists: {filename}")
+
+
+def _sha256_of(path: Any) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hash_file(handle)[0]
+    except OSError:
+        return None
+
+
+def _describe(exc: Exception) -> str:
+    text = getattr(exc, "description", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:120]
