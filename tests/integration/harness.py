@@ -68,12 +68,23 @@ def build_corpus(root: Path) -> Corpus:
     return corpus
 
 
-def write_config(path: Path, root: Path, *, url_prefix: str, upstream: str) -> None:
+def write_config(
+    path: Path,
+    root: Path,
+    *,
+    url_prefix: str,
+    upstream: str,
+    trusted_proxies: tuple[str, ...] | None = None,
+) -> None:
+    """A test config; trusted_proxies None keeps the default (127.0.0.1)."""
     upstream_url = 'url = "https://pypi.org/simple/"\n' if upstream == "redirect" else ""
+    proxies = ""
+    if trusted_proxies is not None:
+        proxies = "trusted_proxies = [" + ", ".join(f'"{p}"' for p in trusted_proxies) + "]\n"
     path.write_text(
         f'[storage]\nroot = "{root}"\n\n'
         f'[upstream]\nmode = "{upstream}"\n{upstream_url}\n'
-        f'[server]\nworkers = 2\nurl_prefix = "{url_prefix}"\n\n'
+        f'[server]\nworkers = 2\nurl_prefix = "{url_prefix}"\n{proxies}\n'
         "[log]\naccess_log = true\n",
         encoding="utf-8",
     )
@@ -92,12 +103,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_server(
-    workdir: Path, root: Path, *, url_prefix: str = "", upstream: str = "off"
+    workdir: Path,
+    root: Path,
+    *,
+    url_prefix: str = "",
+    upstream: str = "off",
+    trusted_proxies: tuple[str, ...] | None = None,
 ) -> Server:
     """Start `python -m pypid serve` on 127.0.0.1:0 and wait until /health answers 200."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "pypid.toml"
-    write_config(cfg, root, url_prefix=url_prefix, upstream=upstream)
+    write_config(
+        cfg, root, url_prefix=url_prefix, upstream=upstream, trusted_proxies=trusted_proxies
+    )
     log = workdir / "server.log"
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "PYPID_CONFIG")}
     env["PYTHONPATH"] = str(REPO_ROOT)
@@ -136,24 +154,38 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, prefix: str, root: Pat
     pytest.fail(f"pypid serve not ready within {START_TIMEOUT}s ({state}); log:\n{text[-4000:]}")
 
 
+# The second server of the session (test_prefix_upstream, test_proxy): prefix, upstream
+# redirect, and no trusted proxy.
+OTHER_SERVER: dict = {"url_prefix": "/pypi", "upstream": "redirect", "trusted_proxies": ()}
+
 # Every server started this session, for the failure report (conftest).
 STARTED: list[Server] = []
 
 
 class ServerPool:
-    """Starts one server on the corpus per (url_prefix, upstream) and remembers it."""
+    """Starts one server on the corpus per distinct config and remembers it."""
 
     def __init__(self, tmp: pytest.TempPathFactory, corpus: Corpus) -> None:
         self._tmp = tmp
         self._corpus = corpus
-        self.servers: dict[tuple[str, str], Server] = {}
+        self.servers: dict[tuple[str, str, tuple[str, ...] | None], Server] = {}
 
-    def __call__(self, *, url_prefix: str = "", upstream: str = "off") -> Server:
-        key = (url_prefix, upstream)
+    def __call__(
+        self,
+        *,
+        url_prefix: str = "",
+        upstream: str = "off",
+        trusted_proxies: tuple[str, ...] | None = None,
+    ) -> Server:
+        key = (url_prefix, upstream, trusted_proxies)
         if key not in self.servers:
             workdir = self._tmp.mktemp("server")
             self.servers[key] = start_server(
-                workdir, self._corpus.root, url_prefix=url_prefix, upstream=upstream
+                workdir,
+                self._corpus.root,
+                url_prefix=url_prefix,
+                upstream=upstream,
+                trusted_proxies=trusted_proxies,
             )
             STARTED.append(self.servers[key])
         return self.servers[key]

@@ -11,14 +11,13 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -89,19 +88,6 @@ def request(
 def get(url: str, **headers: str) -> Response:
     """GET with headers given as keywords (underscores become dashes)."""
     return request(url, headers={k.replace("_", "-"): v for k, v in headers.items()})
-
-
-def follow(url: str, headers: Mapping[str, str] | None = None, limit: int = 5) -> Response:
-    """GET following redirects on the same host (never to another host)."""
-    resp = request(url, headers=headers)
-    for _ in range(limit):
-        if resp.status not in (301, 302, 303, 307, 308):
-            return resp
-        target = urljoin(resp.url, resp.header("Location") or "")
-        if urlsplit(target).netloc != urlsplit(url).netloc:
-            return resp
-        resp = request(target, headers=headers)
-    return resp
 
 
 def raw_request(host: str, port: int, raw: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -250,16 +236,6 @@ class Server:
         return self.log.read_text("utf-8", "replace")
 
 
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 # --- client tools -----------------------------------------------------------------------
 
 
@@ -317,7 +293,12 @@ def run_client(args: Sequence[str], tmp: Path, timeout: float = 120.0) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"timed out after {timeout}s: {' '.join(args)}\n{exc.stdout}\n{exc.stderr}")
+        # exc.stdout may be bytes even with text=True.
+        streams = [
+            x.decode("utf-8", "replace") if isinstance(x, bytes) else x or ""
+            for x in (exc.stdout, exc.stderr)
+        ]
+        pytest.fail(f"timed out after {timeout}s: {' '.join(args)}\n" + "\n".join(streams))
     out = f"$ {' '.join(args)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     if proc.returncode != 0:
         pytest.fail(f"exit {proc.returncode}\n{out}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.server
 # DESIGN.md: within 2 s; the extra half second covers the polling requests themselves.
 LIVE_TIMEOUT = 2.5
 STREAK = 12
+T = TypeVar("T")
 
 
 def listed(server: Server, project: str) -> dict[str, str] | None:
@@ -43,12 +45,17 @@ def listed_files(server: Server, project: str) -> set[str] | None:
     return None if files is None else set(files)
 
 
+def status(url: str, etag: str, accept: str = "*/*") -> int:
+    """Status of a conditional GET with an old validator."""
+    return get(url, Accept=accept, If_None_Match=etag).status
+
+
 def listed_projects(server: Server) -> set[str]:
     page = parse_page(get(server.url("/simple/")).text)
     return {a.text.strip().lower() for a in page.anchors}
 
 
-def converge(t0: float, probe: Callable[[], object], want: Callable[[object], bool]) -> None:
+def converge(t0: float, probe: Callable[[], T], want: Callable[[T], bool]) -> None:
     """Poll until STREAK answers in a row are as wanted. Stale answers are fine until
     t0 + LIVE_TIMEOUT (each gunicorn worker notices on its own); any one after that fails.
     The streak makes it likely that every worker answered once."""
@@ -74,6 +81,7 @@ def test_hand_copied_files_appear_and_disappear(server: Server, tmp_path: Path) 
     files = partial(listed_files, server, "livepkg")
     # Ask first, so that a cached "not found" would show.
     assert files() is None
+    root_etag = get(server.url("/simple/")).header("ETag") or ""
     try:
         deep.mkdir(parents=True)
         shutil.copy(top, copies[0])
@@ -85,19 +93,31 @@ def test_hand_copied_files_appear_and_disappear(server: Server, tmp_path: Path) 
         want = {top.name, deep_whl.name, deep_sdist.name}
         converge(t0, files, lambda seen: seen == want)
         converge(t0, partial(listed_projects, server), lambda seen: "livepkg" in seen)
+        # A validator from before the change must not get a 304 (clients would keep stale pages).
+        converge(t0, partial(status, server.url("/simple/"), root_etag), lambda st: st == 200)
         resp = get(server.url(f"/packages/{deep_whl.name}"))
         assert resp.status == 200, resp.describe()
         assert resp.body == deep_whl.read_bytes()
 
-        # Replaced in place by hand (same name, other bytes): hash and metadata must follow.
+        # Replaced in place by hand (same name, other bytes): hash, metadata, validators follow.
+        page_url, file_url = server.url("/simple/livepkg/"), server.url(f"/packages/{top.name}")
+        page_etag = get(page_url, Accept=JSON_TYPE).header("ETag") or ""
+        file_etag = get(file_url).header("ETag") or ""
         other = make_wheel(src / "other", "livepkg", "1.0", payload=b"changed" * 100)
         shutil.copy(other, copies[0])
         t0 = time.monotonic()
         new_hash = sha256(other.read_bytes())
-        converge(t0, partial(listed, server, "livepkg"), lambda s: s[top.name] == new_hash)
+        converge(
+            t0,
+            partial(listed, server, "livepkg"),
+            lambda s: isinstance(s, dict) and s.get(top.name) == new_hash,
+        )
         meta_url = server.url(f"/packages/{top.name}.metadata")
         converge(t0, lambda: get(meta_url).body, lambda body: body == wheel_metadata(other))
-        assert get(server.url(f"/packages/{top.name}")).body == other.read_bytes()
+        # A worker that has not caught up yet may answer 503 + Retry-After for the file.
+        converge(t0, lambda: get(file_url).body, lambda body: body == other.read_bytes())
+        converge(t0, partial(status, page_url, page_etag, JSON_TYPE), lambda st: st == 200)
+        converge(t0, partial(status, file_url, file_etag), lambda st: st == 200)
 
         copies[1].unlink()
         t0 = time.monotonic()

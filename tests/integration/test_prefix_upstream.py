@@ -1,4 +1,4 @@
-"""A second server: url_prefix "/pypi" and upstream "redirect"."""
+"""A second server: url_prefix "/pypi", upstream "redirect", no trusted proxy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import urljoin
 
 import pytest
 
-from tests.integration.harness import ServerPool
+from tests.integration.harness import OTHER_SERVER, ServerPool
 from tests.integration.helpers import (
     JSON_TYPE,
     TEXT_HTML,
@@ -27,7 +27,7 @@ UPSTREAM = "https://pypi.org/simple/"
 
 @pytest.fixture(scope="module")
 def pserver(server_factory: ServerPool) -> Server:
-    return server_factory(url_prefix="/pypi", upstream="redirect")
+    return server_factory(**OTHER_SERVER)
 
 
 def test_welcome_under_prefix(pserver: Server) -> None:
