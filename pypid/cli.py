@@ -96,12 +96,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _serve(args: argparse.Namespace) -> int:
     from pypid.server import serve  # noqa: PLC0415 - gunicorn and Flask load only for serve
 
-    config = load_config(args.config, _overrides(args))
+    overrides = _overrides(args)
+    config = load_config(args.config, overrides)
     problem = _prepare_root(config)
     if problem:
         print(f"pypid: {problem}", file=sys.stderr)
         return EXIT_FAILURE
-    return serve(config)
+    return serve(config, config_path=args.config, overrides=overrides)
 
 
 def _prepare_root(config: Config) -> str | None:

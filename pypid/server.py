@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,10 @@ from gunicorn.app.base import BaseApplication
 
 from pypid import __version__
 from pypid.auth import Htpasswd
-from pypid.config import Config
+from pypid.config import Config, ConfigError, load_config
 from pypid.index import Index
-from pypid.storage import PackageRoot
+from pypid.storage import PackageRoot, StorageError
+from pypid.systemd import Notifier, PypidArbiter, bound_addresses
 from pypid.web import create_app
 from pypid.web.access import warn_at_start
 
@@ -65,12 +68,12 @@ def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def build_app(config: Config) -> Flask:
+def build_app(config: Config, progress: Callable[[int, int], None] | None = None) -> Flask:
     """Index the root and build the app, in this (the master) process."""
     root = PackageRoot(config.root)
     root.sweep_temp_files()  # no worker exists yet: any upload temp file is a leftover
     index = Index(root)
-    index.load()
+    index.load(progress)
     htpasswd = Htpasswd(Path(config.auth.htpasswd))
     warn_at_start(config.auth.protect, htpasswd.problem())
     app = create_app(config, index=index, htpasswd=htpasswd)
@@ -79,12 +82,27 @@ def build_app(config: Config) -> Flask:
 
 
 class PypidApplication(BaseApplication):  # type: ignore[misc]
-    """gunicorn configured from a pypid Config."""
+    """gunicorn configured from a pypid Config; SIGHUP re-reads the file."""
 
-    def __init__(self, config: Config, app: Flask) -> None:
+    def __init__(self, config: Config, app: Flask, *, config_path: str | None = None,
+                 overrides: dict[str, Any] | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.pypid_config = config
         self.flask_app = app
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.notifier = notifier or Notifier()
         super().__init__()
+
+    @property
+    def health_path(self) -> str:
+        return self.pypid_config.server.url_prefix + "/health"
+
+    def describe(self, listeners: list[Any]) -> str:
+        """The STATUS= text: ASCII, short, true."""
+        index: Index = self.flask_app.extensions["pypid"].index
+        return (f"serving {index.project_count()} projects on {bound_addresses(listeners)}, "
+                f"{self.pypid_config.server.workers} workers")
 
     def load_config(self) -> None:
         config = self.pypid_config
@@ -121,6 +139,32 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
     def load(self) -> Flask:
         return self.flask_app
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the file and htpasswd and rebuild the app; keep all on error."""
+        try:
+            config = load_config(self.config_path, self.overrides)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            log.error("reload refused: keeping the running configuration")
+            config = self.pypid_config
+        try:
+            app = build_app(config)
+        except (OSError, StorageError) as exc:
+            log.error("reload refused: %s; keeping the running configuration", exc)
+        else:
+            self.pypid_config, self.flask_app = config, app
+            setup_logging(config.log.level)
+        self.callable = None  # make gunicorn take the (new) app on its preload
+        super().reload()
+
+    def run(self) -> None:
+        try:
+            PypidArbiter(self).run()
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            sys.exit(1)
+
 
 def _post_worker_init(worker: Any) -> None:
     """Each worker follows changes in the root from its first moment."""
@@ -134,10 +178,10 @@ def _when_ready(server: Any) -> None:
     app: PypidApplication = server.app
     config = app.pypid_config
     index: Index = app.flask_app.extensions["pypid"].index
-    addresses = ", ".join(str(listener) for listener in server.LISTENERS)
     log.info("pypid %s serving %d projects (%d files) from %s on %s with %d workers "
              "(config: %s)", __version__, index.project_count(), index.file_count(),
-             index.root.path, addresses, config.server.workers, config.source or "defaults")
+             index.root.path, bound_addresses(server.LISTENERS), config.server.workers,
+             config.source or "defaults")
 
 
 def _journal_logconfig(config: Config) -> dict[str, Any]:
@@ -161,9 +205,31 @@ def _journal_logconfig(config: Config) -> dict[str, Any]:
     }
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, *, config_path: str | None = None,
+          overrides: dict[str, Any] | None = None) -> int:
     """Build the app in this process, then hand it to gunicorn's arbiter (returns on exit)."""
     setup_logging(config.log.level)
-    app = build_app(config)
-    PypidApplication(config, app).run()
+    notifier = Notifier()
+    try:
+        app = build_app(config, _throttled(notifier.progress) if notifier.active else None)
+    except (OSError, StorageError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    PypidApplication(config, app, config_path=config_path, overrides=overrides,
+                     notifier=notifier).run()
     return 0
+
+
+def _throttled(report: Callable[[int, int], None],
+               every: float = 1.0) -> Callable[[int, int], None]:
+    """Pass progress on at most once a second (and always the last step)."""
+    last = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done == total or now - last >= every:
+            last = now
+            report(done, total)
+
+    return progress
