@@ -1,0 +1,280 @@
+"""Synthetic package corpus for the benchmark, cached on disk by size.
+
+``build_corpus(n)`` writes ``bench/out/corpus-<n>/``:
+
+    packages/        the package root (flat): valid wheels and sdists, 1-3 per project
+    manifest.json    projects, files (sha256, size, requires-python), the big files
+
+The first few projects carry a ~100 KB wheel for the download test. Generation
+is deterministic (seeded per project) and runs on every CPU; a finished corpus
+is reused, a half-written one never is (it is built in a temp dir and renamed).
+
+Run alone: ``python bench/corpus.py [--projects N] [--force]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import io
+import json
+import os
+import random
+import shutil
+import sys
+import tarfile
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+OUT_DIR = Path(__file__).resolve().parent / "out"
+CORPUS_FORMAT = 1  # bump when the layout changes, so stale caches are rebuilt
+BIG_PROJECTS = 4  # projects 0..3 get a ~100 KB wheel
+BIG_PAYLOAD = 100 * 1024
+FIXED_MTIME = 1_700_000_000  # reproducible archives
+WORDS = (
+    "alpha", "beta", "gamma", "delta", "omega", "core", "utils", "client", "server", "tools",
+    "async", "data", "net", "cli", "http", "json", "yaml", "crypto", "image", "stats",
+)
+REQUIRES_PYTHON = (None, None, ">=3.8", ">=3.9", ">=3.10, <4", "~=3.11", "!=3.9.*, >=3.8")
+
+
+@dataclass(frozen=True)
+class DistFile:
+    project: str  # normalized name
+    filename: str
+    sha256: str
+    size: int
+    requires_python: str | None
+
+
+@dataclass(frozen=True)
+class Corpus:
+    n_projects: int
+    dir: Path
+    root: Path  # the package root handed to a server
+    projects: list[str]  # normalized names
+    files: list[DistFile]
+    big_files: list[str]  # filenames of the ~100 KB wheels
+    build_seconds: float  # how long the (first) build took
+    reused: bool  # True when loaded from the cache
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def project_name(i: int) -> tuple[str, str]:
+    """(display name, normalized name) for project i; a few display names need normalizing."""
+    w1, w2 = WORDS[i % len(WORDS)], WORDS[(i // len(WORDS)) % len(WORDS)]
+    normalized = f"{w1}-{w2}-{i:06d}"
+    if i % 10 == 3:
+        return f"{w1.title()}.{w2.title()}_{i:06d}", normalized
+    return normalized, normalized
+
+
+def _metadata(display: str, version: str, requires_python: str | None) -> bytes:
+    lines = [
+        "Metadata-Version: 2.1",
+        f"Name: {display}",
+        f"Version: {version}",
+        f"Summary: Synthetic benchmark project {display}",
+        "License: MIT",
+    ]
+    if requires_python:
+        lines.append(f"Requires-Python: {requires_python}")
+    lines.append("Requires-Dist: packaging>=21")
+    return ("\n".join(lines) + "\n\n" + f"Long description of {display}.\n").encode()
+
+
+def _record_line(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def make_wheel(display: str, version: str, requires_python: str | None,
+               payload: bytes | None = None) -> tuple[str, bytes]:
+    """A valid pure-Python wheel: module, METADATA, WHEEL, RECORD with real hashes."""
+    dist = display.replace("-", "_").replace(".", "_").lower()
+    distinfo = f"{dist}-{version}.dist-info"
+    members: list[tuple[str, bytes]] = [
+        (f"{dist}/__init__.py", f'__version__ = "{version}"\n'.encode()),
+        (f"{distinfo}/METADATA", _metadata(display, version, requires_python)),
+        (f"{distinfo}/WHEEL",
+         b"Wheel-Version: 1.0\nGenerator: pypid-bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"),
+    ]
+    if payload is not None:
+        members.insert(1, (f"{dist}/data.bin", payload))
+    record = "\n".join(_record_line(p, d) for p, d in members)
+    record += f"\n{distinfo}/RECORD,,\n"
+    members.append((f"{distinfo}/RECORD", record.encode()))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, data in members:
+            info = zipfile.ZipInfo(path, date_time=time.gmtime(FIXED_MTIME)[:6])
+            info.external_attr = 0o644 << 16
+            # random payloads do not compress: store them
+            method = zipfile.ZIP_STORED if path.endswith(".bin") else zipfile.ZIP_DEFLATED
+            zf.writestr(info, data, compress_type=method)
+    return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()
+
+
+def make_sdist(display: str, version: str, requires_python: str | None) -> tuple[str, bytes]:
+    """A valid sdist (PEP 625 name): PKG-INFO, pyproject.toml, the module."""
+    dist = display.replace("-", "_").replace(".", "_").lower()
+    base = f"{dist}-{version}"
+    pyproject = (
+        '[build-system]\nrequires = ["setuptools>=61"]\n'
+        'build-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "{display}"\nversion = "{version}"\n'
+        + (f'requires-python = "{requires_python}"\n' if requires_python else "")
+    )
+    members = [
+        (f"{base}/PKG-INFO", _metadata(display, version, requires_python)),
+        (f"{base}/pyproject.toml", pyproject.encode()),
+        (f"{base}/{dist}/__init__.py", f'__version__ = "{version}"\n'.encode()),
+    ]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1,
+                      format=tarfile.PAX_FORMAT) as tf:
+        for path, data in members:
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(data), FIXED_MTIME, 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return f"{base}.tar.gz", buf.getvalue()
+
+
+def _project_files(i: int) -> Iterator[tuple[str, bytes, str | None]]:
+    """Yield (filename, bytes, requires_python) for project i: 1-3 files, wheels and sdists."""
+    rng = random.Random(f"pypid-bench-{i}")  # noqa: S311 (not crypto)
+    display, _ = project_name(i)
+    rp = rng.choice(REQUIRES_PYTHON)
+    if i < BIG_PROJECTS:
+        name, data = make_wheel(display, "1.0.0", rp, payload=rng.randbytes(BIG_PAYLOAD))
+        yield name, data, rp
+        return
+    v1, v2 = f"1.{rng.randrange(10)}.0", f"2.{rng.randrange(10)}.{rng.randrange(3)}"
+    pattern = rng.choice(("w", "w", "s", "ws", "ws", "ww", "wsw", "wsw"))
+    versions = iter((v1, v1 if pattern in ("ws", "wsw") else v2, v2))
+    for kind in pattern:
+        version = next(versions)
+        if kind == "w":
+            name, data = make_wheel(display, version, rp)
+        else:
+            name, data = make_sdist(display, version, rp)
+        yield name, data, rp
+
+
+def _build_range(args: tuple[Path, int, int]) -> list[DistFile]:
+    """Worker: write the files of projects [start, stop) into root."""
+    root, start, stop = args
+    out: list[DistFile] = []
+    for i in range(start, stop):
+        _, normalized = project_name(i)
+        for filename, data, rp in _project_files(i):
+            (root / filename).write_bytes(data)
+            out.append(DistFile(normalized, filename, hashlib.sha256(data).hexdigest(),
+                                len(data), rp))
+    return out
+
+
+def corpus_dir(n_projects: int, out_dir: Path = OUT_DIR) -> Path:
+    return out_dir / f"corpus-{n_projects}"
+
+
+def _load(path: Path, n_projects: int) -> Corpus | None:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("format") != CORPUS_FORMAT or manifest.get("n_projects") != n_projects:
+        return None
+    files = [DistFile(**f) for f in manifest["files"]]
+    return Corpus(n_projects, path, path / "packages", manifest["projects"], files,
+                  manifest["big_files"], manifest["build_seconds"], reused=True)
+
+
+def build_corpus(n_projects: int = 10_000, *, out_dir: Path = OUT_DIR, force: bool = False,
+                 jobs: int | None = None) -> Corpus:
+    """Return the cached corpus of this size, building it first if needed."""
+    final = corpus_dir(n_projects, out_dir)
+    if not force and (cached := _load(final, n_projects)) is not None:
+        return cached
+    t0 = time.perf_counter()
+    tmp = out_dir / f".corpus-{n_projects}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    root = tmp / "packages"
+    root.mkdir(parents=True)
+    jobs = jobs or len(os.sched_getaffinity(0))
+    step = max(1, min(500, n_projects // (jobs * 4) or 1))
+    chunks = [(root, s, min(s + step, n_projects)) for s in range(0, n_projects, step)]
+    files: list[DistFile] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for part in pool.map(_build_range, chunks):
+            files.extend(part)
+    projects = [project_name(i)[1] for i in range(n_projects)]
+    big = [f.filename for f in files if f.project in projects[:BIG_PROJECTS]]
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "format": CORPUS_FORMAT, "n_projects": n_projects, "build_seconds": round(seconds, 3),
+        "projects": projects, "big_files": big, "files": [f.__dict__ for f in files],
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return Corpus(n_projects, final, final / "packages", projects, files, big, seconds,
+                  reused=False)
+
+
+def write_static_index(corpus: Corpus) -> Path:
+    """A static PEP 503 tree (simple/, packages -> root) for file-serving targets.
+
+    Used by the http.server self-test target now and meant for an nginx target later.
+    """
+    static = corpus.dir / "static"
+    if (static / ".complete").exists():
+        return static
+    shutil.rmtree(static, ignore_errors=True)
+    (static / "simple").mkdir(parents=True)
+    (static / "packages").symlink_to(corpus.root.resolve())
+    by_project: dict[str, list[DistFile]] = {}
+    for f in corpus.files:
+        by_project.setdefault(f.project, []).append(f)
+    head = '<!DOCTYPE html>\n<html><head><meta name="pypi:repository-version" content="1.0">'
+    links = "".join(f'<a href="{p}/">{p}</a>\n' for p in corpus.projects)
+    (static / "simple" / "index.html").write_text(f"{head}</head><body>\n{links}</body></html>\n")
+    for project, pfiles in by_project.items():
+        d = static / "simple" / project
+        d.mkdir()
+        body = "".join(
+            f'<a href="../../packages/{f.filename}#sha256={f.sha256}"'
+            + (f' data-requires-python="{html.escape(f.requires_python)}"'
+               if f.requires_python else "")
+            + f">{f.filename}</a>\n"
+            for f in pfiles
+        )
+        (d / "index.html").write_text(f"{head}</head><body>\n{body}</body></html>\n")
+    (static / ".complete").write_text("")
+    return static
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--projects", type=int, default=10_000)
+    ap.add_argument("--force", action="store_true", help="rebuild even if cached")
+    args = ap.parse_args(argv)
+    c = build_corpus(args.projects, force=args.force)
+    state = "reused" if c.reused else "built"
+    print(f"{state} {c.root}: {len(c.projects)} projects, {len(c.files)} files, "
+          f"{c.total_bytes / 1e6:.1f} MB, build took {c.build_seconds:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
