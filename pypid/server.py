@@ -197,6 +197,8 @@ def _journal_logconfig(config: Config) -> dict[str, Any]:
             "access": {"class": "logging.StreamHandler", "formatter": "access",
                        "stream": "ext://sys.stderr"},
         },
+        # gunicorn merges this into its defaults, whose root logger names a handler we replace.
+        "root": {"level": "WARNING", "handlers": ["error"]},
         "loggers": {
             "gunicorn.error": {"handlers": ["error"], "level": config.log.level.upper(),
                                "propagate": False},

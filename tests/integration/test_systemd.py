@@ -249,3 +249,22 @@ def test_reload_without_mainpid(tmp_path: Path) -> None:
         check=False)
     assert result.returncode == 1
     assert "$MAINPID is not set" in result.stderr
+
+
+def test_journal_format_has_no_second_timestamp(tmp_path: Path, root: Path) -> None:
+    log = tmp_path / "server.log"
+    log.touch()
+    st = log.stat()
+    # JOURNAL_STREAM names stderr's device:inode when stderr is the journal.
+    server = start(tmp_path, root, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    try:
+        deadline = time.monotonic() + 10
+        while "pypid 0" not in server.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        get(server.url("/simple/"))
+    finally:
+        stop(server.proc)
+    lines = [line for line in server.log_text().splitlines() if line.strip()]
+    assert any("serving 1 projects" in line and "config:" in line for line in lines)
+    assert any('"GET /simple/ HTTP/1.1" 200' in line for line in lines)
+    assert not [line for line in lines if line.startswith("[20")], lines[:5]
