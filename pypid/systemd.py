@@ -144,10 +144,20 @@ class PypidArbiter(Arbiter):  # type: ignore[misc]
         self.notifier.send("RELOADING=1", "STATUS=reloading the configuration")
         # No try/finally: workers forked inside reload() unwind through here with
         # SystemExit when they exit, and must not act as the master.
-        self._ready = False  # READY=1 again once a worker answers (manage_workers)
+        old = set(self.WORKERS)
+        self._ready = True  # hold READY until the old workers are gone (below)
         super().reload()
-        if not self._ready:
-            self._wait_for_an_answer()
+        self._wait_for_exit(old)
+        self._ready = False
+        self._wait_for_an_answer()
+
+    def _wait_for_exit(self, pids: set[int]) -> None:
+        """Let old workers finish their requests and exit, as gunicorn >= 23 does itself,
+        so that READY=1 after a reload means the new settings answer."""
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while pids & set(self.WORKERS) and time.monotonic() < deadline:
+            self.reap_workers()
+            time.sleep(0.05)
 
     def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
         self.notifier.send("STOPPING=1", "STATUS=shutting down")
