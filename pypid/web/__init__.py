@@ -31,7 +31,9 @@ def create_app(config: Config, *, index: Index | None = None,
     if htpasswd is None:
         htpasswd = Htpasswd(Path(config.auth.htpasswd))
     app = Flask(__name__, static_folder=None)
-    app.url_map.merge_slashes = False  # "//" must not redirect; it simply names no file
+    # "//" must not redirect; it simply names no file. (Werkzeug 2.2 reads this only
+    # when the Map is built.)
+    app.url_map = app.url_map_class(merge_slashes=False)
     app.config.update(
         MAX_CONTENT_LENGTH=config.storage.max_upload_mb * 1024 * 1024 + MAX_FORM_MEMORY,
         MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY,
