@@ -12,6 +12,7 @@ from pypid.config import Config
 from pypid.index import Index
 from pypid.storage import PackageRoot
 from pypid.web import access, errors, files, home, proxy, simple, upload
+from pypid.web.fast import FastPath
 from pypid.web.pagecache import PageCache
 from pypid.web.state import Services, services
 
@@ -48,8 +49,8 @@ def create_app(config: Config, *, index: Index | None = None,
     for module in (home, simple, files, upload):
         app.register_blueprint(module.bp)
     errors.register(app)
-    app.wsgi_app = proxy.wrap(app.wsgi_app, config.server.url_prefix,  # type: ignore[method-assign]
-                              config.server.trusted_proxies)
+    app.wsgi_app = proxy.wrap(  # type: ignore[method-assign]
+        FastPath(app, app.wsgi_app), config.server.url_prefix, config.server.trusted_proxies)
     return app
 
 

@@ -6,16 +6,17 @@ import hashlib
 import threading
 
 from flask import Blueprint, Response, abort, request, send_file
+from werkzeug.wsgi import wrap_file
 
 from pypid.distfile import WHEEL, MetadataError, parse_filename, read_core_metadata
 from pypid.index import FileEntry
 from pypid.web import errors
+from pypid.web.answers import FILE_MAX_AGE, file_answer
 from pypid.web.state import services
 
 bp = Blueprint("files", __name__)
 
 METADATA_SUFFIX = ".metadata"
-IMMUTABLE = 365 * 24 * 3600
 _metadata_cache: dict[tuple[str, int, int], bytes] = {}
 _metadata_lock = threading.Lock()
 
@@ -27,15 +28,26 @@ def package_file(filename: str) -> Response:
     entry = _current(filename)
     path = services().index.path(entry)
     overwrite = services().config.storage.overwrite
-    try:
+    if request.range is None:  # the whole file: the same answer as the fast path gives
+        status, headers = file_answer(
+            entry.sha256, entry.size, entry.mtime_ns / 1e9, overwrite=overwrite,
+            if_none_match=request.headers.get("If-None-Match"),
+            if_modified_since=request.headers.get("If-Modified-Since"))
+        if status == 304 or request.method == "HEAD":
+            return Response(status=status, headers=headers)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the WSGI server
+        except FileNotFoundError:
+            abort(404, description=f"{filename} is gone")
+        return Response(wrap_file(request.environ, handle), status=status, headers=headers,
+                        direct_passthrough=True)
+    try:  # Range: Werkzeug's send_file answers 206/416
         response = send_file(
             path, mimetype="application/octet-stream", conditional=True, etag=entry.sha256,
-            last_modified=entry.mtime_ns / 1e9, max_age=0 if overwrite else IMMUTABLE)
+            last_modified=entry.mtime_ns / 1e9, max_age=0 if overwrite else FILE_MAX_AGE)
     except FileNotFoundError:
         abort(404, description=f"{filename} is gone")
     response.headers["Accept-Ranges"] = "bytes"
-    if not overwrite:
-        response.headers["Cache-Control"] = f"public, max-age={IMMUTABLE}, immutable"
     return response
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
@@ -17,6 +19,7 @@ _EXPLICIT_RANK = {JSON: 3, HTML: 2, TEXT_HTML: 1}
 _WILDCARD_RANK = {TEXT_HTML: 3, HTML: 2, JSON: 1}
 
 
+@functools.lru_cache(maxsize=512)  # clients send few distinct Accept headers
 def negotiate(accept: str | None, format_param: str | None = None) -> str | None:
     """The media type to answer with, or None when nothing offered is acceptable (406).
 

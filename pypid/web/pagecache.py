@@ -39,6 +39,11 @@ class PageCache:
         self._max = max_entries
         self._lock = threading.Lock()
 
+    def peek(self, key: Hashable, serial: int) -> Page | None:
+        """The cached page for ``key`` if it is still current, else None."""
+        cached = self._pages.get(key)
+        return cached[1] if cached is not None and cached[0] == serial else None
+
     def get(self, key: Hashable, serial: int, render: Callable[[], bytes]) -> Page:
         cached = self._pages.get(key)
         if cached is not None and cached[0] == serial:

@@ -7,17 +7,15 @@ from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, redirect, render_template, request
-from werkzeug.http import parse_etags
 
 from pypid.distfile import is_normalized, is_valid_project_name, normalize
 from pypid.web import errors
-from pypid.web.negotiate import JSON, OFFERS, TEXT_HTML, negotiate
+from pypid.web.answers import page_answer
+from pypid.web.negotiate import JSON, OFFERS, negotiate
 from pypid.web.pagecache import Page
 from pypid.web.state import services
 
 bp = Blueprint("simple", __name__)
-
-CACHE_CONTROL = "max-age=0, must-revalidate"
 
 
 @bp.route("/simple", methods=["GET", "HEAD"])
@@ -88,39 +86,9 @@ def _render(media: str, template: str, data: dict[str, Any]) -> bytes:
 
 
 def _page_response(page: Page, media: str) -> Response:
-    use_gzip = page.gzipped is not None and _accepts_gzip()
-    etag = page.gzip_etag if use_gzip else page.etag
-    headers = {"Vary": "Accept, Accept-Encoding", "ETag": f'"{etag}"',
-               "Cache-Control": CACHE_CONTROL}
-    content_type = "text/html; charset=utf-8" if media == TEXT_HTML else media
-    if _not_modified(etag):
-        return Response(status=304, headers=headers)
-    body = page.gzipped if use_gzip else page.body
-    response = Response(body, content_type=content_type, headers=headers)
-    if use_gzip:
-        response.headers["Content-Encoding"] = "gzip"
-    return response
-
-
-def _not_modified(etag: str) -> bool:
-    header = request.headers.get("If-None-Match")
-    return bool(header) and parse_etags(header).contains_weak(etag)
-
-
-def _accepts_gzip() -> bool:
-    for item in request.headers.get("Accept-Encoding", "").split(","):
-        coding, *params = (part.strip() for part in item.split(";"))
-        if coding.lower() not in ("gzip", "x-gzip"):
-            continue
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    return float(value) > 0
-                except ValueError:
-                    return False
-        return True
-    return False
+    status, headers, body = page_answer(page, media, request.headers.get("Accept-Encoding"),
+                                        request.headers.get("If-None-Match"))
+    return Response(body, status=status, headers=headers)
 
 
 def _project_redirect_or_404(project: str, always: bool = False) -> Response:
