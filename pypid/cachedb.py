@@ -14,14 +14,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("pypid.cache")
 
 DB_NAME = "index.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     relpath TEXT PRIMARY KEY,
@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS files (
     requires_python TEXT,
     metadata_sha256 TEXT,
     upload_time REAL NOT NULL,
-    error TEXT
+    error TEXT,
+    project TEXT,
+    version TEXT
 );
 CREATE TABLE IF NOT EXISTS yanks (
     filename TEXT PRIMARY KEY,
@@ -55,6 +57,15 @@ class FileRow:
     metadata_sha256: str | None
     upload_time: float
     error: str | None = None
+    project: str | None = None  # normalized, as parsed once from the file name
+    version: str | None = None  # normalized PEP 440 text
+
+
+_SELECT = ("SELECT relpath, size, mtime_ns, inode, sha256, requires_python, metadata_sha256,"
+           " upload_time, error, project, version FROM files")
+_INSERT = ("INSERT OR REPLACE INTO files (relpath, size, mtime_ns, inode, sha256, requires_python,"
+           " metadata_sha256, upload_time, error, project, version)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class CacheDB:
@@ -130,26 +141,22 @@ class CacheDB:
         """Changes whenever another connection commits (PRAGMA data_version)."""
         return int(self.conn().execute("PRAGMA data_version").fetchone()[0])
 
-    def all_files(self) -> dict[str, FileRow]:
-        rows = self.conn().execute("SELECT relpath, size, mtime_ns, inode, sha256, requires_python,"
-                                   " metadata_sha256, upload_time, error FROM files")
-        return {row[0]: FileRow(*row) for row in rows}
+    def iter_files(self) -> Iterator[FileRow]:
+        """Every row, one at a time (a large root must not be held twice in memory)."""
+        conn = self.conn()
+        yield from (FileRow(*row) for row in conn.execute(_SELECT))
 
     def get(self, relpath: str) -> FileRow | None:
-        row = self.conn().execute(
-            "SELECT relpath, size, mtime_ns, inode, sha256, requires_python, metadata_sha256,"
-            " upload_time, error FROM files WHERE relpath = ?", (relpath,)).fetchone()
+        row = self.conn().execute(_SELECT + " WHERE relpath = ?", (relpath,)).fetchone()
         return FileRow(*row) if row else None
 
     def put(self, rows: Iterable[FileRow]) -> None:
         conn = self.conn()
         with _transaction(conn):
             conn.executemany(
-                "INSERT OR REPLACE INTO files (relpath, size, mtime_ns, inode, sha256,"
-                " requires_python, metadata_sha256, upload_time, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT,
                 [(r.relpath, r.size, r.mtime_ns, r.inode, r.sha256, r.requires_python,
-                  r.metadata_sha256, r.upload_time, r.error) for r in rows])
+                  r.metadata_sha256, r.upload_time, r.error, r.project, r.version) for r in rows])
 
     def forget(self, rows: Iterable[FileRow]) -> None:
         """Delete rows, but only while they still describe the same file version."""

@@ -11,8 +11,6 @@ import re
 import tarfile
 import zipfile
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from pathlib import Path
 from typing import IO, NewType
 
@@ -163,15 +161,30 @@ def _split_sdist_stem(filename: str, stem: str) -> tuple[NormalizedName, Version
 
 
 def parse_requires_python(metadata: bytes) -> tuple[str | None, str | None]:
-    """(Requires-Python, Name) from core metadata headers; None where absent.
+    r"""(Requires-Python, Name) from core metadata headers; None where absent.
 
-    >>> parse_requires_python(b"Metadata-Version: 2.1\\nName: x\\nRequires-Python: >=3.8\\n\\nbody")
+    A plain scan of the header block (RFC 822 style, with continuation lines):
+    the email package is ten times slower, and this runs for every new file.
+
+    >>> parse_requires_python(b"Metadata-Version: 2.1\nName: x\nRequires-Python: >=3.8\n\nbody")
     ('>=3.8', 'x')
     """
-    headers = BytesHeaderParser(policy=compat32).parsebytes(metadata)
-    requires = headers.get("Requires-Python")
-    name = headers.get("Name")
-    return (_clean_header(requires), _clean_header(name))
+    found: dict[str, str] = {}
+    current = None
+    for line in metadata.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            break  # the end of the headers
+        if line[0] in " \t":
+            if current is not None:
+                found[current] += " " + line.strip()
+            continue
+        key, sep, value = line.partition(":")
+        current = key.strip().lower() if sep else None
+        if current in ("requires-python", "name") and current not in found:
+            found[current] = value.strip()
+        else:
+            current = None
+    return (_clean_header(found.get("requires-python")), _clean_header(found.get("name")))
 
 
 def _clean_header(value: object) -> str | None:

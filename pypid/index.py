@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from packaging.version import Version
 
 from pypid.cachedb import CacheDB, FileRow
 from pypid.distfile import (
+    SDIST,
     WHEEL,
     InvalidFilenameError,
     MetadataError,
@@ -59,21 +61,36 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True, slots=True)
 class FileEntry:
-    """One distribution file as the pages show it."""
+    """One distribution file as the pages show it.
+
+    Kept small: 100,000 of these live in every worker. Digests are raw bytes,
+    repeated strings (project, Requires-Python) are interned.
+    """
 
     filename: str
     relpath: str
     project: NormalizedName
-    version: Version
-    kind: str
+    version: str  # normalized PEP 440 text
     size: int
     mtime_ns: int
     inode: int
-    sha256: str
+    digest: bytes  # sha256 of the file
     requires_python: str | None
-    metadata_sha256: str | None
+    metadata_digest: bytes | None  # sha256 of a wheel's METADATA
     upload_time: float
     yanked: str | None  # None: not yanked; "" yanked with no reason
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hex()
+
+    @property
+    def metadata_sha256(self) -> str | None:
+        return self.metadata_digest.hex() if self.metadata_digest is not None else None
+
+    @property
+    def kind(self) -> str:
+        return WHEEL if self.filename.endswith(".whl") else SDIST
 
     def same_file(self, stat: FileStat) -> bool:
         return (self.size, self.mtime_ns, self.inode) == (stat.size, stat.mtime_ns, stat.inode)
@@ -132,12 +149,12 @@ class Index:
         if entries is None:
             return None
         files = [_file_dict(entry) for entry in entries]
-        versions = sorted({entry.version for entry in entries})
+        versions = sorted({entry.version for entry in entries}, key=Version)
         return {
             "meta": {"api-version": API_VERSION},
             "name": project,
             "files": files,
-            "versions": [str(v) for v in versions],
+            "versions": versions,
         }
 
     def index_page(self) -> dict[str, Any]:
@@ -149,21 +166,24 @@ class Index:
 
     def load(self, progress: Progress | None = None) -> None:
         """Scan the whole root; hash only what the cache does not already know."""
-        rows = self.cache.all_files()
         self._yanks = self.cache.yanks()
         self._bulk = True
-        todo: list[FileStat] = []
-        seen: set[str] = set()
-        for stat in self.root.iter_files():
-            seen.add(stat.relpath)
-            row = rows.get(stat.relpath)
-            if row is not None and _row_matches(row, stat):
+        stats = {stat.relpath: stat for stat in self.root.iter_files()}
+        todo: list[tuple[FileStat, FileRow | None]] = []
+        gone: list[FileRow] = []
+        for row in self.cache.iter_files():
+            stat = stats.pop(row.relpath, None)
+            if stat is None:
+                gone.append(row)
+            elif _row_matches(row, stat):
                 self._apply_row(stat, row)
             else:
-                todo.append(stat)
+                todo.append((stat, row))
+        todo.extend((stat, None) for stat in stats.values())
+        del stats
         new_rows = []
-        for done, stat in enumerate(todo, 1):
-            row = self._examine(stat, rows.get(stat.relpath))
+        for done, (stat, old) in enumerate(todo, 1):
+            row = self._examine(stat, old)
             if row is not None:
                 new_rows.append(row)
                 self._apply_row(stat, row)
@@ -173,7 +193,7 @@ class Index:
             if progress is not None:
                 progress(done, len(todo))
         self.cache.put(new_rows)
-        self.cache.forget(row for relpath, row in rows.items() if relpath not in seen)
+        self.cache.forget(gone)
         self._bulk = False
         for project in self._dirty:
             self._reindex(project)
@@ -192,8 +212,10 @@ class Index:
                requires_python: str | None, upload_time: float) -> FileEntry | None:
         """Add a file this process just stored, with facts it already computed."""
         meta_sha = hashlib.sha256(metadata).hexdigest() if metadata is not None else None
+        dist = parse_filename(stat.relpath.rsplit("/", 1)[-1])
         row = FileRow(stat.relpath, stat.size, stat.mtime_ns, stat.inode, sha256,
-                      requires_python, meta_sha, upload_time)
+                      requires_python, meta_sha, upload_time, None, dist.project,
+                      str(dist.version))
         self.cache.put([row])
         with self._lock:
             return self._apply_row(stat, row)
@@ -404,7 +426,8 @@ class Index:
         if old is not None and old.relpath == stat.relpath and old.sha256 == sha256:
             upload_time = old.upload_time  # same bytes, only touched: keep the first time
         return FileRow(stat.relpath, stat.size, stat.mtime_ns, stat.inode, sha256,
-                       meta.requires_python, meta_sha, upload_time)
+                       meta.requires_python, meta_sha, upload_time, None, dist.project,
+                       str(dist.version))
 
     def _log_once(self, relpath: str, message: str) -> None:
         if (relpath, message) not in self._logged:
@@ -420,18 +443,23 @@ class Index:
             self._drop(stat.relpath)
             return None
         filename = stat.relpath.rsplit("/", 1)[-1]
-        try:
-            dist = parse_filename(filename)
-        except InvalidFilenameError:
-            return None
+        project, version = row.project, row.version
+        if project is None or version is None:  # parsed once, when first seen; else now
+            try:
+                dist = parse_filename(filename)
+            except InvalidFilenameError:
+                return None
+            project, version = dist.project, str(dist.version)
         self._bad.pop(stat.relpath, None)
+        is_wheel = filename.endswith(".whl")
         entry = FileEntry(
             filename=filename,
             relpath=filename if filename == stat.relpath else stat.relpath,
-            project=dist.project, version=dist.version, kind=dist.kind, size=stat.size,
-            mtime_ns=stat.mtime_ns, inode=stat.inode, sha256=row.sha256,
-            requires_python=row.requires_python,
-            metadata_sha256=row.metadata_sha256 if dist.kind == WHEEL else None,
+            project=NormalizedName(sys.intern(project)), version=version, size=stat.size,
+            mtime_ns=stat.mtime_ns, inode=stat.inode, digest=bytes.fromhex(row.sha256),
+            requires_python=sys.intern(row.requires_python) if row.requires_python else None,
+            metadata_digest=(bytes.fromhex(row.metadata_sha256)
+                             if is_wheel and row.metadata_sha256 else None),
             upload_time=row.upload_time, yanked=self._yanks.get(filename))
         self._put(entry)
         return entry
@@ -498,7 +526,7 @@ class Index:
             if project not in self._by_project:
                 self.projects_serial += 1
             self._by_project[project] = tuple(
-                sorted(members.values(), key=lambda e: (e.version, e.filename)))
+                sorted(members.values(), key=lambda e: (Version(e.version), e.filename)))
             self._project_serial[project] = self._serial
         elif project in self._by_project:
             del self._by_project[project]
