@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -116,6 +117,8 @@ class Index:
         self._serial = 0
         self.projects_serial = 0
         self._lock = threading.RLock()
+        reset = weakref.WeakMethod(self._reset_after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
         self._watch_pid: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -231,18 +234,21 @@ class Index:
         """
         if self._watch_pid == os.getpid():
             return
-        self._lock = threading.RLock()  # a lock held across fork stays held in the child
         with self._lock:
             if self._watch_pid == os.getpid():
                 return
             self._watch_pid = os.getpid()
             self._stop = threading.Event()
-            watcher = open_watcher(self.root.path)
-            watcher = self._watch_all(watcher)
-            self._resync()
+            watcher = self._watch_all(open_watcher(self.root.path))
+            # The catch-up scan runs in the thread: a worker answers at once from the
+            # snapshot it was forked with, and is current within a second or so.
             self._thread = threading.Thread(target=self._watch_loop, args=(watcher,),
                                             name="pypid-watch", daemon=True)
             self._thread.start()
+
+    def _reset_after_fork(self) -> None:
+        """In a new child: a lock held by another thread at fork time would stay held."""
+        self._lock = threading.RLock()
 
     def _watch_all(self, watcher: Watcher, under: str = "") -> Watcher:
         try:
@@ -259,6 +265,10 @@ class Index:
         return watcher
 
     def _watch_loop(self, watcher: Watcher) -> None:
+        try:
+            self._resync()
+        except Exception as exc:  # noqa: BLE001 - the loop below recovers
+            self._recover(exc)
         pending: dict[str, float] = {}
         writing: dict[str, float] = {}
         data_version = -1  # first check reloads yank marks committed before this thread began

@@ -156,7 +156,7 @@ def test_changes_while_not_watching_are_caught_up(root: Path,
     index = open_index()
     make_wheel(root, "late", "1.0")  # after load, before the watcher (as in a fresh worker)
     index.start_watching()
-    assert index.files("late")
+    assert wait_for(lambda: index.files("late"))
 
 
 def test_duplicate_names_in_subfolders(root: Path, open_index: Callable[[], Index],
