@@ -29,7 +29,7 @@ from pypid.web.access import warn_at_start
 
 log = logging.getLogger("pypid")
 
-THREADS_PER_WORKER = 8  # gthread: slow downloads must not block page requests
+THREADS_PER_WORKER = 32  # gthread: a slow download holds a thread; pages must not wait (README)
 GRACEFUL_TIMEOUT = 20  # below the unit's TimeoutStopSec=30
 JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
 TERMINAL_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"

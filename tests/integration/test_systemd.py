@@ -268,3 +268,21 @@ def test_journal_format_has_no_second_timestamp(tmp_path: Path, root: Path) -> N
     assert any("serving 1 projects" in line and "config:" in line for line in lines)
     assert any('"GET /simple/ HTTP/1.1" 200' in line for line in lines)
     assert not [line for line in lines if line.startswith("[20")], lines[:5]
+
+
+def test_cold_start_reports_progress_before_ready(tmp_path: Path, notify: Notifications) -> None:
+    from tests.builders import make_sdist
+
+    root = tmp_path / "packages"
+    root.mkdir()
+    for i in range(40):
+        make_sdist(root, f"cold-{i}", "1.0")
+    server = start(tmp_path, root, {"NOTIFY_SOCKET": notify.sock.getsockname()})
+    try:
+        ready = notify.wait_for("READY=1")
+        before = notify.texts()[:ready]
+        assert any("STATUS=indexing 40/40 files" in text for text in before), before
+        assert all("EXTEND_TIMEOUT_USEC=" in text for text in before if "indexing" in text)
+        assert "serving 40 projects" in notify.texts()[ready]
+    finally:
+        stop(server.proc)
