@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,20 @@ def build_corpus(root: Path) -> Corpus:
     return corpus
 
 
+TomlValue = str | int | bool | tuple[str, ...] | list[str]
+
+
+def _toml(value: TomlValue) -> str:
+    """A TOML literal for the simple values test configs use."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+
+
 def write_config(
     path: Path,
     root: Path,
@@ -75,19 +91,27 @@ def write_config(
     url_prefix: str,
     upstream: str,
     trusted_proxies: tuple[str, ...] | None = None,
+    settings: Mapping[str, Mapping[str, TomlValue]] | None = None,
 ) -> None:
-    """A test config; trusted_proxies None keeps the default (127.0.0.1)."""
-    upstream_url = 'url = "https://pypi.org/simple/"\n' if upstream == "redirect" else ""
-    proxies = ""
+    """A test config; trusted_proxies None keeps the default (127.0.0.1); settings adds or
+    replaces keys by section, e.g. {"auth": {"htpasswd": "/x"}, "server": {"workers": 1}}."""
+    sections: dict[str, dict[str, TomlValue]] = {
+        "storage": {"root": str(root)},
+        "upstream": {"mode": upstream},
+        "server": {"workers": 2, "url_prefix": url_prefix},
+        "log": {"access_log": True},
+    }
+    if upstream == "redirect":
+        sections["upstream"]["url"] = "https://pypi.org/simple/"
     if trusted_proxies is not None:
-        proxies = "trusted_proxies = [" + ", ".join(f'"{p}"' for p in trusted_proxies) + "]\n"
-    path.write_text(
-        f'[storage]\nroot = "{root}"\n\n'
-        f'[upstream]\nmode = "{upstream}"\n{upstream_url}\n'
-        f'[server]\nworkers = 2\nurl_prefix = "{url_prefix}"\n{proxies}\n'
-        "[log]\naccess_log = true\n",
-        encoding="utf-8",
+        sections["server"]["trusted_proxies"] = trusted_proxies
+    for section, keys in (settings or {}).items():
+        sections.setdefault(section, {}).update(keys)
+    text = "\n".join(
+        f"[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items())
+        for section, keys in sections.items()
     )
+    path.write_text(text, encoding="utf-8")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -109,21 +133,33 @@ def start_server(
     url_prefix: str = "",
     upstream: str = "off",
     trusted_proxies: tuple[str, ...] | None = None,
+    settings: Mapping[str, Mapping[str, TomlValue]] | None = None,
 ) -> Server:
     """Start `python -m pypid serve` on 127.0.0.1:0 and wait until /health answers 200."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "pypid.toml"
     write_config(
-        cfg, root, url_prefix=url_prefix, upstream=upstream, trusted_proxies=trusted_proxies
+        cfg,
+        root,
+        url_prefix=url_prefix,
+        upstream=upstream,
+        trusted_proxies=trusted_proxies,
+        settings=settings,
     )
-    log = workdir / "server.log"
+    return launch(cfg, root, log=workdir / "server.log", url_prefix=url_prefix)
+
+
+def launch(cfg: Path, root: Path, *, log: Path, url_prefix: str = "") -> Server:
+    """Start `python -m pypid serve --config cfg` (in log's folder, output to log) on
+    127.0.0.1:0 and wait until /health answers 200."""
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "PYPID_CONFIG")}
     env["PYTHONPATH"] = str(REPO_ROOT)
+    env.setdefault("PYPID_BCRYPT_ROUNDS", "4")  # cheap hashes for test users
     cmd = [sys.executable, "-m", "pypid", "serve", "--config", str(cfg)]
     cmd += ["--host", "127.0.0.1", "--port", "0", "--root", str(root)]
     with log.open("wb") as logf:
         proc = subprocess.Popen(  # stopped by stop() in the fixture's finally
-            cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf
+            cmd, cwd=log.parent, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf
         )
     try:
         server = _wait_ready(proc, log, url_prefix, root)

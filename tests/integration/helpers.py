@@ -240,8 +240,8 @@ class Server:
 
 
 def client_tool(name: str) -> str:
-    """Path of pip, uv or twine: $PYPID_TEST_CLIENT_BIN (missing there: fail), else next to
-    sys.executable (missing there: skip)."""
+    """Path of a client program (pip, uv, twine, flit, hatch): $PYPID_TEST_CLIENT_BIN
+    (missing there: fail), else next to sys.executable (missing there: skip)."""
     configured = os.environ.get("PYPID_TEST_CLIENT_BIN")
     if configured:
         path = Path(configured) / name
@@ -257,6 +257,7 @@ def client_tool(name: str) -> str:
 def client_env(tmp: Path) -> dict[str, str]:
     """An environment isolated from the user's and the machine's pip/uv configuration."""
     drop = ("PIP_", "UV_", "PYTHON", "VIRTUAL_ENV", "TWINE_", "CONDA_", "NOTIFY_SOCKET")
+    drop += ("FLIT_", "HATCH_", "PYPID_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env = {k: v for k, v in env.items() if "proxy" not in k.lower()}
     home = tmp / "home"
@@ -280,13 +281,21 @@ def client_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def run_client(args: Sequence[str], tmp: Path, timeout: float = 120.0) -> str:
-    """Run a client command in tmp with the isolated env; fail with its output if it fails."""
+def run_client(
+    args: Sequence[str],
+    tmp: Path,
+    timeout: float = 120.0,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> str:
+    """Run a client command (in cwd, default tmp) with the isolated env plus env; fail with
+    its output if it fails."""
     try:
         proc = subprocess.run(
             list(args),
-            cwd=tmp,
-            env=client_env(tmp),
+            cwd=cwd or tmp,
+            env={**client_env(tmp), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
