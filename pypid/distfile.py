@@ -30,6 +30,9 @@ MAX_METADATA_BYTES = 8 * 1024 * 1024
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _NORMALIZED_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _UNSAFE_CHARS_RE = re.compile(r"[\x00-\x1f\x7f/\\]")
+# PEP 427 escapes every component of a wheel name down to these characters.
+_WHEEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.!+-]+\.whl$")
+MAX_FILENAME_BYTES = 255  # NAME_MAX on Linux file systems
 
 
 class InvalidFilenameError(ValueError):
@@ -134,7 +137,11 @@ def parse_filename(filename: str) -> DistFile:
     """
     if not is_safe_filename(filename):
         raise InvalidFilenameError(filename, "not a plain file name")
+    if len(filename.encode("utf-8", "surrogateescape")) > MAX_FILENAME_BYTES:
+        raise InvalidFilenameError(filename, f"longer than {MAX_FILENAME_BYTES} bytes")
     if filename.endswith(".whl"):
+        if not _WHEEL_NAME_RE.match(filename):
+            raise InvalidFilenameError(filename, "a wheel name has only letters, digits and _.!+-")
         try:
             name, version, _build, _tags = parse_wheel_filename(filename)
         except ValueError as exc:  # InvalidWheelFilename, InvalidVersion

@@ -23,12 +23,13 @@ def reason_phrase(text: str) -> str:
 
 def plain_error(status: int, message: str, *, reason: bool = False,
                 headers: dict[str, str] | None = None) -> Response:
-    """A plain-text error response; with ``reason`` the message is also the status line's phrase."""
-    line = " ".join(message.split())
+    """A plain-text error response; with ``reason`` the message is also the status line's
+    phrase, and the body says exactly the same (latin-1 safe, one line)."""
+    line = reason_phrase(message) if reason else " ".join(message.split())
     response = Response(line + "\n", status=status, mimetype="text/plain",
                         headers=headers or {})
     if reason:
-        response.status = f"{status} {reason_phrase(line)}"
+        response.status = f"{status} {line}"
     return response
 
 

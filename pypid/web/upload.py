@@ -19,6 +19,7 @@ from flask import Blueprint, Request, Response, g, request
 from packaging.version import InvalidVersion, Version
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from pypid.distfile import (
     SDIST,
@@ -69,6 +70,14 @@ class UploadRequest(Request):
     @cached_property
     def incoming_files(self) -> list[IncomingFile]:
         return []
+
+    def make_form_data_parser(self) -> FormDataParser:
+        parser = super().make_form_data_parser()
+        if self.endpoint == ENDPOINT:
+            # Werkzeug's silent default turns a broken body into an empty form, which
+            # would be reported as "missing :action"; say what is wrong instead.
+            parser.silent = False
+        return parser
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None,
@@ -167,7 +176,8 @@ def _check_filename(part: FileStorage, name: str, version: Version, kind: str,
     try:
         dist = parse_filename(filename)
     except InvalidFilenameError as exc:
-        raise UploadError(400, f"invalid file name {filename!r}: {exc.reason}") from None
+        shown = filename if len(filename) <= 80 else filename[:60] + "..." + filename[-12:]
+        raise UploadError(400, f"invalid file name {shown!r}: {exc.reason}") from None
     if dist.kind != kind:
         raise UploadError(400, f"{filename} is not a {filetype} (its extension says {dist.kind})")
     if kind == SDIST and not filename.endswith(SDIST_UPLOAD_SUFFIXES):

@@ -472,11 +472,6 @@ MALFORMED: list[tuple[str, Callable[[bytes], bytes]]] = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: Werkzeug's form parser is silent, so a malformed multipart body "
-    "becomes an empty form and the reason is 'missing :action (file_upload)'",
-)
 @pytest.mark.parametrize("case", range(len(MALFORMED)), ids=[m[0] for m in MALFORMED])
 def test_malformed_body_reason(up: UploadServer, tmp_path: Path, case: int) -> None:
     """A broken multipart body is a 400 that says so, not a claim that :action is missing."""
@@ -490,7 +485,7 @@ def test_malformed_body_reason(up: UploadServer, tmp_path: Path, case: int) -> N
 
 @pytest.fixture(scope="module")
 def spare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UploadServer]:
-    """A server for the known-bug tests: its log (with their 5xx) is not checked."""
+    """A second server for the name-validation tests (their refusals are logged)."""
     srv = start_upload_server(tmp_path_factory.mktemp("spare"), checked=False)
     try:
         yield srv
@@ -498,11 +493,6 @@ def spare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UploadServer]:
         stop(srv.server.proc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a file name longer than NAME_MAX (255 bytes) passes validation and "
-    "link() fails: 500 'cannot store the file in <root>: File name too long'",
-)
 def test_overlong_filename_is_400(spare: UploadServer, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "longname", "1.0")
     filename = b"longname-1.0-py3-none-" + b"x" * 240 + b".whl"  # 266 bytes
@@ -523,11 +513,6 @@ ODD_TAGS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: wheel tag characters are not checked, so a wheel whose platform tag "
-    "holds a space, a non-ASCII character, ', <, > or # is stored (200)",
-)
 @pytest.mark.parametrize("case", range(len(ODD_TAGS)), ids=[t[0] for t in ODD_TAGS])
 def test_odd_wheel_tag_refused(spare: UploadServer, tmp_path: Path, case: int) -> None:
     version = f"1.0.{case}"
