@@ -31,7 +31,9 @@ from pypid.distfile import (
     InvalidFilenameError,
     MetadataError,
     NormalizedName,
+    has_dist_suffix,
     hash_file,
+    is_temp_name,
     parse_filename,
     read_core_metadata,
 )
@@ -211,15 +213,28 @@ class Index:
 
     # -- recording a file pypid wrote itself (uploads)
 
-    def record(self, stat: FileStat, sha256: str, metadata: bytes | None,
-               requires_python: str | None, upload_time: float) -> FileEntry | None:
-        """Add a file this process just stored, with facts it already computed."""
+    def expect(self, stat: FileStat, sha256: str, metadata: bytes | None,
+               requires_python: str | None, upload_time: float) -> FileRow:
+        """Write the facts of a file about to be linked into place (an upload).
+
+        Written before the file appears, so that every worker sees them the
+        moment its watcher sees the file: no hashing, no settling delay, no
+        window in which another worker says 404 (or sends the name upstream).
+        """
         meta_sha = hashlib.sha256(metadata).hexdigest() if metadata is not None else None
         dist = parse_filename(stat.relpath.rsplit("/", 1)[-1])
         row = FileRow(stat.relpath, stat.size, stat.mtime_ns, stat.inode, sha256,
                       requires_python, meta_sha, upload_time, None, dist.project,
                       str(dist.version))
         self.cache.put([row])
+        return row
+
+    def unexpect(self, row: FileRow) -> None:
+        """The expected file never appeared (a lost race, an error): drop its facts."""
+        self.cache.forget([row])
+
+    def record(self, stat: FileStat, row: FileRow) -> FileEntry | None:
+        """Show a file this process just stored (its row came from ``expect``)."""
         with self._lock:
             return self._apply_row(stat, row)
 
@@ -325,6 +340,9 @@ class Index:
                     self._rescan_directory(event.relpath, recursive=True)
                 elif event.mask & (IN_DELETE | IN_MOVED_FROM):
                     self._drop_under(event.relpath)
+            elif event.mask & (IN_CREATE | IN_MOVED_TO) and self._known_now(event.relpath):
+                pending.pop(event.relpath, None)  # an upload, announced in the cache
+                writing.pop(event.relpath, None)
             elif event.mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM):
                 pending[event.relpath] = now
                 writing.pop(event.relpath, None)
@@ -334,6 +352,25 @@ class Index:
             elif event.mask & (IN_CREATE | IN_ATTRIB):
                 pending.setdefault(event.relpath, now + SETTLE_SECONDS)
         return watcher
+
+    def _known_now(self, relpath: str) -> bool:
+        """Apply a new file at once if the cache already describes it exactly."""
+        if not has_dist_suffix(relpath) or is_temp_name(relpath.rsplit("/", 1)[-1]):
+            return False
+        row = self.cache.get(relpath)
+        if row is None or row.error is not None:
+            return False
+        try:
+            stat = self.root.stat(relpath)
+        except ValueError:
+            return False
+        if stat is None or not _row_matches(row, stat):
+            return False
+        with self._lock:
+            current = self._by_path.get(relpath)
+            if current is None or not current.same_file(stat):
+                self._apply_row(stat, row)
+        return True
 
     def refresh(self, relpath: str) -> None:
         """Bring one path up to date: added, changed or removed."""

@@ -275,6 +275,12 @@ class IncomingFile:
 
     # -- what pypid calls
 
+    def stat_as(self, final: Path) -> FileStat:
+        """The stat ``final`` will have once published (a link or rename keeps inode and mtime)."""
+        st = os.fstat(self._fd)
+        return FileStat(final.relative_to(self.directory).as_posix(), st.st_size,
+                        st.st_mtime_ns, st.st_ino)
+
     def reopen(self) -> IO[bytes]:
         """An independent reader of the received bytes (own offset), for validation."""
         if self.name is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
 import time
 from functools import cached_property
@@ -229,18 +230,26 @@ def _store(incoming: IncomingFile, dist: DistFile, meta: CoreMetadata) -> tuple[
     try:
         final = index.path(existing) if existing is not None else upload_path(index.root,
                                                                               dist.filename)
-        stat = incoming.publish(final, overwrite=overwrite)
     except UnsafePathError as exc:
         raise UploadError(400, str(exc)) from None
-    except FileExistsError:  # a racing upload, or a file the index has not seen yet
+    if not overwrite and os.path.lexists(final):  # not indexed yet (copied in a moment ago)
+        return _conflict_or_same(dist.filename, _sha256_of(final), sha256)
+    row = index.expect(incoming.stat_as(final), sha256, meta.metadata, meta.requires_python,
+                       time.time())
+    try:
+        stat = incoming.publish(final, overwrite=overwrite)
+    except FileExistsError:  # a racing upload won
+        index.unexpect(row)
         return _conflict_or_same(dist.filename, _sha256_of(final), sha256)
     except NoSpaceError as exc:
+        index.unexpect(row)
         log.error("upload of %s refused: %s", dist.filename, exc)
         raise UploadError(507, str(exc)) from None
     except StorageError as exc:
+        index.unexpect(row)
         log.error("upload of %s failed: %s", dist.filename, exc)
         raise UploadError(500, str(exc)) from None
-    index.record(stat, sha256, meta.metadata, meta.requires_python, time.time())
+    index.record(stat, row)
     log.info("%s uploaded %s (%d bytes) from %s", g.get("user", "anonymous"), dist.filename,
              stat.size, request.remote_addr)
     return 200, f"stored {dist.filename}"

@@ -713,3 +713,13 @@ def test_logs_are_clean(up: UploadServer, small: UploadServer) -> None:
     """No traceback and no password in any log of this module's servers (runs last)."""
     assert len(LOGS) >= 2
     assert_log_clean(*LOGS)
+
+
+def test_an_upload_is_visible_from_every_worker_at_once(up: UploadServer, tmp_path: Path) -> None:
+    """Right after the 200, no worker may still answer 404 (or send the name upstream)."""
+    for i in range(5):
+        wheel = make_wheel(tmp_path, f"instant-{i}", "1.0")
+        resp = upload(up.server, wheel, f"instant-{i}", "1.0")
+        assert resp.status == 200, resp.describe()
+        statuses = [get(up.server.url(f"/simple/instant-{i}/")).status for _ in range(12)]
+        assert statuses == [200] * 12
