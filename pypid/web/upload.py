@@ -16,7 +16,7 @@ import time
 from functools import cached_property
 from typing import IO, Any
 
-from flask import Blueprint, Request, Response, g, request
+from flask import Blueprint, Request, Response, current_app, g, request
 from packaging.version import InvalidVersion, Version
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
@@ -138,6 +138,10 @@ def _handle() -> tuple[int, str]:
 
 def _parse() -> tuple[ImmutableMultiDict[str, str], ImmutableMultiDict[str, FileStorage]]:
     max_mb = services().config.storage.max_upload_mb
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        # Werkzeug 2.2 would read the whole body before saying so.
+        raise UploadError(413, f"the upload is larger than max_upload_mb ({max_mb} MiB)")
     try:
         return request.form, request.files
     except (TooLargeError, RequestEntityTooLarge):
