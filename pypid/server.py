@@ -36,6 +36,13 @@ TERMINAL_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(messa
 ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 
+def plural(count: int, noun: str) -> str:
+    """>>> plural(1, "project"), plural(2, "worker")
+    ('1 project', '2 workers')
+    """
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def under_journal() -> bool:
     """Is stderr the systemd journal (so it stamps time and PID itself)?"""
     stream = os.environ.get("JOURNAL_STREAM", "")
@@ -101,8 +108,9 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
     def describe(self, listeners: list[Any]) -> str:
         """The STATUS= text: ASCII, short, true."""
         index: Index = self.flask_app.extensions["pypid"].index
-        return (f"serving {index.project_count()} projects on {bound_addresses(listeners)}, "
-                f"{self.pypid_config.server.workers} workers")
+        workers = plural(self.pypid_config.server.workers, "worker")
+        return (f"serving {plural(index.project_count(), 'project')} on "
+                f"{bound_addresses(listeners)}, {workers}")
 
     def load_config(self) -> None:
         config = self.pypid_config
@@ -178,10 +186,10 @@ def _when_ready(server: Any) -> None:
     app: PypidApplication = server.app
     config = app.pypid_config
     index: Index = app.flask_app.extensions["pypid"].index
-    log.info("pypid %s serving %d projects (%d files) from %s on %s with %d workers "
-             "(config: %s)", __version__, index.project_count(), index.file_count(),
-             index.root.path, bound_addresses(server.LISTENERS), config.server.workers,
-             config.source or "defaults")
+    log.info("pypid %s serving %s (%s) from %s on %s with %s (config: %s)", __version__,
+             plural(index.project_count(), "project"), plural(index.file_count(), "file"),
+             index.root.path, bound_addresses(server.LISTENERS),
+             plural(config.server.workers, "worker"), config.source or "defaults")
 
 
 def _journal_logconfig(config: Config) -> dict[str, Any]:

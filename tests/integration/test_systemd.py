@@ -121,7 +121,7 @@ def test_notification_sequence(tmp_path: Path, root: Path, notify: Notifications
         assert get(server.url("/health")).status == 200
         first = notify.texts()[ready]
         assert "Gunicorn arbiter booted" not in " ".join(notify.texts())  # gunicorn's early READY
-        assert f"STATUS=serving 1 projects on 127.0.0.1:{server.port}, 2 workers" in first
+        assert f"STATUS=serving 1 project on 127.0.0.1:{server.port}, 2 workers" in first
         assert all(text.isascii() for text in notify.texts())
         pings = notify.wait_for("WATCHDOG=1", after=ready + 1)
         notify.wait_for("WATCHDOG=1", after=pings + 1, timeout=3)
@@ -265,7 +265,7 @@ def test_journal_format_has_no_second_timestamp(tmp_path: Path, root: Path) -> N
     finally:
         stop(server.proc)
     lines = [line for line in server.log_text().splitlines() if line.strip()]
-    assert any("serving 1 projects" in line and "config:" in line for line in lines)
+    assert any("serving 1 project (1 file)" in line and "config:" in line for line in lines)
     assert any('"GET /simple/ HTTP/1.1" 200' in line for line in lines)
     assert not [line for line in lines if line.startswith("[20")], lines[:5]
 
