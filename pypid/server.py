@@ -37,7 +37,9 @@ ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 
 def plural(count: int, noun: str) -> str:
-    """>>> plural(1, "project"), plural(2, "worker")
+    """Count and noun, in English.
+
+    >>> plural(1, "project"), plural(2, "worker")
     ('1 project', '2 workers')
     """
     return f"{count} {noun}{'' if count == 1 else 's'}"
