@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 MIN_GZIP_BYTES = 1024
-MAX_ENTRIES = 20_000
+MAX_BYTES = 24 * 1024 * 1024  # per worker: pages re-render in microseconds when evicted
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,11 @@ class Page:
     def gzip_etag(self) -> str:
         return self.etag + "-gz"
 
+    @property
+    def weight(self) -> int:
+        """Roughly the memory it holds."""
+        return len(self.body) + len(self.gzipped or b"") + 200
+
 
 def make_page(body: bytes) -> Page:
     etag = hashlib.sha256(body).hexdigest()[:32]
@@ -32,11 +37,15 @@ def make_page(body: bytes) -> Page:
 
 
 class PageCache:
-    """``(key, serial) -> Page``; a new serial for a key replaces the old page."""
+    """``(key, serial) -> Page``; a new serial for a key replaces the old page.
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    Bounded by the bytes it holds: past ``max_bytes`` the older half goes.
+    """
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self._pages: dict[Hashable, tuple[int, Page]] = {}
-        self._max = max_entries
+        self._max = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def peek(self, key: Hashable, serial: int) -> Page | None:
@@ -50,9 +59,15 @@ class PageCache:
             return cached[1]
         page = make_page(render())
         with self._lock:
-            if len(self._pages) >= self._max:
+            if self._bytes + page.weight > self._max:
                 # Cheap bound: forget the older half (dicts keep insertion order).
-                for old in list(self._pages)[: self._max // 2]:
-                    self._pages.pop(old, None)
+                for old in list(self._pages)[: len(self._pages) // 2 + 1]:
+                    dropped = self._pages.pop(old, None)
+                    if dropped is not None:
+                        self._bytes -= dropped[1].weight
+            replaced = self._pages.get(key)
+            if replaced is not None:
+                self._bytes -= replaced[1].weight
             self._pages[key] = (serial, page)
+            self._bytes += page.weight
         return page

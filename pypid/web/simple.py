@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, abort, redirect, render_template, request
+from flask import Blueprint, Response, abort, redirect, request
 
 from pypid.distfile import is_normalized, is_valid_project_name, normalize
 from pypid.web import errors
 from pypid.web.answers import page_answer
-from pypid.web.negotiate import JSON, OFFERS, negotiate
+from pypid.web.negotiate import OFFERS, negotiate
 from pypid.web.pagecache import Page
+from pypid.web.render import render
 from pypid.web.state import services
 
 bp = Blueprint("simple", __name__)
@@ -28,7 +27,7 @@ def project_list() -> Response:
     media = _negotiated()
     svc = services()
     page = svc.pages.get(("index", media), svc.index.projects_serial,
-                         lambda: _render(media, "simple_index.html", svc.index.index_page()))
+                         lambda: render(media, svc.index.index_page()))
     return _page_response(page, media)
 
 
@@ -47,13 +46,13 @@ def project_detail(project: str) -> Response:
     if serial is None:
         return _unknown_project(project)
 
-    def render() -> bytes:
+    def build() -> bytes:
         data = svc.index.project_page(project)
         if data is None:  # removed between the two lookups
             abort(404, description=f"no project named {project!r} here")
-        return _render(media, "simple_project.html", data)
+        return render(media, data)
 
-    page = svc.pages.get(("project", project, media), serial, render)
+    page = svc.pages.get(("project", project, media), serial, build)
     return _page_response(page, media)
 
 
@@ -77,12 +76,6 @@ def _negotiated() -> str:
         response.headers["Vary"] = "Accept"
         abort(response)
     return media
-
-
-def _render(media: str, template: str, data: dict[str, Any]) -> bytes:
-    if media == JSON:
-        return json.dumps(data, separators=(",", ":")).encode()
-    return render_template(template, page=data).encode()
 
 
 def _page_response(page: Page, media: str) -> Response:
