@@ -9,13 +9,14 @@ The first few projects carry a ~100 KB wheel for the download test. Generation
 is deterministic (seeded per project) and runs on every CPU; a finished corpus
 is reused, a half-written one never is (it is built in a temp dir and renamed).
 
-Run alone: ``python bench/corpus.py [--projects N] [--force]``.
+Run alone: ``python bench/corpus.py [--projects N | --files N] [--force] [--static]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import html
 import io
@@ -140,8 +141,9 @@ def make_sdist(display: str, version: str, requires_python: str | None) -> tuple
         (f"{base}/{dist}/__init__.py", f'__version__ = "{version}"\n'.encode()),
     ]
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1,
-                      format=tarfile.PAX_FORMAT) as tf:
+    # the gzip header carries a time too: fix it, so the same N gives the same bytes
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=FIXED_MTIME) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for path, data in members:
             info = tarfile.TarInfo(path)
             info.size, info.mtime, info.mode = len(data), FIXED_MTIME, 0o644
@@ -149,17 +151,41 @@ def make_sdist(display: str, version: str, requires_python: str | None) -> tuple
     return f"{base}.tar.gz", buf.getvalue()
 
 
-def _project_files(i: int) -> Iterator[tuple[str, bytes, str | None]]:
-    """Yield (filename, bytes, requires_python) for project i: 1-3 files, wheels and sdists."""
+def _plan(i: int) -> tuple[random.Random, str | None, str, str, str]:
+    """(rng, requires_python, v1, v2, pattern) of project i, drawn in a fixed order.
+
+    ``pattern`` is one letter per file (w: wheel, s: sdist); the big projects get "B".
+    """
     rng = random.Random(f"pypid-bench-{i}")  # noqa: S311 (not crypto)
-    display, _ = project_name(i)
     rp = rng.choice(REQUIRES_PYTHON)
     if i < BIG_PROJECTS:
+        return rng, rp, "1.0.0", "1.0.0", "B"
+    v1, v2 = f"1.{rng.randrange(10)}.0", f"2.{rng.randrange(10)}.{rng.randrange(3)}"
+    pattern = rng.choice(("w", "w", "s", "ws", "ws", "ww", "wsw", "wsw"))
+    return rng, rp, v1, v2, pattern
+
+
+def projects_for_files(n_files: int) -> int:
+    """The fewest projects whose files number at least n_files (cheap: no archive is built).
+
+    Sizes are asked for in files (1,000 / 10,000 / 100,000) and corpora are built and
+    cached by projects; the average is about 1.87 files a project.
+    """
+    total, i = 0, 0
+    while total < n_files:
+        total += len(_plan(i)[4])
+        i += 1
+    return max(i, 1)
+
+
+def _project_files(i: int) -> Iterator[tuple[str, bytes, str | None]]:
+    """Yield (filename, bytes, requires_python) for project i: 1-3 files, wheels and sdists."""
+    display, _ = project_name(i)
+    rng, rp, v1, v2, pattern = _plan(i)
+    if pattern == "B":
         name, data = make_wheel(display, "1.0.0", rp, payload=rng.randbytes(BIG_PAYLOAD))
         yield name, data, rp
         return
-    v1, v2 = f"1.{rng.randrange(10)}.0", f"2.{rng.randrange(10)}.{rng.randrange(3)}"
-    pattern = rng.choice(("w", "w", "s", "ws", "ws", "ww", "wsw", "wsw"))
     versions = iter((v1, v1 if pattern in ("ws", "wsw") else v2, v2))
     for kind in pattern:
         version = next(versions)
@@ -266,10 +292,18 @@ def write_static_index(corpus: Corpus) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--projects", type=int, default=10_000)
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--projects", type=int, default=10_000)
+    size.add_argument("--files", type=int, default=None,
+                      help="size in files: the fewest projects holding at least this many")
     ap.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ap.add_argument("--static", action="store_true",
+                    help="also write the static PEP 503 tree (for nginx / http.server)")
     args = ap.parse_args(argv)
-    c = build_corpus(args.projects, force=args.force)
+    n = projects_for_files(args.files) if args.files else args.projects
+    c = build_corpus(n, force=args.force)
+    if args.static:
+        print(f"static tree {write_static_index(c)}")
     state = "reused" if c.reused else "built"
     print(f"{state} {c.root}: {len(c.projects)} projects, {len(c.files)} files, "
           f"{c.total_bytes / 1e6:.1f} MB, build took {c.build_seconds:.1f}s")

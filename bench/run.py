@@ -23,6 +23,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -113,8 +114,16 @@ def _cmdline(pid: int) -> bytes | None:
         return None
 
 
+NICE = [0]  # --nice: niceness of the servers and wrk (negative: ahead of other work; root)
+
+
+def set_nice(n: int) -> None:
+    NICE[0] = n
+
+
 def cpu_prefix(cpu: int | None) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+    nice = ["nice", "-n", str(NICE[0])] if NICE[0] else []
+    return [*nice, "taskset", "-c", str(cpu)] if cpu is not None else nice
 
 
 # --------------------------------------------------------------------------- targets
@@ -197,9 +206,10 @@ class Server:
 
 
 class Target(ABC):
-    """One server implementation under test. Later: pypiserver, nginx on the same corpus."""
+    """One server implementation under test: pypid, pypiserver, nginx, http.server."""
 
     name: str
+    label: str = ""  # column heading in the side-by-side table (default: name)
 
     @abstractmethod
     def start(self, corpus: Corpus, workdir: Path, cpu: int | None) -> Server: ...
@@ -220,6 +230,8 @@ class PypidTarget(Target):
         self.python = python
         self.workers = workers
         self.src = src  # the directory holding the pypid package
+        if workers:
+            self.label = f"pypid ({workers} worker{'s' if workers > 1 else ''})"
 
     def cache_dir(self, corpus: Corpus) -> Path:
         return corpus.root / ".pypid"
@@ -260,6 +272,158 @@ class HttpServerTarget(Target):
                "--directory", str(static), "0"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         return Server(self.name, cmd, env=env, cwd=workdir, port_regex=self.listen, port=None)
+
+
+def free_port() -> int:
+    """A port the kernel has just handed out, for servers that cannot report theirs."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+PYPISERVER_VERSION = "2.4.2"
+GUNICORN_WORKERS = {
+    # pypiserver runs gunicorn in-process (bottle's GunicornServer); its settings come from
+    # GUNICORN_CMD_ARGS. Both were tried at 10k files; gthread was no slower and its p99 far
+    # lower (see bench/README.md).
+    "gthread": "--workers 1 --threads 8 -k gthread",
+    "gevent": "--workers 1 --worker-connections 1000 -k gevent",
+}
+
+
+class PypiserverTarget(Target):
+    """pypiserver from PyPI in its own venv (bench/out/venv-pypiserver): gunicorn, cached-dir.
+
+    ``pypi-server run -p 0 -i 127.0.0.1 --server gunicorn --backend cached-dir
+    --disable-fallback -a . -P . ROOT`` with GUNICORN_CMD_ARGS for one worker.
+    """
+
+    name = "pypiserver"
+    listen = re.compile(r"Listening at: http://([^\s:]+):(\d+)")
+
+    def __init__(self, venv: Path, worker: str = "gthread", python: str = sys.executable) -> None:
+        self.venv = venv
+        self.worker = worker
+        self.python = python
+        self.versions: dict[str, str] = {}
+
+    def ensure_installed(self, log: Any = print) -> dict[str, str]:
+        """Create the venv and pip install pypiserver (once); return the installed versions."""
+        pip = self.venv / "bin" / "pip"
+        want = [f"pypiserver[cache]=={PYPISERVER_VERSION}", "gunicorn", "passlib"]
+        if self.worker == "gevent":
+            want.append("gevent")
+        marker = self.venv / (".bench-installed-" + "-".join(sorted(
+            re.sub(r"[^a-z0-9.=]+", "_", w.lower()) for w in want)))
+        if not marker.exists():
+            log(f"installing {' '.join(want)} into {self.venv}")
+            if not pip.exists():
+                subprocess.run([self.python, "-m", "venv", str(self.venv)], check=True,
+                               timeout=300)
+            subprocess.run([str(pip), "install", "-q", "--disable-pip-version-check", *want],
+                           check=True, timeout=900)
+            marker.write_text("")
+        out = subprocess.run([str(pip), "list", "--format=json", "--disable-pip-version-check"],
+                             capture_output=True, text=True, check=True, timeout=120).stdout
+        names = {"pypiserver", "gunicorn", "watchdog", "gevent", "passlib"}
+        self.versions = {d["name"].lower(): d["version"] for d in json.loads(out)
+                         if d["name"].lower() in names}
+        return self.versions
+
+    def gunicorn_args(self) -> str:
+        args = GUNICORN_WORKERS[self.worker]
+        # gunicorn >= 25 opens a control socket under ~/.gunicorn unless told not to
+        help_text = subprocess.run([str(self.venv / "bin" / "gunicorn"), "--help"],
+                                   capture_output=True, text=True, timeout=60,
+                                   check=False).stdout
+        if "--no-control-socket" in help_text:
+            args += " --no-control-socket"
+        return args
+
+    def start(self, corpus: Corpus, workdir: Path, cpu: int | None) -> Server:
+        cmd = [*cpu_prefix(cpu), str(self.venv / "bin" / "pypi-server"), "run",
+               "-p", "0", "-i", HOST, "--server", "gunicorn", "--backend", "cached-dir",
+               "--disable-fallback", "-a", ".", "-P", ".", str(corpus.root)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "GUNICORN_CMD_ARGS": self.gunicorn_args()}
+        for var in ("PYTHONPATH", "NOTIFY_SOCKET", "VIRTUAL_ENV"):
+            env.pop(var, None)
+        return Server(self.name, cmd, env=env, cwd=workdir, port_regex=self.listen, port=None)
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+user root root;
+pid {prefix}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    {types}
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    gzip on;
+    gzip_types application/vnd.pypi.simple.v1+json application/json;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    server {{
+        listen {host}:{port};
+        root {static};
+        index index.html;
+    }}
+}}
+"""
+
+
+class NginxTarget(Target):
+    """Debian's nginx serving ``corpus.write_static_index()``: one worker, sendfile, gzip on.
+
+    The master (root) and its one worker run under taskset, so both sit on the server CPU.
+    """
+
+    name = "nginx"
+
+    def __init__(self, binary: str = "nginx") -> None:
+        self.binary = binary
+        self.version = ""
+
+    def ensure_installed(self, log: Any = print) -> str:
+        found = shutil.which(self.binary) or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+        if not found:
+            log("nginx not found: installing nginx-light with apt-get")
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q",
+                            "nginx-light"], env=env, check=True, timeout=900)
+            found = shutil.which(self.binary) or "/usr/sbin/nginx"
+        self.binary = found
+        proc = subprocess.run([found, "-v"], capture_output=True, text=True, timeout=30,
+                              check=False)
+        self.version = (proc.stderr or proc.stdout).strip().rsplit("/", 1)[-1]
+        return self.version
+
+    def start(self, corpus: Corpus, workdir: Path, cpu: int | None) -> Server:
+        static = write_static_index(corpus)
+        prefix = workdir / "nginx"
+        (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        mime = Path("/etc/nginx/mime.types")
+        types = (f"include {mime};" if mime.exists() else
+                 "types { text/html html; application/octet-stream whl gz; }")
+        conf = prefix / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(prefix=prefix, types=types, host=HOST, port=port,
+                                          static=static.resolve()))
+        cmd = [*cpu_prefix(cpu), self.binary, "-p", str(prefix), "-e", "stderr",
+               "-c", str(conf)]
+        return Server(self.name, cmd, env=dict(os.environ), cwd=workdir, port_regex=None,
+                      port=port)
 
 
 # --------------------------------------------------------------------------- HTTP probes
@@ -313,8 +477,19 @@ def wait_200(server: Server, path: str, timeout: float) -> tuple[float, str]:
 @dataclass
 class Scenario:
     name: str
-    paths: list[str]
+    paths: list[str]  # a path may carry its own headers: "path<TAB>Name: value<TAB>..."
     headers: dict[str, str] = field(default_factory=dict)
+    expect: int = 200  # the status every request must get (304 for conditional GETs)
+
+
+def split_path(line: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A paths-file line -> (path, headers merged with the scenario's)."""
+    path, *extra = line.split("\t")
+    merged = dict(headers)
+    for h in extra:
+        k, _, v = h.partition(":")
+        merged[k.strip()] = v.strip()
+    return path, merged
 
 
 def scenarios(corpus: Corpus, rng: random.Random) -> list[Scenario]:
@@ -335,16 +510,19 @@ def scenarios(corpus: Corpus, rng: random.Random) -> list[Scenario]:
     ]
 
 
-def validate(port: int, sc: Scenario, rng: random.Random, samples: int = 20) -> dict[str, Any]:
-    """A few plain requests: every one must be 200; reports type, encoding and size."""
+def validate(port: int, sc: Scenario, rng: random.Random, samples: int = 20,
+             timeout: float = 30.0) -> dict[str, Any]:
+    """A few plain requests: every one must get sc.expect; reports type, encoding and size."""
     paths = sc.paths if len(sc.paths) <= samples else rng.sample(sc.paths, samples)
     probes: list[tuple[str, Probe]] = []
-    for p in paths:
+    for line in paths:
+        p, headers = split_path(line, sc.headers)
         try:
-            probes.append((p, get(port, p, sc.headers)))
+            probes.append((p, get(port, p, headers, timeout=timeout)))
         except OSError as exc:
             probes.append((p, Probe(0, "", "", 0, f"{type(exc).__name__}: {exc}")))
-    bad = [f"{p} -> {pr.error or f'HTTP {pr.status}'}" for p, pr in probes if pr.status != 200]
+    bad = [f"{p} -> {pr.error or f'HTTP {pr.status}'}" for p, pr in probes
+           if pr.status != sc.expect]
     first = probes[0][1]
     return {
         "ok": not bad,
@@ -359,17 +537,22 @@ WRK_LINE = re.compile(r"^WRK_RESULT (\{.*\})$", re.M)
 
 
 def run_wrk(port: int, sc: Scenario, workdir: Path, *, duration: float, connections: int,
-            threads: int, cpu: int | None) -> dict[str, Any]:
-    """One bounded wrk run (-d); returns its WRK_RESULT plus req/s."""
+            threads: int, cpu: int | None, timeout: float = 10.0) -> dict[str, Any]:
+    """One bounded wrk run (-d); returns its WRK_RESULT plus req/s.
+
+    timeout: wrk's --timeout, seconds after which a response counts as an error.
+    """
     paths_file = workdir / ("paths-" + re.sub(r"[^a-z0-9]+", "-", sc.name.lower()) + ".txt")
     paths_file.write_text("\n".join(sc.paths) + "\n")
+    # wrk takes whole seconds only
+    duration, timeout = max(1, round(duration)), max(1, round(timeout))
     cmd = [*cpu_prefix(cpu), "wrk", "-t", str(threads), "-c", str(connections),
-           "-d", f"{duration:g}s", "--timeout", "10s", "-s", str(LUA)]
+           "-d", f"{duration}s", "--timeout", f"{timeout}s", "-s", str(LUA)]
     for k, v in sc.headers.items():
         cmd += ["-H", f"{k}: {v}"]
     cmd += [f"http://{HOST}:{port}", "--", str(paths_file)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60,
-                          check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          timeout=duration + timeout + 60, check=False)
     m = WRK_LINE.search(proc.stdout)
     if proc.returncode != 0 or not m:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-2000:]}"
@@ -579,22 +762,49 @@ def ensure_wrk() -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--projects", type=int, default=10_000, help="corpus size (projects)")
-    ap.add_argument("--rounds", type=int, default=3, help="each figure is the median of these")
-    ap.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
-    ap.add_argument("--warmup", type=float, default=2,
-                    help="seconds of unmeasured wrk before each run (0: none)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="each figure is the median of these (default 3; 1 with --quick)")
+    ap.add_argument("--duration", type=float, default=None,
+                    help="seconds per wrk run (default 10; 5 with --quick)")
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="seconds of unmeasured wrk before each run (0: none; default 2; "
+                         "with --compare before a scenario's first run only)")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None,
                     help="wrk threads (default: 1 when pinned, else 2)")
-    ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: pypid's)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="pypid's gunicorn workers (default: pypid's own, 2; 1 with --compare)")
     ap.add_argument("--target", choices=("pypid", "http.server"), default="pypid",
                     help="http.server: a static tree, to check the harness itself")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs the server")
     ap.add_argument("--src", type=Path, default=REPO,
                     help="directory holding the pypid package (default: this checkout)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="no taskset pinning")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="run servers and wrk under nice -n N. Default 0; with --compare -10 "
+                         "when root: on a machine busy with other work a single-threaded "
+                         "server (nginx, wrk) would otherwise get a smaller share of its CPU "
+                         "than a many-threaded one")
     ap.add_argument("--keep", action="store_true",
                     help="keep the run's work dir (config, path lists) under bench/out/")
+    cmp = ap.add_argument_group("side by side (--compare, see bench/compare.py)")
+    cmp.add_argument("--compare", action="store_true",
+                     help="pypid, pypiserver and nginx one after the other on the same "
+                          "corpora; one table with the ratios")
+    cmp.add_argument("--quick", action="store_true",
+                     help="with --compare: 1 round, 5 s runs, sizes 1000,10000")
+    cmp.add_argument("--sizes", default=None,
+                     help="corpus sizes in FILES, comma-separated (default 1000,10000,100000)")
+    cmp.add_argument("--targets", default="pypid,pypiserver,nginx",
+                     help="which of pypid,pypiserver,nginx to run (default: all three)")
+    cmp.add_argument("--pypiserver-worker", choices=("gthread", "gevent"), default="gthread",
+                     help="pypiserver's gunicorn worker class (GUNICORN_CMD_ARGS)")
+    cmp.add_argument("--request-timeout", type=float, default=30.0,
+                     help="bound on any single probe request; a server slower than this at a "
+                          "size is reported as 'timeout' there (default 30 s)")
+    cmp.add_argument("--max-spread", type=float, default=0.25,
+                     help="rerun a scenario (2 more runs) when (max-min)/median of its req/s "
+                          "exceeds this (default 0.25)")
     return ap.parse_args(argv)
 
 
@@ -602,6 +812,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the finally blocks stop our servers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.compare or args.quick:
+        import compare  # noqa: PLC0415 (bench/ is on sys.path)
+        return compare.main(args)
+    args.rounds = 3 if args.rounds is None else args.rounds
+    args.duration = 10 if args.duration is None else args.duration
+    args.warmup = 2 if args.warmup is None else args.warmup
+    set_nice(args.nice or 0)
     server_cpu, client_cpu = pick_cpus(args.pin)
     if args.threads is None:
         args.threads = 1 if client_cpu is not None else 2

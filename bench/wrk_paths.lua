@@ -1,5 +1,6 @@
 -- wrk script: each request picks a random path from a file (one path a line),
--- headers come from wrk's -H; done() prints one parseable line:
+-- headers come from wrk's -H; a line may add its own headers after tabs
+-- ("/simple/foo/<TAB>If-None-Match: \"abc\""); done() prints one parseable line:
 --   WRK_RESULT {"requests":...,"p50_us":...,...}
 -- usage: wrk ... -s wrk_paths.lua http://127.0.0.1:PORT -- PATHS_FILE
 
@@ -19,7 +20,26 @@ function init(args)
   for line in io.lines(file) do
     if #line > 0 then
       -- pre-format every request once: request() then only picks one
-      reqs[#reqs + 1] = wrk.format(nil, line)
+      local fields = {}
+      for f in string.gmatch(line, "[^\t]+") do
+        fields[#fields + 1] = f
+      end
+      if #fields == 1 then
+        reqs[#reqs + 1] = wrk.format(nil, fields[1])
+      else
+        -- wrk.format replaces wrk.headers (-H) when given a table: merge them
+        local headers = {}
+        for k, v in pairs(wrk.headers) do
+          headers[k] = v
+        end
+        for j = 2, #fields do
+          local k, v = string.match(fields[j], "^([^:]+):%s*(.*)$")
+          if k then
+            headers[k] = v
+          end
+        end
+        reqs[#reqs + 1] = wrk.format(nil, fields[1], headers)
+      end
     end
   end
   if #reqs == 0 then
