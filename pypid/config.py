@@ -11,7 +11,7 @@ import difflib
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -343,11 +343,6 @@ def _build(values: Mapping[str, Any], source: Path | None) -> Config:
         sections[section] = cls(**{k[len(prefix):]: v for k, v in values.items()
                                    if k.startswith(prefix)})
     return Config(**sections, source=source)
-
-
-def with_overrides(config: Config, **changes: Any) -> Config:
-    """A copy of ``config`` with some sections replaced (for tests and tools)."""
-    return replace(config, **changes)
 
 
 def as_dotted(config: Config) -> dict[str, Any]:

@@ -204,8 +204,6 @@ def _clean_header(value: object) -> str | None:
 class Digests:
     """md5, sha256 and blake2b-256 of a stream, fed chunk by chunk."""
 
-    NAMES = ("md5", "sha256", "blake2_256")
-
     def __init__(self) -> None:
         self._hashes = {
             "md5": hashlib.md5(usedforsecurity=False),

@@ -17,7 +17,7 @@ from pypid.web.state import services
 bp = Blueprint("files", __name__)
 
 METADATA_SUFFIX = ".metadata"
-_metadata_cache: dict[tuple[str, int, int], bytes] = {}
+_metadata_cache: dict[tuple[str, int, int, int], bytes] = {}
 _metadata_lock = threading.Lock()
 
 
@@ -56,7 +56,7 @@ def _metadata(filename: str) -> Response:
     if entry.kind != WHEEL or entry.metadata_sha256 is None:
         abort(404, description=f"no separate metadata for {filename} (wheels only)")
     data = _read_metadata(entry)
-    if hashlib.sha256(data).hexdigest() != entry.metadata_sha256:
+    if data is None:
         _changing(filename)
     etag = entry.metadata_sha256
     if_none_match = request.if_none_match
@@ -93,17 +93,21 @@ def _changing(filename: str) -> None:
     abort(response)
 
 
-def _read_metadata(entry: FileEntry) -> bytes:
-    key = (entry.relpath, entry.mtime_ns, entry.size)
+def _read_metadata(entry: FileEntry) -> bytes | None:
+    """The wheel's METADATA, checked once against the hash the index advertises
+    (None: the file changed since it was indexed). Cached per file version."""
+    path = services().index.path(entry)
+    key = (str(path), entry.mtime_ns, entry.size, entry.inode)
     data = _metadata_cache.get(key)
     if data is not None:
         return data
-    path = services().index.path(entry)
     try:
         meta = read_core_metadata(path, parse_filename(entry.filename))
     except (OSError, MetadataError):
         abort(404, description=f"cannot read the metadata of {entry.filename}")
     data = meta.metadata or b""
+    if entry.metadata_digest != hashlib.sha256(data).digest():
+        return None
     with _metadata_lock:
         if len(_metadata_cache) > 512:
             _metadata_cache.clear()
