@@ -121,7 +121,7 @@ class Index:
         self._lock = threading.RLock()
         reset = weakref.WeakMethod(self._reset_after_fork)
         os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
-        self._watch_pid: int | None = None
+        self._watching = False  # in this process (a fork clears it)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -154,7 +154,7 @@ class Index:
         if entries is None:
             return None
         files = [_file_dict(entry) for entry in entries]
-        versions = sorted({entry.version for entry in entries}, key=Version)
+        versions = list(dict.fromkeys(entry.version for entry in entries))  # in Version order
         return {
             "meta": {"api-version": API_VERSION},
             "name": project,
@@ -247,12 +247,12 @@ class Index:
         forked worker), watching first and then re-checking every file, so
         nothing that changed in between is missed.
         """
-        if self._watch_pid == os.getpid():
+        if self._watching:
             return
         with self._lock:
-            if self._watch_pid == os.getpid():
+            if self._watching:
                 return
-            self._watch_pid = os.getpid()
+            self._watching = True
             self._stop = threading.Event()
             watcher = self._watch_all(open_watcher(self.root.path))
             # The catch-up scan runs in the thread: a worker answers at once from the
@@ -262,8 +262,10 @@ class Index:
             self._thread.start()
 
     def _reset_after_fork(self) -> None:
-        """In a new child: a lock held by another thread at fork time would stay held."""
+        """In a new child: a lock held by another thread at fork time would stay held,
+        and the parent's watcher thread does not exist here."""
         self._lock = threading.RLock()
+        self._watching = False
 
     def _watch_all(self, watcher: Watcher, under: str = "") -> Watcher:
         try:

@@ -12,11 +12,11 @@ from pypid.config import Config
 from pypid.index import Index
 from pypid.storage import PackageRoot
 from pypid.web import access, errors, files, home, proxy, simple, upload
-from pypid.web.fast import FastPath
+from pypid.web.fast import FastPath, HotAnswers
 from pypid.web.pagecache import PageCache
 from pypid.web.state import Services, services
 
-__all__ = ["Services", "create_app", "services"]
+__all__ = ["HotAnswers", "Services", "create_app", "hot_answers", "services"]
 
 # Form fields (twine sends the long description as one) may be large; the file
 # itself is bounded by MAX_CONTENT_LENGTH.
@@ -49,9 +49,17 @@ def create_app(config: Config, *, index: Index | None = None,
     for module in (home, simple, files, upload):
         app.register_blueprint(module.bp)
     errors.register(app)
+    fast = FastPath(app, app.wsgi_app)
+    app.extensions["pypid.hot"] = fast.hot
     app.wsgi_app = proxy.wrap(  # type: ignore[method-assign]
-        FastPath(app, app.wsgi_app), config.server.url_prefix, config.server.trusted_proxies)
+        fast, config.server.url_prefix, config.server.trusted_proxies)
     return app
+
+
+def hot_answers(app: object) -> HotAnswers | None:
+    """The app's answers for hot requests, for a server that can give them before WSGI."""
+    extensions = getattr(app, "extensions", None)
+    return extensions.get("pypid.hot") if isinstance(extensions, dict) else None
 
 
 def _watch_in_this_process() -> None:

@@ -23,8 +23,7 @@ def content_type(media: str) -> str:
 def page_answer(page: Page, media: str, accept_encoding: str | None,
                 if_none_match: str | None) -> tuple[int, Headers, bytes]:
     """A cached page: gzipped when the client accepts it, 304 when its ETag matches."""
-    gzipped = page.gzipped if page.gzipped is not None and accepts_gzip(accept_encoding) \
-        else None
+    gzipped = page.gzipped() if accepts_gzip(accept_encoding) else None
     etag = page.gzip_etag if gzipped is not None else page.etag
     headers = [("Vary", VARY), ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)]
     if if_none_match and etag_matches(if_none_match, etag):

@@ -1,21 +1,26 @@
-"""A thin WSGI path for the hot requests: cached index pages and whole-file downloads.
+"""Answers for the hot requests (cached index pages, whole-file downloads) without Flask.
 
-Everything it cannot answer from memory (a first render, a Range request, a
-query string, a login, an unknown name, a 404) goes on to the Flask app. It
-answers exactly as the Flask views do (see answers.py); it only skips
-routing, request objects and context pushes, which cost more than the answer.
+``HotAnswers`` is the one place that decides them, from the request's method,
+path and a few header strings; two callers use it: ``FastPath``, WSGI
+middleware in front of the Flask app, and pypid's gunicorn worker
+(``pypid.worker``), which answers straight from its event loop. Everything it
+cannot answer from memory (a first render, a Range request, a query string, a
+login, an unknown name, a 404) goes on to the Flask app. It answers exactly as
+the Flask views do (see answers.py); it only skips routing, request objects and
+context pushes, which cost more than the answer.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import Flask
 
 from pypid.distfile import is_normalized
-from pypid.web.answers import file_answer, page_answer
+from pypid.web.answers import Headers, file_answer, page_answer
 from pypid.web.negotiate import negotiate
 from pypid.web.render import render
 from pypid.web.state import Services
@@ -24,38 +29,52 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 BLOCK_SIZE = 256 * 1024
-_REASONS = {200: "200 OK", 304: "304 Not Modified"}
+REASONS = {200: "200 OK", 304: "304 Not Modified"}
 
 
-class FastPath:
-    """WSGI middleware in front of the Flask app (behind the prefix and proxy layers)."""
+@dataclass(frozen=True, slots=True)
+class Hot:
+    """A whole answer: status, headers, then ``body`` or, for a GET of a file, ``file``."""
 
-    def __init__(self, app: Flask, inner: WSGIApplication) -> None:
-        self.inner = inner
-        self.svc: Services = app.extensions["pypid"]
-        protect = self.svc.config.auth.protect
+    status: int
+    headers: Headers
+    body: bytes = b""
+    file: str | None = None  # absolute path, sent after the headers
+    identity: tuple[int, int, int] | None = None  # the file's (size, mtime_ns, inode)
+
+    def same_file(self, fd: int) -> bool:
+        """Is the opened ``fd`` still the file this answer describes (not replaced since)?"""
+        st = os.fstat(fd)
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == self.identity
+
+
+class HotAnswers:
+    """Answers the requests an index mostly gets, or says None: Flask's turn."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        protect = svc.config.auth.protect
         self.pages_open = "list" not in protect
         self.files_open = "download" not in protect
-        self.root_dir = str(self.svc.index.root.path)
-        self._file_headers: dict[tuple[str, int, int], list[tuple[str, str]]] = {}
+        self.root_dir = str(svc.index.root.path)
+        self._file_headers: dict[tuple[str, int, int], Headers] = {}
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD")
-        if method in ("GET", "HEAD") and not environ.get("QUERY_STRING"):
-            path: str = environ.get("PATH_INFO", "")
-            if path.startswith("/simple/") and self.pages_open:
-                answer = self._page(path, environ, start_response, method)
-                if answer is not None:
-                    return answer
-            elif path.startswith("/packages/") and self.files_open:
-                answer = self._file(path[10:], environ, start_response, method)
-                if answer is not None:
-                    return answer
-        return self.inner(environ, start_response)
+    def answer(self, method: str, path: str, *, accept: str | None, accept_encoding: str | None,
+               if_none_match: str | None, if_modified_since: str | None,
+               ranged: bool) -> Hot | None:
+        """``path`` is below any URL prefix; the request has no query string and no body."""
+        if method not in {"GET", "HEAD"}:
+            return None
+        if path.startswith("/simple/"):
+            if self.pages_open:
+                return self._page(path, method, accept, accept_encoding, if_none_match)
+        elif path.startswith("/packages/") and self.files_open and not ranged:
+            return self._file(path[10:], method, if_none_match, if_modified_since)
+        return None
 
-    def _page(self, path: str, environ: WSGIEnvironment, start_response: StartResponse,
-              method: str) -> Iterable[bytes] | None:
-        media = negotiate(environ.get("HTTP_ACCEPT"))
+    def _page(self, path: str, method: str, accept: str | None, accept_encoding: str | None,
+              if_none_match: str | None) -> Hot | None:
+        media = negotiate(accept)
         if media is None:
             return None
         index = self.svc.index
@@ -77,23 +96,23 @@ class FastPath:
             if data is None:
                 return None
             page = self.svc.pages.get(key, serial, lambda: render(media, data))
-        status, headers, body = page_answer(page, media, environ.get("HTTP_ACCEPT_ENCODING"),
-                                            environ.get("HTTP_IF_NONE_MATCH"))
-        start_response(_REASONS[status], headers)
-        return [] if method == "HEAD" or status == 304 else [body]
+        status, headers, body = page_answer(page, media, accept_encoding, if_none_match)
+        return Hot(status, headers, b"" if method == "HEAD" else body)
 
-    def _file(self, filename: str, environ: WSGIEnvironment, start_response: StartResponse,
-              method: str) -> Iterable[bytes] | None:
+    def _file(self, filename: str, method: str, if_none_match: str | None,
+              if_modified_since: str | None) -> Hot | None:
         index = self.svc.index
         index.start_watching()
-        entry = index.file(filename) if "HTTP_RANGE" not in environ else None
-        path = f"{self.root_dir}/{entry.relpath}" if entry is not None else ""
-        if entry is None or _identity(path) != (entry.size, entry.mtime_ns, entry.inode):
-            return None  # a Range, an unknown name, a file changing or gone: Flask answers
-        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
-        if_modified_since = environ.get("HTTP_IF_MODIFIED_SINCE")
+        entry = index.file(filename)
+        if entry is None:
+            return None
+        path = f"{self.root_dir}/{entry.relpath}"
+        identity = (entry.size, entry.mtime_ns, entry.inode)
+        if _identity(path) != identity:
+            return None  # changing or gone: Flask answers (503 or 404)
         key = (entry.filename, entry.mtime_ns, entry.inode)
-        cached = self._file_headers.get(key) if not (if_none_match or if_modified_since) else None
+        conditional = bool(if_none_match or if_modified_since)
+        cached = None if conditional else self._file_headers.get(key)
         if cached is not None:
             status, headers = 200, cached
         else:
@@ -101,18 +120,48 @@ class FastPath:
                 entry.sha256, entry.size, entry.mtime_ns / 1e9,
                 overwrite=self.svc.config.storage.overwrite, if_none_match=if_none_match,
                 if_modified_since=if_modified_since)
-            if status == 200 and not (if_none_match or if_modified_since):
+            if status == 200 and not conditional:
                 if len(self._file_headers) > 4096:
                     self._file_headers.clear()
                 self._file_headers[key] = headers
         if status == 304 or method == "HEAD":
-            start_response(_REASONS[status], headers)
-            return []
+            return Hot(status, headers)
+        return Hot(status, headers, file=path, identity=identity)
+
+
+class FastPath:
+    """WSGI middleware in front of the Flask app (behind the prefix and proxy layers)."""
+
+    def __init__(self, app: Flask, inner: WSGIApplication) -> None:
+        self.inner = inner
+        self.hot = HotAnswers(app.extensions["pypid"])
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("QUERY_STRING"):
+            return self.inner(environ, start_response)
+        hot = self.hot.answer(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""),
+                              accept=environ.get("HTTP_ACCEPT"),
+                              accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
+                              if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
+                              if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
+                              ranged="HTTP_RANGE" in environ)
+        if hot is None:
+            return self.inner(environ, start_response)
+        if hot.file is None:
+            start_response(REASONS[hot.status], list(hot.headers))
+            return [hot.body] if hot.body else []
+        return self._send_file(hot, hot.file, environ, start_response)
+
+    def _send_file(self, hot: Hot, path: str, environ: WSGIEnvironment,
+                   start_response: StartResponse) -> Iterable[bytes]:
         try:
             handle = open(path, "rb", buffering=0)  # noqa: SIM115 - the server closes it
         except OSError:
-            return None
-        start_response(_REASONS[status], list(headers))
+            return self.inner(environ, start_response)
+        if not hot.same_file(handle.fileno()):  # replaced since the answer was made
+            handle.close()
+            return self.inner(environ, start_response)
+        start_response(REASONS[hot.status], list(hot.headers))
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None:
             return wrapper(handle, BLOCK_SIZE)  # type: ignore[no-any-return]  # sendfile

@@ -1,4 +1,5 @@
-"""Rendered pages kept as bytes (plain and gzipped) until the index changes."""
+"""Rendered pages kept as bytes (plain, and gzipped once a client asks) until the index
+changes."""
 
 from __future__ import annotations
 
@@ -6,17 +7,23 @@ import gzip
 import hashlib
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from functools import partial
 
 MIN_GZIP_BYTES = 1024
 MAX_BYTES = 24 * 1024 * 1024  # per worker: pages re-render in microseconds when evicted
 
 
-@dataclass(frozen=True, slots=True)
 class Page:
-    body: bytes
-    etag: str
-    gzipped: bytes | None
+    """A rendered page; its gzipped copy is made when a client first accepts gzip."""
+
+    __slots__ = ("body", "etag", "_gzipped", "_grew")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.etag = hashlib.sha256(body).hexdigest()[:32]
+        # None: not made yet; b"": not worth it (small, or gzip does not shrink it)
+        self._gzipped: bytes | None = None if len(body) >= MIN_GZIP_BYTES else b""
+        self._grew: Callable[[Page, bytes], None] | None = None
 
     @property
     def gzip_etag(self) -> str:
@@ -25,15 +32,25 @@ class Page:
     @property
     def weight(self) -> int:
         """Roughly the memory it holds."""
-        return len(self.body) + len(self.gzipped or b"") + 200
+        return len(self.body) + len(self._gzipped or b"") + 200
+
+    def gzipped(self) -> bytes | None:
+        """The gzipped body, or None when the plain one is as small."""
+        gzipped = self._gzipped
+        if gzipped is None:
+            gzipped = gzip.compress(self.body, 6, mtime=0)
+            if len(gzipped) >= len(self.body):
+                gzipped = b""
+            # Two threads may both compress: the same bytes, no harm.
+            if self._grew is not None:
+                self._grew(self, gzipped)
+            else:
+                self._gzipped = gzipped
+        return gzipped or None
 
 
 def make_page(body: bytes) -> Page:
-    etag = hashlib.sha256(body).hexdigest()[:32]
-    gzipped = gzip.compress(body, 6, mtime=0) if len(body) >= MIN_GZIP_BYTES else None
-    if gzipped is not None and len(gzipped) >= len(body):
-        gzipped = None
-    return Page(body, etag, gzipped)
+    return Page(body)
 
 
 class PageCache:
@@ -58,6 +75,7 @@ class PageCache:
         if cached is not None and cached[0] == serial:
             return cached[1]
         page = make_page(render())
+        page._grew = partial(self._grew, key)  # noqa: SLF001 - the cache counts its bytes
         with self._lock:
             if self._bytes + page.weight > self._max:
                 # Cheap bound: forget the older half (dicts keep insertion order).
@@ -71,3 +89,12 @@ class PageCache:
             self._pages[key] = (serial, page)
             self._bytes += page.weight
         return page
+
+    def _grew(self, key: Hashable, page: Page, gzipped: bytes) -> None:
+        """``page`` got its gzipped copy: count it while the page is here."""
+        with self._lock:
+            if page._gzipped is None:  # noqa: SLF001
+                page._gzipped = gzipped  # noqa: SLF001
+                cached = self._pages.get(key)
+                if cached is not None and cached[1] is page:
+                    self._bytes += len(gzipped)

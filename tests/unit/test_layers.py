@@ -1,5 +1,5 @@
-"""Imports run one way: cli -> server -> (web, systemd) -> index -> (cachedb, watch, storage)
--> distfile.
+"""Imports run one way: cli -> server -> worker -> (web, systemd) -> index
+-> (cachedb, watch, storage) -> distfile.
 
 ``config`` and ``auth`` are leaves that import no other pypid module.
 """
@@ -14,7 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pypid"
 # Each module may import only modules of a lower rank.
 RANK = {"distfile": 0, "config": 0, "auth": 0, "storage": 1, "cachedb": 1, "watch": 1,
-        "index": 2, "web": 3, "systemd": 3, "server": 4, "cli": 5, "__main__": 6, "__init__": -1}
+        "index": 2, "web": 3, "systemd": 3, "worker": 4, "server": 5, "cli": 6, "__main__": 7,
+        "__init__": -1}
 
 
 def _module_of(path: Path) -> str:
