@@ -34,7 +34,7 @@ from datetime import datetime
 from email.utils import formatdate
 from functools import partial
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, NamedTuple
 
 import gunicorn
 from gunicorn.http import RequestParser, wsgi
@@ -86,7 +86,18 @@ class HotRequest:
         return None if value is None else value.decode("ascii")
 
 
-def parse_head(head: bytes) -> HotRequest | None:
+class Limits(NamedTuple):
+    """gunicorn's ``limit_request_*`` settings; a head beyond them is gunicorn's to refuse."""
+
+    line: int = 4094
+    fields: int = 100
+    field_size: int = 8190
+
+
+GUNICORN_LIMITS = Limits()
+
+
+def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> HotRequest | None:
     """A request head (without its final blank line) in the plain form, or None.
 
     None means only "not for the loop": gunicorn's parser gets the same bytes
@@ -103,13 +114,18 @@ def parse_head(head: bytes) -> HotRequest | None:
     True
     >>> parse_head(b"GET / HTTP/1.1\\r\\nX: 1\\r\\n folded") is None
     True
+    >>> parse_head(b"GET / HTTP/1.1\\r\\nX: " + b"a" * 9000) is None
+    True
     """
     lines = head.split(b"\r\n")
-    match = _REQUEST_LINE.fullmatch(lines[0])
+    within = len(lines[0]) <= limits.line and len(lines) - 1 <= limits.fields
+    match = _REQUEST_LINE.fullmatch(lines[0]) if within else None
     if match is None:
         return None
     headers: dict[bytes, bytes] = {}
     for line in lines[1:]:
+        if len(line) > limits.field_size:
+            return None
         name, colon, value = line.partition(b":")
         if not colon or _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
             return None
@@ -158,6 +174,10 @@ class PypidWorker(Worker):  # type: ignore[misc]
     def run(self) -> None:
         self.hot: HotAnswers | None = hot_answers(self.wsgi)
         self.prefix = _url_prefix(self.wsgi)
+        cfg = self.cfg  # 0 means "no limit" to gunicorn; the loop still stops at MAX_HEAD
+        self.limits = Limits(cfg.limit_request_line or MAX_HEAD,
+                             cfg.limit_request_fields or MAX_HEAD,
+                             cfg.limit_request_field_size or MAX_HEAD)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="pypid")
         self.selector = selectors.DefaultSelector()
         self.returned: SimpleQueue[tuple[_Conn, bool]] = SimpleQueue()
@@ -273,7 +293,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
                     conn.deadline = time.monotonic() + HEAD_TIMEOUT
                 return
             started = datetime.now() if self.access_logging else None
-            request = parse_head(bytes(conn.buf[:end]))
+            request = parse_head(bytes(conn.buf[:end]), self.limits)
             hot = self._answer(request) if request is not None else None
             if request is None or hot is None:
                 self._hand_over(conn, self._slow)
