@@ -9,9 +9,11 @@ hashes a file. Readers never lock: each change replaces dict values whole.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -57,6 +59,7 @@ from pypid.watch import (
 log = logging.getLogger("pypid.index")
 
 API_VERSION = "1.1"
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]+")  # what quote() leaves alone
 SETTLE_SECONDS = 0.25  # a created file with no further writes is taken as complete after this
 WRITING_GRACE = 2.0  # a file written to within this is still being copied in
 Progress = Callable[[int, int], None]
@@ -109,6 +112,8 @@ class Index:
         self._by_filename: dict[str, FileEntry] = {}
         self._by_project: dict[NormalizedName, tuple[FileEntry, ...]] = {}
         self._project_serial: dict[NormalizedName, int] = {}
+        # A project's files by name while they change (during a load, or one change);
+        # otherwise _by_project alone holds them: 100,000 files would cost ~10 MB here.
         self._members: dict[NormalizedName, dict[str, FileEntry]] = {}
         self._dupes: dict[str, set[str]] = {}
         self._bulk = False
@@ -203,6 +208,7 @@ class Index:
         for project in self._dirty:
             self._reindex(project)
         self._dirty.clear()
+        self._members.clear()
         log.info("indexed %d files of %d projects in %s (%d new or changed)",
                  self.file_count(), self.project_count(), self.root.path, len(todo))
 
@@ -504,7 +510,8 @@ class Index:
         entry = FileEntry(
             filename=filename,
             relpath=filename if filename == stat.relpath else stat.relpath,
-            project=NormalizedName(sys.intern(project)), version=version, size=stat.size,
+            project=NormalizedName(sys.intern(project)), version=sys.intern(version),
+            size=stat.size,
             mtime_ns=stat.mtime_ns, inode=stat.inode, digest=bytes.fromhex(row.sha256),
             requires_python=sys.intern(row.requires_python) if row.requires_python else None,
             metadata_digest=(bytes.fromhex(row.metadata_sha256)
@@ -551,16 +558,20 @@ class Index:
 
     def _set_winner(self, entry: FileEntry) -> None:
         self._by_filename[entry.filename] = entry
-        self._members.setdefault(entry.project, {})[entry.filename] = entry
+        self._members_of(entry.project)[entry.filename] = entry
         self._touch(entry.project)
 
     def _unset_winner(self, entry: FileEntry) -> None:
         del self._by_filename[entry.filename]
-        members = self._members.get(entry.project, {})
-        members.pop(entry.filename, None)
-        if not members:
-            self._members.pop(entry.project, None)
+        self._members_of(entry.project).pop(entry.filename, None)
         self._touch(entry.project)
+
+    def _members_of(self, project: NormalizedName) -> dict[str, FileEntry]:
+        members = self._members.get(project)
+        if members is None:
+            members = {e.filename: e for e in self._by_project.get(project, ())}
+            self._members[project] = members
+        return members
 
     def _touch(self, project: NormalizedName) -> None:
         if self._bulk:
@@ -569,7 +580,9 @@ class Index:
             self._reindex(project)
 
     def _reindex(self, project: NormalizedName) -> None:
-        members = self._members.get(project)
+        members = self._members.get(project) if self._bulk else self._members.pop(project, None)
+        if members is None:
+            return  # nothing changed since the last reindex
         self._serial += 1
         if members:
             if project not in self._by_project:
@@ -592,7 +605,8 @@ def _file_dict(entry: FileEntry) -> dict[str, Any]:
         {"sha256": entry.metadata_sha256} if entry.metadata_sha256 else False)
     return {
         "filename": entry.filename,
-        "url": "../../packages/" + quote(entry.filename),
+        "url": "../../packages/" + (entry.filename if _URL_SAFE.fullmatch(entry.filename)
+                                    else quote(entry.filename)),
         "hashes": {"sha256": entry.sha256},
         "requires-python": entry.requires_python,
         "core-metadata": metadata,
@@ -615,8 +629,16 @@ def format_upload_time(timestamp: float) -> str:
     >>> format_upload_time(0.5)
     '1970-01-01T00:00:00.500000Z'
     """
-    seconds = int(timestamp)
+    seconds = int(timestamp // 1)  # floor: before 1970 too
     micros = int(round((timestamp - seconds) * 1e6))
     if micros >= 1_000_000:
         seconds, micros = seconds + 1, micros - 1_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    day, second = divmod(seconds, 86400)
+    return (f"{_utc_date(day)}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+            f".{micros:06d}Z")
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_date(day: int) -> str:
+    """The date of a day since the epoch (strftime costs more than the rest of a page line)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))

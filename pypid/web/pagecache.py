@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import threading
 from collections.abc import Callable, Hashable
-from functools import partial
 
 MIN_GZIP_BYTES = 1024
 MAX_BYTES = 24 * 1024 * 1024  # per worker: pages re-render in microseconds when evicted
@@ -16,14 +15,15 @@ MAX_BYTES = 24 * 1024 * 1024  # per worker: pages re-render in microseconds when
 class Page:
     """A rendered page; its gzipped copy is made when a client first accepts gzip."""
 
-    __slots__ = ("body", "etag", "_gzipped", "_grew")
+    __slots__ = ("body", "etag", "_gzipped", "_cache", "_key")
 
     def __init__(self, body: bytes) -> None:
         self.body = body
         self.etag = hashlib.sha256(body).hexdigest()[:32]
         # None: not made yet; b"": not worth it (small, or gzip does not shrink it)
         self._gzipped: bytes | None = None if len(body) >= MIN_GZIP_BYTES else b""
-        self._grew: Callable[[Page, bytes], None] | None = None
+        self._cache: PageCache | None = None  # counts the gzipped copy when it is made
+        self._key: Hashable = None
 
     @property
     def gzip_etag(self) -> str:
@@ -31,8 +31,8 @@ class Page:
 
     @property
     def weight(self) -> int:
-        """Roughly the memory it holds."""
-        return len(self.body) + len(self._gzipped or b"") + 200
+        """The memory it holds in a cache: its bytes plus ~400 for its objects (key, etag, ...)."""
+        return len(self.body) + len(self._gzipped or b"") + 400
 
     def gzipped(self) -> bytes | None:
         """The gzipped body, or None when the plain one is as small."""
@@ -42,8 +42,8 @@ class Page:
             if len(gzipped) >= len(self.body):
                 gzipped = b""
             # Two threads may both compress: the same bytes, no harm.
-            if self._grew is not None:
-                self._grew(self, gzipped)
+            if self._cache is not None:
+                self._cache.grew(self._key, self, gzipped)
             else:
                 self._gzipped = gzipped
         return gzipped or None
@@ -75,7 +75,7 @@ class PageCache:
         if cached is not None and cached[0] == serial:
             return cached[1]
         page = make_page(render())
-        page._grew = partial(self._grew, key)  # noqa: SLF001 - the cache counts its bytes
+        page._cache, page._key = self, key  # noqa: SLF001 - the cache counts its bytes
         with self._lock:
             if self._bytes + page.weight > self._max:
                 # Cheap bound: forget the older half (dicts keep insertion order).
@@ -90,7 +90,7 @@ class PageCache:
             self._bytes += page.weight
         return page
 
-    def _grew(self, key: Hashable, page: Page, gzipped: bytes) -> None:
+    def grew(self, key: Hashable, page: Page, gzipped: bytes) -> None:
         """``page`` got its gzipped copy: count it while the page is here."""
         with self._lock:
             if page._gzipped is None:  # noqa: SLF001
