@@ -698,8 +698,8 @@ def main(args: argparse.Namespace) -> int:
         workers = args.workers or 1
         targets["pypid"] = PypidTarget(args.python, workers, snap)
         servers["pypid"] = (f"pypid {run._git_rev() or '?'}{'+changes' if dirty else ''} "
-                            f"(snapshot of {src}), gunicorn gthread, {workers} worker(s) x "
-                            f"{_pypid_threads(snap)} threads")
+                            f"(snapshot of {src}), gunicorn with pypid's worker, {workers} "
+                            f"worker(s) x {_pypid_threads(snap)} threads")
     if "pypiserver" in names:
         ps = PypiserverTarget(OUT_DIR / "venv-pypiserver", args.pypiserver_worker, args.python)
         v = ps.ensure_installed(log)
