@@ -72,10 +72,11 @@ _WAKE = "wake"
 class HotRequest:
     """A parsed plain request head: method, path, lower-cased header names."""
 
-    __slots__ = ("method", "target", "headers", "close")
+    __slots__ = ("method", "target", "headers", "close", "head")
 
     def __init__(self, method: str, target: str, headers: dict[bytes, bytes],
-                 close: bool) -> None:
+                 close: bool, head: bytes) -> None:
+        self.head = head  # as received, without the final blank line
         self.method = method
         self.target = target
         self.headers = headers
@@ -140,7 +141,7 @@ def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> HotRequest | No
         if not tokens <= {b"close", b"keep-alive"}:
             return None
         close = b"close" in tokens
-    return HotRequest(match.group(1).decode(), match.group(2).decode(), headers, close)
+    return HotRequest(match.group(1).decode(), match.group(2).decode(), headers, close, head)
 
 
 class _Conn:
@@ -460,9 +461,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
 
     def _slow_request(self, conn: _Conn, request: HotRequest) -> bool:
         """The file changed between answer and open: the app says what happened."""
-        head = [f"{request.method} {request.target} HTTP/1.1\r\n".encode()]
-        head += [name + b": " + value + b"\r\n" for name, value in request.headers.items()]
-        conn.buf[:0] = b"".join(head) + b"\r\n"
+        conn.buf[:0] = request.head + b"\r\n\r\n"
         return self._slow(conn)
 
     def _slow(self, conn: _Conn) -> bool:

@@ -44,8 +44,7 @@ class Hot:
 
     def same_file(self, fd: int) -> bool:
         """Is the opened ``fd`` still the file this answer describes (not replaced since)?"""
-        st = os.fstat(fd)
-        return (st.st_size, st.st_mtime_ns, st.st_ino) == self.identity
+        return _identity(os.fstat(fd)) == self.identity
 
 
 class HotAnswers:
@@ -108,7 +107,11 @@ class HotAnswers:
             return None
         path = f"{self.root_dir}/{entry.relpath}"
         identity = (entry.size, entry.mtime_ns, entry.inode)
-        if _identity(path) != identity:
+        try:
+            current = _identity(os.stat(path))
+        except OSError:
+            current = None
+        if current != identity:
             return None  # changing or gone: Flask answers (503 or 404)
         key = (entry.filename, entry.mtime_ns, entry.inode)
         conditional = bool(if_none_match or if_modified_since)
@@ -168,11 +171,7 @@ class FastPath:
         return _chunks(handle)
 
 
-def _identity(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 

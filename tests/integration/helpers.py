@@ -314,6 +314,14 @@ def run_client(
     return out
 
 
+def pip_download(index_url: str, tmp: Path, *requirements: str) -> tuple[dict[str, bytes], str]:
+    """`pip download --no-deps` from the index into tmp/dl: {file name: bytes}, pip's output."""
+    dest = tmp / "dl"
+    out = run_client([client_tool("pip"), "download", "--no-cache-dir", "--no-deps",
+                      "--index-url", index_url, "-d", str(dest), *requirements], tmp)
+    return {p.name: p.read_bytes() for p in dest.iterdir()}, out
+
+
 def installed_versions(target: Path) -> dict[str, str]:
     """{normalized name: version} from the *.dist-info folders in a --target dir."""
     found: dict[str, str] = {}

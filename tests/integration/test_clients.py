@@ -12,6 +12,7 @@ from tests.integration.helpers import (
     Server,
     client_tool,
     installed_versions,
+    pip_download,
     run_client,
 )
 
@@ -65,27 +66,8 @@ def test_uv_install(server: Server, tmp_path: Path) -> None:
 
 
 def test_pip_download_bytes(server: Server, corpus: Corpus, tmp_path: Path) -> None:
-    dest = tmp_path / "dl"
-    pip = client_tool("pip")
-    out = run_client(
-        [
-            pip,
-            "download",
-            "--no-cache-dir",
-            "--no-deps",
-            "--index-url",
-            server.index_url,
-            "-d",
-            str(dest),
-            "app",
-            "lib==1.0",
-            "base",
-            "mixed-case-name",
-            "sdonly==0.9",
-        ],
-        tmp_path,
-    )
-    got = {p.name: p.read_bytes() for p in dest.iterdir()}
+    got, out = pip_download(server.index_url, tmp_path, "app", "lib==1.0", "base",
+                            "mixed-case-name", "sdonly==0.9")
     expected = [
         "app-1.0-py3-none-any.whl",
         "lib-1.0-py3-none-any.whl",

@@ -13,10 +13,9 @@ from tests.integration.helpers import (
     TEXT_HTML,
     Corpus,
     Server,
-    client_tool,
     get,
     parse_page,
-    run_client,
+    pip_download,
     sha256,
 )
 
@@ -130,22 +129,6 @@ def test_unknown_file_is_404_not_upstream(pserver: Server) -> None:
 
 
 def test_pip_download_under_prefix(pserver: Server, corpus: Corpus, tmp_path: Path) -> None:
-    dest = tmp_path / "dl"
-    pip = client_tool("pip")
-    out = run_client(
-        [
-            pip,
-            "download",
-            "--no-cache-dir",
-            "--no-deps",
-            "--index-url",
-            pserver.index_url,
-            "-d",
-            str(dest),
-            "app",
-        ],
-        tmp_path,
-    )
-    got = {p.name: p.read_bytes() for p in dest.iterdir()}
+    got, out = pip_download(pserver.index_url, tmp_path, "app")
     assert list(got) == ["app-1.0-py3-none-any.whl"], out
     assert got["app-1.0-py3-none-any.whl"] == corpus.by_filename("app-1.0-py3-none-any.whl").data()
