@@ -78,6 +78,11 @@ class CacheDB:
         self._memory_conn: sqlite3.Connection | None = None
         self._prepare()
 
+    @property
+    def on_disk(self) -> bool:
+        """False once an unwritable folder made it fall back to memory."""
+        return self.path != ":memory:"
+
     def _prepare(self) -> None:
         try:
             self.directory.mkdir(mode=0o750, exist_ok=True)

@@ -14,6 +14,7 @@ from pypid.storage import PackageRoot
 from pypid.web import access, errors, files, home, proxy, simple, upload
 from pypid.web.fast import FastPath, HotAnswers
 from pypid.web.pagecache import PageCache
+from pypid.web.pagepack import PagePack
 from pypid.web.state import Services, services
 
 __all__ = ["HotAnswers", "Services", "create_app", "hot_answers", "services"]
@@ -41,8 +42,10 @@ def create_app(config: Config, *, index: Index | None = None,
         MAX_FORM_PARTS=10_000,  # one part per classifier and per Requires-Dist
     )
     app.request_class = upload.UploadRequest
+    # Pages go to a file beside the cache, unless the root cannot be written to.
+    pack = PagePack(index.cache.directory) if index.cache.on_disk else None
     app.extensions["pypid"] = Services(config=config, index=index, htpasswd=htpasswd,
-                                       pages=PageCache())
+                                       pages=PageCache(pack=pack))
     app.jinja_env.globals["version"] = __version__
     app.before_request(_watch_in_this_process)
     access.register(app)

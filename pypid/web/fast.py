@@ -22,6 +22,7 @@ from flask import Flask
 from pypid.distfile import is_normalized
 from pypid.web.answers import Headers, file_answer, page_answer
 from pypid.web.negotiate import negotiate
+from pypid.web.pagecache import INDEX
 from pypid.web.render import render
 from pypid.web.state import Services
 
@@ -79,22 +80,21 @@ class HotAnswers:
         index = self.svc.index
         index.start_watching()
         if path == "/simple/":
-            key: tuple[str, ...] = ("index", media)
+            space, name = INDEX, media
             serial: int | None = index.projects_serial
         else:
-            name = path[8:-1]
+            space, name = media, path[8:-1]
             if not path.endswith("/") or "/" in name or not is_normalized(name):
                 return None
-            key = ("project", name, media)
             serial = index.project_serial(name)
         if serial is None:
             return None  # unknown here: Flask says 404 or redirects upstream
-        page = self.svc.pages.peek(key, serial)
+        page = self.svc.pages.peek(space, name, serial)
         if page is None:
-            data = index.index_page() if key[0] == "index" else index.project_page(key[1])
+            data = index.index_page() if space == INDEX else index.project_page(name)
             if data is None:
                 return None
-            page = self.svc.pages.get(key, serial, lambda: render(media, data))
+            page = self.svc.pages.get(space, name, serial, lambda: render(media, data))
         status, headers, body = page_answer(page, media, accept_encoding, if_none_match)
         return Hot(status, headers, b"" if method == "HEAD" else body)
 

@@ -1,29 +1,44 @@
 """Rendered pages kept as bytes (plain, and gzipped once a client asks) until the index
-changes."""
+changes: the recent ones in memory, every one in a ``PagePack`` file when there is one.
+
+A page is named by a ``space`` (the project pages of one media type, or "index")
+and a ``name`` in it (the project; for "index", the media type), and is current
+for one ``serial`` of the index.
+"""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
+
+from pypid.web.pagepack import PagePack
 
 MIN_GZIP_BYTES = 1024
-MAX_BYTES = 24 * 1024 * 1024  # per worker: pages re-render in microseconds when evicted
+# Per worker. Small, since a page that leaves it is read back from the pack
+# (a pread) rather than rendered again.
+MAX_BYTES = 16 * 1024 * 1024
+ETAG_CHARS = 32
+# One page read back from the pack in this many goes back into memory too: a page
+# asked for often soon returns there, the many asked for once do not push it out.
+PROMOTE_EVERY = 8
+INDEX = "index"
 
 
 class Page:
     """A rendered page; its gzipped copy is made when a client first accepts gzip."""
 
-    __slots__ = ("body", "etag", "_gzipped", "_cache", "_key")
+    __slots__ = ("body", "etag", "_gzipped", "_cache", "_space", "_name", "_serial")
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, etag: str | None = None) -> None:
         self.body = body
-        self.etag = hashlib.sha256(body).hexdigest()[:32]
+        self.etag = etag or hashlib.sha256(body).hexdigest()[:ETAG_CHARS]
         # None: not made yet; b"": not worth it (small, or gzip does not shrink it)
         self._gzipped: bytes | None = None if len(body) >= MIN_GZIP_BYTES else b""
-        self._cache: PageCache | None = None  # counts the gzipped copy when it is made
-        self._key: Hashable = None
+        self._cache: PageCache | None = None  # counts and stores the gzipped copy
+        self._space = self._name = ""
+        self._serial = 0
 
     @property
     def gzip_etag(self) -> str:
@@ -38,44 +53,85 @@ class Page:
         """The gzipped body, or None when the plain one is as small."""
         gzipped = self._gzipped
         if gzipped is None:
-            gzipped = gzip.compress(self.body, 6, mtime=0)
-            if len(gzipped) >= len(self.body):
-                gzipped = b""
-            # Two threads may both compress: the same bytes, no harm.
+            # Two threads may both make it: the same bytes, no harm.
             if self._cache is not None:
-                self._cache.grew(self._key, self, gzipped)
+                gzipped = self._cache.gzip(self)
             else:
-                self._gzipped = gzipped
+                gzipped = self._gzipped = compress(self.body)
         return gzipped or None
 
 
-def make_page(body: bytes) -> Page:
-    return Page(body)
+def compress(body: bytes) -> bytes:
+    """``body`` gzipped, or b"" when that is no smaller."""
+    gzipped = gzip.compress(body, 6, mtime=0)
+    return gzipped if len(gzipped) < len(body) else b""
 
 
 class PageCache:
-    """``(key, serial) -> Page``; a new serial for a key replaces the old page.
+    """``(space, name, serial) -> Page``; a new serial for a page replaces the old one.
 
-    Bounded by the bytes it holds: past ``max_bytes`` the older half goes.
+    Memory is bounded by the bytes it holds: past ``max_bytes`` the older half
+    goes. Pages that went are read back from ``pack`` (when given) until their
+    serial changes.
     """
 
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
-        self._pages: dict[Hashable, tuple[int, Page]] = {}
+    def __init__(self, max_bytes: int = MAX_BYTES, pack: PagePack | None = None) -> None:
+        self._pages: dict[tuple[str, str], tuple[int, Page]] = {}
         self._max = max_bytes
         self._bytes = 0
         self._lock = threading.Lock()
+        self.pack = pack
+        self._reads = 0  # pages read back from the pack
 
-    def peek(self, key: Hashable, serial: int) -> Page | None:
-        """The cached page for ``key`` if it is still current, else None."""
-        cached = self._pages.get(key)
-        return cached[1] if cached is not None and cached[0] == serial else None
-
-    def get(self, key: Hashable, serial: int, render: Callable[[], bytes]) -> Page:
-        cached = self._pages.get(key)
+    def peek(self, space: str, name: str, serial: int) -> Page | None:
+        """The page if it is current and needs no rendering, else None."""
+        cached = self._pages.get((space, name))
         if cached is not None and cached[0] == serial:
             return cached[1]
-        page = make_page(render())
-        page._cache, page._key = self, key  # noqa: SLF001 - the cache counts its bytes
+        if self.pack is None:
+            return None
+        stored = self.pack.get(space, name, serial)
+        if stored is None or len(stored) < ETAG_CHARS:
+            return None
+        page = Page(stored[ETAG_CHARS:], stored[:ETAG_CHARS].decode("ascii"))
+        self._reads += 1
+        if self._reads % PROMOTE_EVERY == 0:
+            self._keep(space, name, serial, page)
+        else:
+            page._cache, page._space, page._name, page._serial = self, space, name, serial  # noqa: SLF001
+        return page
+
+    def get(self, space: str, name: str, serial: int, render: Callable[[], bytes]) -> Page:
+        """The current page, rendered by ``render`` when neither memory nor pack has it."""
+        page = self.peek(space, name, serial)
+        if page is not None:
+            return page
+        page = Page(render())
+        self._keep(space, name, serial, page)
+        if self.pack is not None:
+            self.pack.put(space, name, serial, page.etag.encode("ascii") + page.body)
+        return page
+
+    def gzip(self, page: Page) -> bytes:
+        """Make (or read back) ``page``'s gzipped copy and count it while the page is here."""
+        space = page._space + "+gzip"  # noqa: SLF001 - pages belong to their cache
+        name, serial = page._name, page._serial  # noqa: SLF001
+        gzipped = self.pack.get(space, name, serial) if self.pack is not None else None
+        if gzipped is None:
+            gzipped = compress(page.body)
+            if self.pack is not None:
+                self.pack.put(space, name, serial, gzipped)
+        with self._lock:
+            if page._gzipped is None:  # noqa: SLF001
+                page._gzipped = gzipped  # noqa: SLF001
+                cached = self._pages.get((page._space, name))  # noqa: SLF001
+                if cached is not None and cached[1] is page:
+                    self._bytes += len(gzipped)
+        return gzipped
+
+    def _keep(self, space: str, name: str, serial: int, page: Page) -> None:
+        page._cache, page._space, page._name, page._serial = self, space, name, serial  # noqa: SLF001
+        key = (space, name)
         with self._lock:
             if self._bytes + page.weight > self._max:
                 # Cheap bound: forget the older half (dicts keep insertion order).
@@ -88,13 +144,3 @@ class PageCache:
                 self._bytes -= replaced[1].weight
             self._pages[key] = (serial, page)
             self._bytes += page.weight
-        return page
-
-    def grew(self, key: Hashable, page: Page, gzipped: bytes) -> None:
-        """``page`` got its gzipped copy: count it while the page is here."""
-        with self._lock:
-            if page._gzipped is None:  # noqa: SLF001
-                page._gzipped = gzipped  # noqa: SLF001
-                cached = self._pages.get(key)
-                if cached is not None and cached[1] is page:
-                    self._bytes += len(gzipped)

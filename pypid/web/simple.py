@@ -10,7 +10,7 @@ from pypid.distfile import is_normalized, is_valid_project_name, normalize
 from pypid.web import errors
 from pypid.web.answers import page_answer
 from pypid.web.negotiate import OFFERS, negotiate
-from pypid.web.pagecache import Page
+from pypid.web.pagecache import INDEX, Page
 from pypid.web.render import render
 from pypid.web.state import services
 
@@ -26,7 +26,7 @@ def index_without_slash() -> Response:
 def project_list() -> Response:
     media = _negotiated()
     svc = services()
-    page = svc.pages.get(("index", media), svc.index.projects_serial,
+    page = svc.pages.get(INDEX, media, svc.index.projects_serial,
                          lambda: render(media, svc.index.index_page()))
     return _page_response(page, media)
 
@@ -52,7 +52,7 @@ def project_detail(project: str) -> Response:
             abort(404, description=f"no project named {project!r} here")
         return render(media, data)
 
-    page = svc.pages.get(("project", project, media), serial, build)
+    page = svc.pages.get(media, project, serial, build)
     return _page_response(page, media)
 
 

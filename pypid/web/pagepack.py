@@ -1,0 +1,214 @@
+"""Rendered pages kept on disk, outside the Python heap: one unlinked file per worker.
+
+A worker's page cache in memory is bounded (its RSS is), so with 50,000 projects
+most pages would be rendered again on every visit. Each page is rendered once
+per change instead and appended to this file; a later visit reads it back with
+one ``pread`` from the OS page cache (about 2 us, against 15 us to render a
+page), which holds no Python objects, is in no worker's RSS and is given back
+by the kernel under memory pressure.
+
+The file is unlinked from the start (``O_TMPFILE``), so a crash leaves nothing
+behind. Records are never rewritten: a changed page is appended again and the
+old record counts as dead; when dead bytes outweigh live ones, or the file
+reaches its cap, it is truncated and pages are written afresh. Every truncation
+starts a new generation, checked after each read, so a reader that raced one
+gets a miss, never another page's bytes.
+
+Disk trouble (a nearly full disk, an I/O error, an unwritable folder) turns the
+file off for a minute and empties it: pages are then rendered as without it,
+nothing is lost, and uploads keep the disk's last free space.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+
+log = logging.getLogger("pypid.pages")
+
+MAX_BYTES = 1024**3  # per worker; ~3.5 KB a project for all four variants
+COMPACT_BYTES = 64 * 1024**2  # below this, dead records are not worth a truncation
+MIN_FREE_BYTES = 512 * 1024**2  # leave this much (at most a tenth of the disk) to uploads
+FREE_CHECK_EVERY = 16 * 1024**2  # bytes appended between two free-space checks
+PAUSE_SECONDS = 60.0  # after a disk error
+
+_SERIAL_SHIFT = 72
+_OFFSET_SHIFT = 32
+_OFFSET_MASK = (1 << 40) - 1
+_LENGTH_MASK = (1 << 32) - 1
+
+
+class PagePack:
+    """``(space, name, serial) -> bytes``, appended to an unlinked file in ``directory``.
+
+    ``space`` names a kind of page ("text/html", "index", ...), ``name`` one page
+    of it. Thread-safe; after a fork the child
+    starts with an empty pack of its own (workers must not share offsets).
+    """
+
+    def __init__(self, directory: Path, max_bytes: int = MAX_BYTES,
+                 min_free: int = MIN_FREE_BYTES) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.min_free = min_free
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._generation = 0  # bumped by every truncation
+        self._troubled = False  # a failure was logged and no write has worked since
+        self._forget()
+        forget = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+
+    def _forget(self) -> None:
+        # space -> name -> serial << 72 | offset << 32 | length
+        self._where: dict[str, dict[str, int]] = {}
+        self._end = 0
+        self._dead = 0
+        self._checked_at = -FREE_CHECK_EVERY  # self._end at the last free-space check
+        self._paused_until = 0.0
+        self._pid = os.getpid()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        if self._fd >= 0:
+            os.close(self._fd)  # the parent's file: its offsets are not ours
+            self._fd = -1
+        self._forget()
+        self._generation += 1
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file (live and dead)."""
+        return self._end
+
+    def get(self, space: str, name: str, serial: int) -> bytes | None:
+        """The bytes stored for this page at this serial, or None."""
+        generation = self._generation
+        names = self._where.get(space)
+        value = names.get(name) if names is not None else None
+        if value is None or value >> _SERIAL_SHIFT != serial:
+            return None
+        length = value & _LENGTH_MASK
+        try:
+            data = os.pread(self._fd, length, value >> _OFFSET_SHIFT & _OFFSET_MASK)
+        except OSError:
+            return None
+        if self._generation != generation or len(data) != length:
+            return None  # truncated since the lookup: the bytes may be another page's
+        return data
+
+    def put(self, space: str, name: str, serial: int, data: bytes) -> None:
+        """Store ``data`` for this page; a failure only means it is not stored."""
+        # The write happens under the lock: a truncation must not land between
+        # reserving an offset and filling it.
+        with self._lock:
+            if not self._writable(len(data)):
+                return
+            offset = self._end
+            try:
+                written = os.pwrite(self._fd, data, offset)
+                if written != len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+            except OSError as exc:
+                self._fail(exc)
+                return
+            self._end += len(data)
+            names = self._where.setdefault(space, {})
+            old = names.get(name)
+            if old is not None:
+                self._dead += old & _LENGTH_MASK
+            names[name] = serial << _SERIAL_SHIFT | offset << _OFFSET_SHIFT | len(data)
+            if self._troubled:
+                self._troubled = False
+                log.info("page file in %s: storing pages again", self.directory)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._forget()
+            self._generation += 1
+
+    # -- under self._lock
+
+    def _writable(self, length: int) -> bool:
+        if self._paused_until and time.monotonic() < self._paused_until:
+            return False
+        if self._fd < 0 and not self._open():
+            return False
+        if length > self.max_bytes:
+            return False
+        live = self._end - self._dead
+        if self._end + length > self.max_bytes or (
+                self._dead > COMPACT_BYTES and self._dead > live):
+            self._truncate()
+        if self._end - self._checked_at >= FREE_CHECK_EVERY:
+            self._checked_at = self._end
+            try:
+                free, total = disk_space(self._fd)
+            except OSError as exc:
+                self._fail(exc)
+                return False
+            # Uploads come first: stop short of a nearly full disk.
+            min_free = min(self.min_free, total // 10)
+            if free < min_free:
+                self._fail(OSError(errno.ENOSPC, f"less than {min_free // 1024**2} MB free "
+                                   "on its disk"))
+                return False
+        return True
+
+    def _open(self) -> bool:
+        try:
+            self._fd = _unlinked_file(self.directory)
+        except OSError as exc:
+            self._fail(exc)
+            return False
+        return True
+
+    def _truncate(self) -> None:
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            log.warning("page file in %s: cannot truncate it: %s", self.directory, exc)
+        paused = self._paused_until
+        self._forget()
+        self._paused_until = paused
+        self._generation += 1
+
+    def _fail(self, exc: OSError) -> None:
+        # Warn once per spell of trouble: a disk that stays full is said once.
+        (log.debug if self._troubled else log.warning)(
+            "page file in %s: %s; pages are rendered on each visit instead of stored "
+            "(tried again every %d s)", self.directory, exc.strerror or exc, PAUSE_SECONDS)
+        self._troubled = True
+        if self._fd >= 0:
+            self._truncate()  # give the space back
+        self._paused_until = time.monotonic() + PAUSE_SECONDS
+
+
+def disk_space(fd: int) -> tuple[int, int]:
+    """Bytes (free to unprivileged users, in all) on the disk holding ``fd``."""
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def _unlinked_file(directory: Path) -> int:
+    """A new file in ``directory`` that no name points to."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            return os.open(directory, flags | tmpfile, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    fd, path = tempfile.mkstemp(prefix=".pages-", dir=directory)
+    os.unlink(path)
+    return fd

@@ -1,0 +1,190 @@
+"""Rendered pages: kept in memory while recent, read back from the worker's page file
+after that, rendered again only when their project changed, and never wrong."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pypid.web import pagepack
+from pypid.web.pagecache import PageCache
+from pypid.web.pagepack import PagePack
+
+
+@pytest.fixture
+def pack(tmp_path: Path) -> Iterator[PagePack]:
+    made = PagePack(tmp_path)
+    yield made
+    made.close()
+
+
+def counting(body: bytes) -> tuple[Callable[[], bytes], list[int]]:
+    calls: list[int] = []
+
+    def render() -> bytes:
+        calls.append(1)
+        return body
+
+    return render, calls
+
+
+def test_stored_pages_read_back_by_serial(pack: PagePack, tmp_path: Path) -> None:
+    pack.put("text/html", "alpha", 3, b"alpha at 3")
+    pack.put("text/html", "beta", 4, b"beta at 4")
+    pack.put("index", "text/html", 4, b"the list")
+    assert pack.get("text/html", "alpha", 3) == b"alpha at 3"
+    assert pack.get("text/html", "beta", 4) == b"beta at 4"
+    assert pack.get("index", "text/html", 4) == b"the list"
+    assert pack.get("text/html", "alpha", 4) is None  # another serial: stale
+    assert pack.get("application/json", "alpha", 3) is None
+    assert pack.get("text/html", "gamma", 3) is None
+    assert os.listdir(tmp_path) == []  # the file has no name: nothing to clean up
+
+
+def test_a_new_serial_replaces_and_counts_the_old_bytes_dead(tmp_path: Path) -> None:
+    pack = PagePack(tmp_path, max_bytes=1000)
+    pack.put("s", "a", 1, b"x" * 300)
+    pack.put("s", "a", 2, b"y" * 300)
+    assert pack.get("s", "a", 2) == b"y" * 300
+    assert pack.get("s", "a", 1) is None
+    assert pack.size == 600
+    pack.put("s", "b", 2, b"z" * 500)  # past the cap: truncated, then stored afresh
+    assert pack.size == 500
+    assert pack.get("s", "b", 2) == b"z" * 500
+    assert pack.get("s", "a", 2) is None  # gone with the truncation, rendered again
+    pack.close()
+
+
+def test_cache_renders_once_then_reads_back_from_the_pack(pack: PagePack) -> None:
+    cache = PageCache(max_bytes=3000, pack=pack)
+    renders = {}
+    for i in range(20):  # far more than memory holds (3000 bytes, ~1,400 a page)
+        render, calls = counting(f"page {i} ".encode() * 100)
+        renders[i] = calls
+        cache.get("text/html", f"p{i}", 1, render)
+    for _ in range(3):
+        for i in range(20):
+            page = cache.get("text/html", f"p{i}", 1, lambda: pytest.fail("rendered again"))
+            assert page.body == f"page {i} ".encode() * 100
+    first = cache.get("text/html", "p0", 1, lambda: b"")
+    assert first.etag == cache.peek("text/html", "p0", 1).etag  # type: ignore[union-attr]
+    assert all(len(calls) == 1 for calls in renders.values())
+    render, calls = counting(b"p0 changed")
+    assert cache.get("text/html", "p0", 2, render).body == b"p0 changed"
+    assert calls == [1]
+
+
+def test_etag_and_gzip_survive_the_trip_through_the_pack(pack: PagePack) -> None:
+    body = b"<a href='x'>x</a>\n" * 200
+    cache = PageCache(max_bytes=1, pack=pack)  # memory holds the newest page only
+    made = cache.get("text/html", "p", 7, lambda: body)
+    gzipped = made.gzipped()
+    assert gzipped is not None and len(gzipped) < len(body)
+    cache.get("text/html", "q", 7, lambda: b"q")
+    again = cache.peek("text/html", "p", 7)
+    assert again is not None and again is not made
+    assert (again.body, again.etag) == (body, made.etag)
+    assert pack.get("text/html+gzip", "p", 7) == gzipped
+    assert again.gzipped() == gzipped
+
+
+def test_without_a_pack_pages_are_rendered_again_when_they_leave_memory() -> None:
+    cache = PageCache(max_bytes=2000)
+    render, calls = counting(b"a" * 1500)
+    cache.get("text/html", "a", 1, render)
+    cache.get("text/html", "b", 1, lambda: b"b" * 1500)  # evicts "a"
+    assert cache.peek("text/html", "a", 1) is None
+    cache.get("text/html", "a", 1, render)
+    assert calls == [1, 1]
+
+
+def test_an_unwritable_folder_means_no_pack_and_one_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pack = PagePack(tmp_path / "missing")
+    cache = PageCache(max_bytes=1, pack=pack)
+    with caplog.at_level(logging.DEBUG, "pypid.pages"):
+        for serial in range(1, 4):
+            assert cache.get("s", "a", serial, lambda: b"body").body == b"body"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "missing" in warnings[0].getMessage()
+    assert pack.get("s", "a", 3) is None
+
+
+def test_a_nearly_full_disk_stops_storing_and_gives_the_space_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    pack = PagePack(tmp_path)
+    pack.put("s", "a", 1, b"stored while there was room")
+    assert pack.get("s", "a", 1) is not None
+    monkeypatch.setattr(pagepack, "disk_space", lambda fd: (100 << 20, 1 << 40))  # "full"
+    monkeypatch.setattr(pagepack, "FREE_CHECK_EVERY", 0)
+    with caplog.at_level(logging.WARNING, "pypid.pages"):
+        pack.put("s", "b", 1, b"no room for this")
+    assert "free on its disk" in caplog.text
+    assert pack.get("s", "b", 1) is None
+    assert pack.get("s", "a", 1) is None  # truncated: the space is the disk's again
+    assert pack.size == 0
+    monkeypatch.undo()
+    pack.put("s", "c", 1, b"paused")  # for a minute after the trouble
+    assert pack.get("s", "c", 1) is None
+    pack._paused_until = 1.0  # noqa: SLF001 - the minute has passed
+    pack.put("s", "c", 1, b"stored again")
+    assert pack.get("s", "c", 1) == b"stored again"
+    pack.close()
+
+
+def test_a_forked_child_starts_its_own_empty_pack(pack: PagePack) -> None:
+    pack.put("s", "a", 1, b"parent's")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only os calls, then _exit
+        ok = pack.get("s", "a", 1) is None
+        pack.put("s", "b", 1, b"child's")
+        ok = ok and pack.get("s", "b", 1) == b"child's"
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert pack.get("s", "a", 1) == b"parent's"  # the parent's file was left alone
+    assert pack.get("s", "b", 1) is None
+
+
+def test_readers_racing_writes_and_truncations_never_get_another_page(tmp_path: Path) -> None:
+    pack = PagePack(tmp_path, max_bytes=64 * 1024)  # truncates every ~60 pages
+    wrong: list[tuple[str, int, bytes]] = []
+    stop = threading.Event()
+
+    def body(name: str, serial: int) -> bytes:
+        return f"{name}@{serial};".encode() * 100
+
+    def writer() -> None:
+        for serial in range(1, 400):
+            name = f"p{serial % 50}"
+            pack.put("s", name, serial, body(name, serial))
+        stop.set()
+
+    def reader() -> None:
+        while not stop.is_set():
+            for serial in range(1, 400):
+                name = f"p{serial % 50}"
+                data = pack.get("s", name, serial)
+                if data is not None and data != body(name, serial):
+                    wrong.append((name, serial, data[:20]))
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader),
+               threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not wrong
+    pack.close()
