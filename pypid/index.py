@@ -412,8 +412,11 @@ class Index:
         with self._lock:
             seen = set()
             for stat in self.root.iter_files():
-                seen.add(stat.relpath)
                 self._update(stat)
+                # Keep the index's own string, not the scan's: 100,000 new strings would
+                # stay in the worker's RSS after the scan (the allocator keeps their pages).
+                entry = self._by_path.get(stat.relpath)
+                seen.add(entry.relpath if entry is not None else stat.relpath)
             for relpath in [p for p in self._by_path if p not in seen]:
                 self._drop(relpath, forget=True)
             for relpath in [p for p in self._bad if p not in seen]:

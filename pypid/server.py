@@ -7,6 +7,7 @@ workers, and workers share the loaded index copy-on-write.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -103,6 +104,22 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    _trim_malloc()
+
+
+def _trim_malloc() -> None:
+    """Give the C heap's free pages back, so workers do not inherit them as RSS.
+
+    Loading 100,000 files frees tens of megabytes of scan-time objects that
+    glibc keeps; each forked worker would count those pages in its RSS.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 class PypidApplication(BaseApplication):  # type: ignore[misc]
