@@ -147,7 +147,8 @@ def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> HotRequest | No
 class _Conn:
     """A client connection; in the loop when not ``busy`` (a thread has it)."""
 
-    __slots__ = ("sock", "fd", "client", "server", "buf", "deadline", "head_started")
+    __slots__ = ("sock", "fd", "client", "server", "buf", "deadline", "head_started", "out",
+                 "close_after")
 
     def __init__(self, sock: socket.socket, client: Any, server: Any) -> None:
         self.sock = sock
@@ -157,6 +158,8 @@ class _Conn:
         self.buf = bytearray()
         self.deadline = 0.0
         self.head_started = False
+        self.out: list[bytes] = []  # answers not sent yet (see PypidWorker._flush)
+        self.close_after = False  # close once ``out`` is sent
 
 
 class _Logged:
@@ -183,6 +186,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
         self.selector = selectors.DefaultSelector()
         self.returned: SimpleQueue[tuple[_Conn, bool]] = SimpleQueue()
         self.conns: dict[int, _Conn] = {}  # every open connection, in the loop or busy
+        self.outbox: list[_Conn] = []  # connections with answers to send this turn
         self.count_lock = threading.Lock()
         self.accepting = False
         self.last_notify = 0.0
@@ -221,6 +225,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
             timeout = 0.05 if stopping else NOTIFY_EVERY
             for key, _ in self.selector.select(timeout):
                 self._dispatch(key)
+            self._flush_all()
 
     def _dispatch(self, key: selectors.SelectorKey) -> None:
         data = key.data
@@ -288,7 +293,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
             end = conn.buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(conn.buf) > MAX_HEAD:
-                    self._hand_over(conn, self._slow)
+                    self._hand_over_after_flush(conn, self._slow)
                 elif conn.buf and not conn.head_started:
                     conn.head_started = True  # one head must arrive within HEAD_TIMEOUT
                     conn.deadline = time.monotonic() + HEAD_TIMEOUT
@@ -297,30 +302,73 @@ class PypidWorker(Worker):  # type: ignore[misc]
             request = parse_head(bytes(conn.buf[:end]), self.limits)
             hot = self._answer(request) if request is not None else None
             if request is None or hot is None:
-                self._hand_over(conn, self._slow)
+                self._hand_over_after_flush(conn, self._slow)
                 return
             del conn.buf[: end + 4]
             conn.head_started = False
             self._count_request()
             close = request.close or not self.alive or not self.cfg.keepalive
             if hot.file is not None:
-                self._hand_over(conn, partial(self._send_file, request=request, hot=hot,
-                                              close=close, started=started))
+                self._hand_over_after_flush(conn, partial(
+                    self._send_file, request=request, hot=hot, close=close, started=started))
                 return
-            message = self._message(hot, close) + hot.body
+            if not conn.out:
+                self.outbox.append(conn)
+            conn.out.append(self._message(hot, close))
+            if hot.body:
+                conn.out.append(hot.body)
+            if started is not None:
+                self._log_access(conn, request, hot, len(hot.body), started)
+            if close:
+                conn.close_after = True
+                self.selector.unregister(conn.sock)  # nothing more is read from it
+                return
+            conn.deadline = time.monotonic() + max(self.cfg.keepalive, 1)
+
+    # -- sending: once per turn of the loop, so that answers to many connections
+    # leave together. The client then wakes once for a batch of answers instead
+    # of once for each (on loopback each wake-up is an interrupt to another CPU).
+
+    def _flush_all(self) -> None:
+        outbox, self.outbox = self.outbox, []
+        for conn in outbox:
+            try:
+                self._flush(conn)
+            except Exception:
+                self.log.exception("Error in the event loop")
+                self._close(conn)
+
+    def _flush(self, conn: _Conn, then: Callable[[_Conn], bool] | None = None) -> None:
+        """Send ``conn``'s queued answers, then hand it to a thread for ``then`` if given.
+
+        What the socket does not take at once is sent by a thread (a slow client
+        must not hold the loop), and ``then`` runs there after it.
+        """
+        close, conn.close_after = conn.close_after, False
+        if conn.out:
+            message = b"".join(conn.out) if len(conn.out) > 1 else conn.out[0]
+            conn.out = []
             sent = self._send_some(conn, message)
             if sent < 0:
                 return
-            if started is not None:
-                self._log_access(conn, request, hot, len(hot.body), started)
             if sent < len(message):
-                rest = memoryview(message)[sent:]
-                self._hand_over(conn, partial(self._send_rest, rest=rest, close=close))
+                rest = partial(self._send_rest, rest=memoryview(message)[sent:], close=close,
+                               then=then)
+                if close:  # already out of the selector
+                    conn.deadline = 0.0
+                    self.pool.submit(self._run_job, conn, rest)
+                else:
+                    self._hand_over(conn, rest)
                 return
-            if close:
-                self._close(conn)
-                return
-            conn.deadline = time.monotonic() + max(self.cfg.keepalive, 1)
+        if close:
+            conn.deadline = 0.0  # already out of the selector
+            self._close(conn)
+        elif then is not None:
+            self._hand_over(conn, then)
+
+    def _hand_over_after_flush(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
+        """A thread takes over: the answers queued before must leave first."""
+        self._flush(conn, then=job)
 
     def _answer(self, request: HotRequest) -> Hot | None:
         if self.hot is None:
@@ -439,8 +487,11 @@ class PypidWorker(Worker):  # type: ignore[misc]
             if conn.buf:
                 self._serve(conn)
 
-    def _send_rest(self, conn: _Conn, rest: memoryview, close: bool) -> bool:
+    def _send_rest(self, conn: _Conn, rest: memoryview, close: bool,
+                   then: Callable[[_Conn], bool] | None = None) -> bool:
         conn.sock.sendall(rest)
+        if then is not None:
+            return then(conn)
         return not close
 
     def _send_file(self, conn: _Conn, request: HotRequest, hot: Hot, close: bool,
@@ -546,6 +597,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
             self._close(conn)  # idle, or a head not yet complete
         self.pool.shutdown(wait=True)
         self._woken()
+        self._flush_all()
         for conn in list(self.conns.values()):
             conn.deadline = 0.0
             self._close(conn)

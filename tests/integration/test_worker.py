@@ -88,6 +88,33 @@ def test_pipelined_requests_hot_and_not_come_back_in_order(wire: Wire, server: S
     assert b"Links for lib" in bodies[3]
 
 
+def test_answers_the_client_is_slow_to_take_keep_their_order(server: Server) -> None:
+    """A client with a tiny receive window pipelines 4,000 pages (6 MB), one request for a
+    thread, and one more page: what the socket cannot take goes out from a thread,
+    and the thread's answer and the last page follow it in order."""
+    expected_app = get(server.url("/simple/app/")).body
+    slow = Wire.__new__(Wire)
+    slow.prefix, slow.pending = server.prefix, b""
+    slow.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sock.settimeout(10)
+    slow.sock.connect((server.host, server.port))
+    try:
+        slow.send(page("app") * 4000
+                  + b"GET {P}/simple/lib/?format=text/html HTTP/1.1\r\nHost: t\r\n\r\n"
+                  + page("sdonly"))
+        time.sleep(0.3)  # the server fills the window and waits
+        for _ in range(4000):
+            status, _, body = slow.response()
+            assert (status, body) == (200, expected_app)
+        status, _, body = slow.response()
+        assert status == 200 and b"Links for lib" in body
+        status, _, body = slow.response()
+        assert status == 200 and b"Links for sdonly" in body
+    finally:
+        slow.close()
+
+
 def test_a_head_split_across_packets_is_answered(wire: Wire) -> None:
     whole = page("app", "Accept: text/html\r\n")
     for i in range(0, len(whole), 7):
