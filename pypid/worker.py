@@ -11,6 +11,8 @@ is answered right there. Everything else (uploads, logins, redirects, errors,
 Range, anything unusual) goes, with the bytes already read, to a thread that
 runs gunicorn's own parser, WSGI environ and response, as gthread does.
 Downloads go to a thread too (sendfile), so a slow client never holds the loop.
+The loop's answers leave together at the end of each turn (see ``_flush_all``);
+what a socket cannot take at once is sent by a thread.
 
 Idle keep-alive connections and half-sent heads wait in the loop, not in a
 thread, so neither slow clients nor many idle ones can starve the threads.

@@ -10,10 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
+from pypid.storage import CACHE_DIRNAME
 from pypid.web import pagepack
 from pypid.web.pagecache import PageCache
 from pypid.web.pagepack import PagePack
+from tests.builders import make_sdist
 
 
 @pytest.fixture
@@ -188,3 +191,19 @@ def test_readers_racing_writes_and_truncations_never_get_another_page(tmp_path: 
         thread.join(timeout=60)
     assert not wrong
     pack.close()
+
+
+def test_the_app_keeps_its_pages_beside_the_cache_and_serves_them_back(
+        make_app: Callable[..., Flask], root: Path) -> None:
+    make_sdist(root, "alpha", "1.0")
+    app = make_app()
+    pages = app.extensions["pypid"].pages
+    assert pages.pack is not None and pages.pack.directory == root / CACHE_DIRNAME
+    client = app.test_client()
+    first = client.get("/simple/alpha/", headers={"Accept": "text/html"})
+    serial = app.extensions["pypid"].index.project_serial("alpha")
+    stored = pages.pack.get("text/html", "alpha", serial)
+    assert stored is not None and stored.endswith(first.data)
+    pages._pages.clear()  # noqa: SLF001 - out of memory: the next answer comes from the file
+    again = client.get("/simple/alpha/", headers={"Accept": "text/html"})
+    assert (again.data, again.headers["ETag"]) == (first.data, first.headers["ETag"])
