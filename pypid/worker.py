@@ -147,7 +147,7 @@ def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> HotRequest | No
 
 
 class _Conn:
-    """A client connection; in the loop when not ``busy`` (a thread has it)."""
+    """A client connection: waiting in the loop's selector while ``deadline`` is set."""
 
     __slots__ = ("sock", "fd", "client", "server", "buf", "deadline", "head_started", "out",
                  "close_after")
@@ -158,7 +158,7 @@ class _Conn:
         self.client = client
         self.server = server
         self.buf = bytearray()
-        self.deadline = 0.0
+        self.deadline = 0.0  # 0: out of the selector (a thread has it, or it is closing)
         self.head_started = False
         self.out: list[bytes] = []  # answers not sent yet (see PypidWorker._flush)
         self.close_after = False  # close once ``out`` is sent
@@ -295,7 +295,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
             end = conn.buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(conn.buf) > MAX_HEAD:
-                    self._hand_over_after_flush(conn, self._slow)
+                    self._flush(conn, then=self._slow)
                 elif conn.buf and not conn.head_started:
                     conn.head_started = True  # one head must arrive within HEAD_TIMEOUT
                     conn.deadline = time.monotonic() + HEAD_TIMEOUT
@@ -304,14 +304,14 @@ class PypidWorker(Worker):  # type: ignore[misc]
             request = parse_head(bytes(conn.buf[:end]), self.limits)
             hot = self._answer(request) if request is not None else None
             if request is None or hot is None:
-                self._hand_over_after_flush(conn, self._slow)
+                self._flush(conn, then=self._slow)
                 return
             del conn.buf[: end + 4]
             conn.head_started = False
             self._count_request()
             close = request.close or not self.alive or not self.cfg.keepalive
             if hot.file is not None:
-                self._hand_over_after_flush(conn, partial(
+                self._flush(conn, then=partial(
                     self._send_file, request=request, hot=hot, close=close, started=started))
                 return
             if not conn.out:
@@ -324,6 +324,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
             if close:
                 conn.close_after = True
                 self.selector.unregister(conn.sock)  # nothing more is read from it
+                conn.deadline = 0.0
                 return
             conn.deadline = time.monotonic() + max(self.cfg.keepalive, 1)
 
@@ -354,23 +355,13 @@ class PypidWorker(Worker):  # type: ignore[misc]
             if sent < 0:
                 return
             if sent < len(message):
-                rest = partial(self._send_rest, rest=memoryview(message)[sent:], close=close,
-                               then=then)
-                if close:  # already out of the selector
-                    conn.deadline = 0.0
-                    self.pool.submit(self._run_job, conn, rest)
-                else:
-                    self._hand_over(conn, rest)
+                self._hand_over(conn, partial(self._send_rest, rest=memoryview(message)[sent:],
+                                              close=close, then=then))
                 return
         if close:
-            conn.deadline = 0.0  # already out of the selector
             self._close(conn)
         elif then is not None:
             self._hand_over(conn, then)
-
-    def _hand_over_after_flush(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
-        """A thread takes over: the answers queued before must leave first."""
-        self._flush(conn, then=job)
 
     def _answer(self, request: HotRequest) -> Hot | None:
         if self.hot is None:
@@ -426,7 +417,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
     def _close(self, conn: _Conn) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
-        if conn.deadline:  # in the loop (a busy one has deadline 0)
+        if conn.deadline:  # in the selector
             with suppress(KeyError, ValueError):
                 self.selector.unregister(conn.sock)
         with suppress(OSError):
@@ -444,8 +435,9 @@ class PypidWorker(Worker):  # type: ignore[misc]
 
     def _hand_over(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
         """Give the connection to a thread; it comes back through ``returned``."""
-        self.selector.unregister(conn.sock)
-        conn.deadline = 0.0
+        if conn.deadline:  # still in the selector
+            self.selector.unregister(conn.sock)
+            conn.deadline = 0.0
         self.pool.submit(self._run_job, conn, job)
 
     def _run_job(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:

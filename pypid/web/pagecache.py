@@ -27,18 +27,19 @@ INDEX = "index"
 
 
 class Page:
-    """A rendered page; its gzipped copy is made when a client first accepts gzip."""
+    """A rendered page of a ``PageCache``; its gzipped copy is made when a client
+    first accepts gzip."""
 
     __slots__ = ("body", "etag", "_gzipped", "_cache", "_space", "_name", "_serial")
 
-    def __init__(self, body: bytes, etag: str | None = None) -> None:
+    def __init__(self, cache: PageCache, space: str, name: str, serial: int, body: bytes,
+                 *, etag: str | None = None) -> None:
         self.body = body
         self.etag = etag or hashlib.sha256(body).hexdigest()[:ETAG_CHARS]
         # None: not made yet; b"": not worth it (small, or gzip does not shrink it)
         self._gzipped: bytes | None = None if len(body) >= MIN_GZIP_BYTES else b""
-        self._cache: PageCache | None = None  # counts and stores the gzipped copy
-        self._space = self._name = ""
-        self._serial = 0
+        self._cache = cache  # makes, stores and counts the gzipped copy
+        self._space, self._name, self._serial = space, name, serial
 
     @property
     def gzip_etag(self) -> str:
@@ -53,11 +54,7 @@ class Page:
         """The gzipped body, or None when the plain one is as small."""
         gzipped = self._gzipped
         if gzipped is None:
-            # Two threads may both make it: the same bytes, no harm.
-            if self._cache is not None:
-                gzipped = self._cache.gzip(self)
-            else:
-                gzipped = self._gzipped = compress(self.body)
+            gzipped = self._cache.gzip(self)  # two threads may both: same bytes, no harm
         return gzipped or None
 
 
@@ -93,12 +90,11 @@ class PageCache:
         stored = self.pack.get(space, name, serial)
         if stored is None or len(stored) < ETAG_CHARS:
             return None
-        page = Page(stored[ETAG_CHARS:], stored[:ETAG_CHARS].decode("ascii"))
+        page = Page(self, space, name, serial, stored[ETAG_CHARS:],
+                    etag=stored[:ETAG_CHARS].decode("ascii"))
         self._reads += 1
         if self._reads % PROMOTE_EVERY == 0:
-            self._keep(space, name, serial, page)
-        else:
-            page._cache, page._space, page._name, page._serial = self, space, name, serial  # noqa: SLF001
+            self._keep(page)
         return page
 
     def get(self, space: str, name: str, serial: int, render: Callable[[], bytes]) -> Page:
@@ -106,8 +102,8 @@ class PageCache:
         page = self.peek(space, name, serial)
         if page is not None:
             return page
-        page = Page(render())
-        self._keep(space, name, serial, page)
+        page = Page(self, space, name, serial, render())
+        self._keep(page)
         if self.pack is not None:
             self.pack.put(space, name, serial, page.etag.encode("ascii") + page.body)
         return page
@@ -129,9 +125,8 @@ class PageCache:
                     self._bytes += len(gzipped)
         return gzipped
 
-    def _keep(self, space: str, name: str, serial: int, page: Page) -> None:
-        page._cache, page._space, page._name, page._serial = self, space, name, serial  # noqa: SLF001
-        key = (space, name)
+    def _keep(self, page: Page) -> None:
+        key = (page._space, page._name)  # noqa: SLF001 - pages belong to their cache
         with self._lock:
             if self._bytes + page.weight > self._max:
                 # Cheap bound: forget the older half (dicts keep insertion order).
@@ -142,5 +137,5 @@ class PageCache:
             replaced = self._pages.get(key)
             if replaced is not None:
                 self._bytes -= replaced[1].weight
-            self._pages[key] = (serial, page)
+            self._pages[key] = (page._serial, page)  # noqa: SLF001
             self._bytes += page.weight
