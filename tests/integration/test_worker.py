@@ -21,9 +21,13 @@ pytestmark = pytest.mark.server
 class Wire:
     """A raw HTTP/1.1 connection that reads responses one by one (Content-Length framed)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, receive_window: int | None = None) -> None:
         self.prefix = server.prefix
-        self.sock = socket.create_connection((server.host, server.port), timeout=10)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_window is not None:  # before connect: it sets the advertised window
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_window)
+        self.sock.settimeout(10)
+        self.sock.connect((server.host, server.port))
         self.pending = b""
 
     def send(self, data: bytes) -> None:
@@ -93,12 +97,7 @@ def test_answers_the_client_is_slow_to_take_keep_their_order(server: Server) -> 
     thread, and one more page: what the socket cannot take goes out from a thread,
     and the thread's answer and the last page follow it in order."""
     expected_app = get(server.url("/simple/app/")).body
-    slow = Wire.__new__(Wire)
-    slow.prefix, slow.pending = server.prefix, b""
-    slow.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.sock.settimeout(10)
-    slow.sock.connect((server.host, server.port))
+    slow = Wire(server, receive_window=4096)
     try:
         slow.send(page("app") * 4000
                   + b"GET {P}/simple/lib/?format=text/html HTTP/1.1\r\nHost: t\r\n\r\n"
