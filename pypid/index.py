@@ -9,11 +9,9 @@ hashes a file. Readers never lock: each change replaces dict values whole.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -21,8 +19,6 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 from packaging.version import Version
 
@@ -58,8 +54,6 @@ from pypid.watch import (
 
 log = logging.getLogger("pypid.index")
 
-API_VERSION = "1.1"
-_URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]+")  # what quote() leaves alone
 SETTLE_SECONDS = 0.25  # a created file with no further writes is taken as complete after this
 WRITING_GRACE = 2.0  # a file written to within this is still being copied in
 Progress = Callable[[int, int], None]
@@ -152,25 +146,6 @@ class Index:
 
     def path(self, entry: FileEntry) -> Path:
         return self.root.resolve(entry.relpath)
-
-    def project_page(self, project: str) -> dict[str, Any] | None:
-        """The PEP 691 (API 1.1) detail page of a project, or None if it has no files."""
-        entries = self.files(project)
-        if entries is None:
-            return None
-        files = [_file_dict(entry) for entry in entries]
-        versions = list(dict.fromkeys(entry.version for entry in entries))  # in Version order
-        return {
-            "meta": {"api-version": API_VERSION},
-            "name": project,
-            "files": files,
-            "versions": versions,
-        }
-
-    def index_page(self) -> dict[str, Any]:
-        """The PEP 691 project list."""
-        return {"meta": {"api-version": API_VERSION},
-                "projects": [{"name": name} for name in self.projects()]}
 
     # -- loading (the master, before fork)
 
@@ -601,47 +576,3 @@ class Index:
 
 def _row_matches(row: FileRow, stat: FileStat) -> bool:
     return (row.size, row.mtime_ns, row.inode) == (stat.size, stat.mtime_ns, stat.inode)
-
-
-def _file_dict(entry: FileEntry) -> dict[str, Any]:
-    metadata: dict[str, str] | bool = (
-        {"sha256": entry.metadata_sha256} if entry.metadata_sha256 else False)
-    return {
-        "filename": entry.filename,
-        "url": "../../packages/" + (entry.filename if _URL_SAFE.fullmatch(entry.filename)
-                                    else quote(entry.filename)),
-        "hashes": {"sha256": entry.sha256},
-        "requires-python": entry.requires_python,
-        "core-metadata": metadata,
-        "data-dist-info-metadata": metadata,
-        "yanked": _yanked_value(entry.yanked),
-        "size": entry.size,
-        "upload-time": format_upload_time(entry.upload_time),
-    }
-
-
-def _yanked_value(yanked: str | None) -> bool | str:
-    if yanked is None:
-        return False
-    return yanked or True
-
-
-def format_upload_time(timestamp: float) -> str:
-    """PEP 700's UTC form with a literal Z.
-
-    >>> format_upload_time(0.5)
-    '1970-01-01T00:00:00.500000Z'
-    """
-    seconds = int(timestamp // 1)  # floor: before 1970 too
-    micros = int(round((timestamp - seconds) * 1e6))
-    if micros >= 1_000_000:
-        seconds, micros = seconds + 1, micros - 1_000_000
-    day, second = divmod(seconds, 86400)
-    return (f"{_utc_date(day)}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
-            f".{micros:06d}Z")
-
-
-@functools.lru_cache(maxsize=4096)
-def _utc_date(day: int) -> str:
-    """The date of a day since the epoch (strftime costs more than the rest of a page line)."""
-    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))

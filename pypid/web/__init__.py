@@ -10,11 +10,11 @@ from pypid import __version__
 from pypid.auth import Htpasswd
 from pypid.config import Config
 from pypid.index import Index
+from pypid.simple.pagecache import PageCache
+from pypid.simple.pagepack import PagePack
 from pypid.storage import PackageRoot
 from pypid.web import access, errors, files, home, proxy, simple, upload
 from pypid.web.fast import FastPath, HotAnswers
-from pypid.web.pagecache import PageCache
-from pypid.web.pagepack import PagePack
 from pypid.web.state import Services, services
 
 __all__ = ["HotAnswers", "Services", "create_app", "hot_answers", "services"]

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 from flask import Flask
 
 from pypid.distfile import is_normalized
-from pypid.web.answers import Headers, file_answer, page_answer
-from pypid.web.negotiate import negotiate
-from pypid.web.pagecache import INDEX
-from pypid.web.render import render
+from pypid.simple import pep691
+from pypid.simple.answers import Headers, file_answer, page_answer
+from pypid.simple.negotiate import negotiate
+from pypid.simple.pagecache import INDEX
+from pypid.simple.render import render
 from pypid.web.state import Services
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class HotAnswers:
             return None  # unknown here: Flask says 404 or redirects upstream
         page = self.svc.pages.peek(space, name, serial)
         if page is None:
-            data = index.index_page() if space == INDEX else index.project_page(name)
+            data = pep691.index_page(index) if space == INDEX else pep691.project_page(index, name)
             if data is None:
                 return None
             page = self.svc.pages.get(space, name, serial, lambda: render(media, data))

@@ -10,8 +10,8 @@ from werkzeug.wsgi import wrap_file
 
 from pypid.distfile import WHEEL, MetadataError, parse_filename, read_core_metadata
 from pypid.index import FileEntry
+from pypid.simple.answers import FILE_MAX_AGE, file_answer
 from pypid.web import errors
-from pypid.web.answers import FILE_MAX_AGE, file_answer
 from pypid.web.state import services
 
 bp = Blueprint("files", __name__)

@@ -7,7 +7,7 @@ import json
 from flask import Blueprint, Response, render_template, request
 
 from pypid import __version__
-from pypid.index import API_VERSION
+from pypid.simple.pep691 import API_VERSION
 from pypid.web.state import services
 
 bp = Blueprint("home", __name__)

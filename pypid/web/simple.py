@@ -7,11 +7,12 @@ from urllib.parse import quote
 from flask import Blueprint, Response, abort, redirect, request
 
 from pypid.distfile import is_normalized, is_valid_project_name, normalize
+from pypid.simple import pep691
+from pypid.simple.answers import page_answer
+from pypid.simple.negotiate import OFFERS, negotiate
+from pypid.simple.pagecache import INDEX, Page
+from pypid.simple.render import render
 from pypid.web import errors
-from pypid.web.answers import page_answer
-from pypid.web.negotiate import OFFERS, negotiate
-from pypid.web.pagecache import INDEX, Page
-from pypid.web.render import render
 from pypid.web.state import services
 
 bp = Blueprint("simple", __name__)
@@ -27,7 +28,7 @@ def project_list() -> Response:
     media = _negotiated()
     svc = services()
     page = svc.pages.get(INDEX, media, svc.index.projects_serial,
-                         lambda: render(media, svc.index.index_page()))
+                         lambda: render(media, pep691.index_page(svc.index)))
     return _page_response(page, media)
 
 
@@ -47,7 +48,7 @@ def project_detail(project: str) -> Response:
         return _unknown_project(project)
 
     def build() -> bytes:
-        data = svc.index.project_page(project)
+        data = pep691.project_page(svc.index, project)
         if data is None:  # removed between the two lookups
             abort(404, description=f"no project named {project!r} here")
         return render(media, data)

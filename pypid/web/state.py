@@ -9,7 +9,7 @@ from flask import current_app
 from pypid.auth import Htpasswd
 from pypid.config import Config
 from pypid.index import Index
-from pypid.web.pagecache import PageCache
+from pypid.simple.pagecache import PageCache
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Imports run one way: cli -> server -> worker -> (web, systemd) -> index
+"""Imports run one way: cli -> server -> worker -> (web, systemd) -> simple -> index
 -> (cachedb, watch, storage) -> distfile.
 
 ``config`` and ``auth`` are leaves that import no other pypid module.
@@ -14,7 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pypid"
 # Each module may import only modules of a lower rank.
 RANK = {"distfile": 0, "config": 0, "auth": 0, "storage": 1, "cachedb": 1, "watch": 1,
-        "index": 2, "web": 3, "systemd": 3, "worker": 4, "server": 5, "cli": 6, "__main__": 7,
+        "index": 2, "simple": 3, "web": 4, "systemd": 4, "worker": 5, "server": 6, "cli": 7,
+        "__main__": 8,
         "__init__": -1}
 
 

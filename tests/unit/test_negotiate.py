@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pypid.web.negotiate import HTML, JSON, TEXT_HTML, negotiate
+from pypid.simple.negotiate import HTML, JSON, TEXT_HTML, negotiate
 
 PIP = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
        "text/html; q=0.01")

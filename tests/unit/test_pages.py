@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from pypid.simple import pagepack
+from pypid.simple.pagecache import PageCache
+from pypid.simple.pagepack import PagePack
 from pypid.storage import CACHE_DIRNAME
-from pypid.web import pagepack
-from pypid.web.pagecache import PageCache
-from pypid.web.pagepack import PagePack
 from tests.builders import make_sdist
 
 

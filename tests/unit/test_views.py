@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from pypid.web.negotiate import HTML, JSON
+from pypid.simple.negotiate import HTML, JSON
 from tests.builders import make_sdist, make_wheel
 from tests.unit.conftest import AppFactory
 

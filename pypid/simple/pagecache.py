@@ -13,7 +13,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 
-from pypid.web.pagepack import PagePack
+from pypid.simple.pagepack import PagePack
 
 MIN_GZIP_BYTES = 1024
 # Per worker. Small, since a page that leaves it is read back from the pack

@@ -10,7 +10,7 @@ import json
 from html import escape
 from typing import Any
 
-from pypid.web.negotiate import JSON
+from pypid.simple.negotiate import JSON
 
 
 def render(media: str, page: dict[str, Any]) -> bytes:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 from email.utils import formatdate, parsedate_to_datetime
 
-from pypid.web.negotiate import TEXT_HTML
-from pypid.web.pagecache import Page
+from pypid.simple.negotiate import TEXT_HTML
+from pypid.simple.pagecache import Page
 
 Headers = list[tuple[str, str]]
 
