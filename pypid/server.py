@@ -14,20 +14,17 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from pypid import __version__
-from pypid.auth import Htpasswd
 from pypid.config import Config, ConfigError, load_config
-from pypid.index import Index
 from pypid.storage import PackageRoot, StorageError
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
-from pypid.web import create_app
-from pypid.web.access import warn_at_start
+from pypid.web import Services, assemble, create_app
+from pypid.web.authz import warn_at_start
 
 log = logging.getLogger("pypid")
 
@@ -82,14 +79,11 @@ def bind_address(host: str, port: int) -> str:
 
 def build_app(config: Config, progress: Callable[[int, int], None] | None = None) -> Flask:
     """Index the root and build the app, in this (the master) process."""
-    root = PackageRoot(config.root)
-    root.sweep_temp_files()  # no worker exists yet: any upload temp file is a leftover
-    index = Index(root)
-    index.load(progress)
-    htpasswd = Htpasswd(Path(config.auth.htpasswd))
-    warn_at_start(config.auth.protect, htpasswd.problem())
-    app = create_app(config, index=index, htpasswd=htpasswd)
-    index.cache.close()  # SQLite connections must not cross fork
+    PackageRoot(config.root).sweep_temp_files()  # no worker exists yet: any temp file is a leftover
+    services = assemble(config, progress=progress)
+    warn_at_start(config.auth.protect, services.htpasswd.problem())
+    app = create_app(config, services=services)
+    services.index.cache.close()  # SQLite connections must not cross fork
     return app
 
 
@@ -136,12 +130,17 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     @property
+    def services(self) -> Services:
+        """What the app serves from; pypid's worker answers from it too."""
+        return self.flask_app.extensions["pypid"]  # type: ignore[no-any-return]
+
+    @property
     def health_path(self) -> str:
         return self.pypid_config.server.url_prefix + "/health"
 
     def describe(self, listeners: list[Any]) -> str:
         """The STATUS= text: ASCII, short, true."""
-        index: Index = self.flask_app.extensions["pypid"].index
+        index = self.services.index
         workers = plural(self.pypid_config.server.workers, "worker")
         return (f"serving {plural(index.project_count(), 'project')} on "
                 f"{bound_addresses(listeners)}, {workers}")
@@ -212,16 +211,13 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
 
 def _post_worker_init(worker: Any) -> None:
     """Each worker follows changes in the root from its first moment."""
-    app = getattr(worker, "wsgi", None)
-    services = getattr(app, "extensions", {}).get("pypid")
-    if services is not None:
-        services.index.start_watching()
+    worker.app.services.index.start_watching()
 
 
 def _when_ready(server: Any) -> None:
     app: PypidApplication = server.app
     config = app.pypid_config
-    index: Index = app.flask_app.extensions["pypid"].index
+    index = app.services.index
     log.info("pypid %s serving %s (%s) from %s on %s with %s (config: %s)", __version__,
              plural(index.project_count(), "project"), plural(index.file_count(), "file"),
              index.root.path, bound_addresses(server.LISTENERS),

@@ -1,30 +1,26 @@
-"""pypid's gunicorn worker: hot requests answered in the event loop, the rest in threads.
+"""pypid's gunicorn worker: one event loop reads every connection and answers what the
+simple API can decide without blocking; everything else goes to a thread.
 
-Under gunicorn's gthread worker a cached page cost about 150 us of one core, and
-pypid's own part of that was a tenth: gunicorn's HTTP parser, its WSGI environ
-and the hand-over to a thread were the rest. This worker reads every
-connection in one selector loop. A request whose head is complete and in the
-plain form clients send (``GET``/``HEAD``, HTTP/1.1, no body, no query, no
-``%``, nothing but well-formed header lines, none repeated) and that
-``HotAnswers`` can answer from memory (an index page, a 304, a file's headers)
-is answered right there. Everything else (uploads, logins, redirects, errors,
+A request whose head is in the plain form (``pypid.http1``) and that
+``SimpleAPI.decide(..., may_block=False)`` answers (a page, a 304, a redirect,
+a 404, a file's headers) is answered by the loop. The rest (uploads, logins,
 Range, anything unusual) goes, with the bytes already read, to a thread that
-runs gunicorn's own parser, WSGI environ and response, as gthread does.
-Downloads go to a thread too (sendfile), so a slow client never holds the loop.
-The loop's answers leave together at the end of each turn (see ``_flush_all``);
-what a socket cannot take at once is sent by a thread.
+runs gunicorn's own parser, WSGI environ and response, as gthread does; the
+Flask views there ask the same ``SimpleAPI``. File bodies are sent by a thread
+(sendfile), so a slow reader never holds the loop.
 
-Idle keep-alive connections and half-sent heads wait in the loop, not in a
-thread, so neither slow clients nor many idle ones can starve the threads.
-TLS (``server.tls_cert``) uses gunicorn's gthread worker instead.
+A connection serves its next pipelined request only while its unsent answers
+are small, so pipelining cannot multiply memory. Idle keep-alive connections
+and half-sent heads wait in the loop, not in a thread. TLS
+(``server.tls_cert``) uses gunicorn's gthread worker instead.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import os
-import re
 import selectors
 import socket
 import threading
@@ -36,34 +32,26 @@ from datetime import datetime
 from email.utils import formatdate
 from functools import partial
 from queue import Empty, SimpleQueue
-from typing import Any, NamedTuple
+from typing import Any
 
 import gunicorn
 from gunicorn.http import RequestParser, wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.base import Worker
 
-from pypid.web import HotAnswers, hot_answers
-from pypid.web.fast import Hot
+from pypid.http1 import NEED_MORE, NOT_PLAIN, Limits, PlainHead, answer_head, find_head, parse_head
+from pypid.simple.core import SimpleAPI, SimpleRequest
+from pypid.simple.reply import Reply
 
 RECV_SIZE = 64 * 1024
 MAX_HEAD = 16 * 1024  # a longer head goes to gunicorn's parser, which enforces its limits
 HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head
+OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
 DRAIN_LIMIT = 1024 * 1024  # unread request body a kept-alive connection may skip
 NOTIFY_EVERY = 1.0  # heartbeat to the arbiter at most this often
 STOP_LINGER = 2.0  # a stopping worker still answers requests already on their way this long
-SERVER = getattr(gunicorn, "SERVER", None) or gunicorn.SERVER_SOFTWARE
-
-# The plain request line: GET or HEAD, an origin-form path of unreserved
-# characters (no query, no fragment, no percent escapes), HTTP/1.1.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1")
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(rb"[\t\x20-\x7e]*")
-# Headers that make a request one for gunicorn and Flask: a body, a protocol switch.
-_NOT_HOT = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade",
-                      b"http2-settings", b"trailer"))
+SERVER = (getattr(gunicorn, "SERVER", None) or gunicorn.SERVER_SOFTWARE).encode()
 _FORWARDED = (b"x-forwarded-", b"forwarded")
-_STATUS_LINES = {200: b"HTTP/1.1 200 OK\r\n", 304: b"HTTP/1.1 304 Not Modified\r\n"}
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT)
 
 # Markers in the selector's key data.
@@ -71,86 +59,19 @@ _ACCEPT = "accept"
 _WAKE = "wake"
 
 
-class HotRequest:
-    """A parsed plain request head: method, path, lower-cased header names."""
-
-    __slots__ = ("method", "target", "headers", "close", "head")
-
-    def __init__(self, method: str, target: str, headers: dict[bytes, bytes],
-                 close: bool, head: bytes) -> None:
-        self.head = head  # as received, without the final blank line
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.close = close
-
-    def header(self, name: bytes) -> str | None:
-        value = self.headers.get(name)
-        return None if value is None else value.decode("ascii")
-
-
-class Limits(NamedTuple):
-    """gunicorn's ``limit_request_*`` settings; a head beyond them is gunicorn's to refuse."""
-
-    line: int = 4094
-    fields: int = 100
-    field_size: int = 8190
-
-
-GUNICORN_LIMITS = Limits()
-
-
-def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> HotRequest | None:
-    """A request head (without its final blank line) in the plain form, or None.
-
-    None means only "not for the loop": gunicorn's parser gets the same bytes
-    and decides, so nothing here needs to produce an error.
-
-    >>> r = parse_head(b"GET /simple/a/ HTTP/1.1\\r\\nHost: x\\r\\nAccept: text/html")
-    >>> r.method, r.target, r.header(b"accept"), r.close
-    ('GET', '/simple/a/', 'text/html', False)
-    >>> parse_head(b"GET /simple/a/?x=1 HTTP/1.1\\r\\nHost: x") is None
-    True
-    >>> parse_head(b"POST / HTTP/1.1\\r\\nContent-Length: 3") is None
-    True
-    >>> parse_head(b"GET / HTTP/1.1\\r\\nA: 1\\r\\na: 2") is None
-    True
-    >>> parse_head(b"GET / HTTP/1.1\\r\\nX: 1\\r\\n folded") is None
-    True
-    >>> parse_head(b"GET / HTTP/1.1\\r\\nX: " + b"a" * 9000) is None
-    True
-    """
-    lines = head.split(b"\r\n")
-    within = len(lines[0]) <= limits.line and len(lines) - 1 <= limits.fields
-    match = _REQUEST_LINE.fullmatch(lines[0]) if within else None
-    if match is None:
-        return None
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        if len(line) > limits.field_size:
-            return None
-        name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
-            return None
-        name = name.lower()
-        if name in headers or name in _NOT_HOT:
-            return None
-        headers[name] = value.strip(b" \t")
-    close = False
-    connection = headers.get(b"connection")
-    if connection is not None:
-        tokens = {t.strip().lower() for t in connection.split(b",")}
-        if not tokens <= {b"close", b"keep-alive"}:
-            return None
-        close = b"close" in tokens
-    return HotRequest(match.group(1).decode(), match.group(2).decode(), headers, close, head)
+class State(enum.Enum):
+    WAITING = "waiting for a request"  # in the selector until the keep-alive deadline
+    READING = "reading a head"  # in the selector until the head deadline
+    PAUSED = "answers queued"  # out of the selector: read requests wait for the answers to leave
+    CLOSING = "closing"  # out of the selector: closed once the queued answers are sent
+    IN_THREAD = "in a thread"
 
 
 class _Conn:
-    """A client connection: waiting in the loop's selector while ``deadline`` is set."""
+    """A client connection and what the loop holds for it."""
 
-    __slots__ = ("sock", "fd", "client", "server", "buf", "deadline", "head_started", "out",
-                 "close_after")
+    __slots__ = ("sock", "fd", "client", "server", "buf", "state", "deadline", "out",
+                 "out_bytes")
 
     def __init__(self, sock: socket.socket, client: Any, server: Any) -> None:
         self.sock = sock
@@ -158,14 +79,18 @@ class _Conn:
         self.client = client
         self.server = server
         self.buf = bytearray()
-        self.deadline = 0.0  # 0: out of the selector (a thread has it, or it is closing)
-        self.head_started = False
-        self.out: list[bytes] = []  # answers not sent yet (see PypidWorker._flush)
-        self.close_after = False  # close once ``out`` is sent
+        self.state = State.IN_THREAD  # until the loop watches it
+        self.deadline = 0.0  # for WAITING and READING
+        self.out: list[bytes] = []  # answers not sent yet (see PypidWorker._flush_all)
+        self.out_bytes = 0
+
+    @property
+    def in_selector(self) -> bool:
+        return self.state in (State.WAITING, State.READING)
 
 
 class _Logged:
-    """What gunicorn's access log reads from a response or a request."""
+    """What gunicorn's access log reads from a response."""
 
     def __init__(self, status: str, headers: list[tuple[str, str]], sent: int | None) -> None:
         self.status = status
@@ -178,8 +103,9 @@ class PypidWorker(Worker):  # type: ignore[misc]
     ``timeout``, ``worker_connections`` and ``max_requests``."""
 
     def run(self) -> None:
-        self.hot: HotAnswers | None = hot_answers(self.wsgi)
-        self.prefix = _url_prefix(self.wsgi)
+        services = getattr(self.app, "services", None)  # pypid's application; else all to threads
+        self.simple: SimpleAPI | None = services.simple if services is not None else None
+        self.prefix = services.config.server.url_prefix if services is not None else ""
         cfg = self.cfg  # 0 means "no limit" to gunicorn; the loop still stops at MAX_HEAD
         self.limits = Limits(cfg.limit_request_line or MAX_HEAD,
                              cfg.limit_request_fields or MAX_HEAD,
@@ -214,7 +140,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
                 # sending on an open one is still answered (with Connection: close).
                 linger_until = now + min(STOP_LINGER, self.cfg.graceful_timeout)
                 for conn in self.conns.values():
-                    if conn.deadline:
+                    if conn.in_selector:
                         conn.deadline = min(conn.deadline, linger_until)
             if now - self.last_notify >= NOTIFY_EVERY or stopping:
                 self.notify()
@@ -224,7 +150,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
                     self.log.info("Parent changed, shutting down: %s", self)
                     return
             self._set_accepting(self.alive and len(self.conns) < self.cfg.worker_connections)
-            timeout = 0.05 if stopping else NOTIFY_EVERY
+            timeout = 0.0 if self.outbox else 0.05 if stopping else NOTIFY_EVERY
             for key, _ in self.selector.select(timeout):
                 self._dispatch(key)
             self._flush_all()
@@ -270,10 +196,15 @@ class PypidWorker(Worker):  # type: ignore[misc]
                 return
 
     def _watch(self, conn: _Conn, now: float) -> None:
-        """Back in the loop: wait for the next request (at most ``keepalive`` seconds)."""
+        """Back in the selector: wait for the next request (at most ``keepalive`` seconds)."""
         conn.deadline = now + (max(self.cfg.keepalive, 1) if self.alive else STOP_LINGER)
-        conn.head_started = False
+        conn.state = State.WAITING
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _leave_selector(self, conn: _Conn, state: State) -> None:
+        if conn.in_selector:
+            self.selector.unregister(conn.sock)
+        conn.state = state
 
     def _readable(self, conn: _Conn) -> None:
         try:
@@ -290,136 +221,151 @@ class PypidWorker(Worker):  # type: ignore[misc]
         self._serve(conn)
 
     def _serve(self, conn: _Conn) -> None:
-        """Answer the complete request heads in ``conn.buf`` while they are hot."""
+        """Answer the complete request heads in ``conn.buf`` while the loop can."""
         while True:
-            end = conn.buf.find(b"\r\n\r\n")
-            if end < 0:
+            if conn.out_bytes > OUT_LIMIT:
+                # The rest waits until these answers have left (see _flush_all).
+                self._leave_selector(conn, State.PAUSED)
+                return
+            end = find_head(conn.buf)
+            if end == NEED_MORE:
                 if len(conn.buf) > MAX_HEAD:
-                    self._flush(conn, then=self._slow)
-                elif conn.buf and not conn.head_started:
-                    conn.head_started = True  # one head must arrive within HEAD_TIMEOUT
+                    self._to_thread(conn, self._slow)
+                elif conn.buf and conn.state is State.WAITING:
+                    conn.state = State.READING  # one head must arrive within HEAD_TIMEOUT
                     conn.deadline = time.monotonic() + HEAD_TIMEOUT
                 return
+            head = parse_head(bytes(conn.buf[:end]), self.limits) if end != NOT_PLAIN else None
             started = datetime.now() if self.access_logging else None
-            request = parse_head(bytes(conn.buf[:end]), self.limits)
-            hot = self._answer(request) if request is not None else None
-            if request is None or hot is None:
-                self._flush(conn, then=self._slow)
+            reply = self._decide(head, conn) if head is not None else None
+            if head is None or reply is None:
+                self._to_thread(conn, self._slow)
                 return
             del conn.buf[: end + 4]
-            conn.head_started = False
             self._count_request()
-            close = request.close or not self.alive or not self.cfg.keepalive
-            if hot.file is not None:
-                self._flush(conn, then=partial(
-                    self._send_file, request=request, hot=hot, close=close, started=started))
+            close = head.close or not self.alive or not self.cfg.keepalive
+            if reply.file is not None:
+                self._to_thread(conn, partial(self._send_file, head=head, reply=reply,
+                                              close=close, started=started))
                 return
-            if not conn.out:
-                self.outbox.append(conn)
-            conn.out.append(self._message(hot, close))
-            if hot.body:
-                conn.out.append(hot.body)
+            self._queue(conn, self._answer_head(reply, close), reply.body)
             if started is not None:
-                self._log_access(conn, request, hot, len(hot.body), started)
+                self._log_access(conn, head, reply, len(reply.body), started)
             if close:
-                conn.close_after = True
-                self.selector.unregister(conn.sock)  # nothing more is read from it
-                conn.deadline = 0.0
+                self._leave_selector(conn, State.CLOSING)
                 return
+            conn.state = State.WAITING
             conn.deadline = time.monotonic() + max(self.cfg.keepalive, 1)
+
+    def _decide(self, head: PlainHead, conn: _Conn) -> Reply | None:
+        if self.simple is None:
+            return None
+        path = head.path
+        if self.prefix:
+            if not path.startswith(self.prefix + "/"):
+                return None
+            path = path[len(self.prefix):]
+        forwarded = any(n.startswith(_FORWARDED) for n in head.headers)
+        if forwarded and self.access_logging:
+            return None  # the logged client address comes from the trusted-proxy layer
+        header = head.header
+        try:
+            reply = self.simple.decide(SimpleRequest(
+                method=head.method, path=path, query=head.query, script_root=self.prefix,
+                accept=header(b"accept"), accept_encoding=header(b"accept-encoding"),
+                if_none_match=header(b"if-none-match"),
+                if_modified_since=header(b"if-modified-since"), range=header(b"range"),
+                if_range=header(b"if-range"), authorization=header(b"authorization"),
+                client=_address(conn.client)), may_block=False)
+        except Exception:
+            self.log.exception("Error answering %s %s; the app answers it", head.method, path)
+            return None
+        if forwarded and reply is not None and reply.headers and any(
+                name == "Location" for name, _ in reply.headers):
+            return None  # a trusted proxy's prefix belongs in the Location: the app's job
+        return reply
+
+    def _answer_head(self, reply: Reply, close: bool) -> bytes:
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, formatdate(now, usegmt=True).encode())
+        return answer_head(reply.status_line, reply.headers, server=SERVER, date=self._date[1],
+                           close=close)
 
     # -- sending: once per turn of the loop, so that answers to many connections
     # leave together. The client then wakes once for a batch of answers instead
     # of once for each (on loopback each wake-up is an interrupt to another CPU).
 
+    def _queue(self, conn: _Conn, *parts: bytes) -> None:
+        if not conn.out:
+            self.outbox.append(conn)
+        for part in parts:
+            if part:
+                conn.out.append(part)
+                conn.out_bytes += len(part)
+
     def _flush_all(self) -> None:
         outbox, self.outbox = self.outbox, []
         for conn in outbox:
             try:
-                self._flush(conn)
+                if self._flush(conn) and conn.state is State.PAUSED:
+                    self._resume(conn)
             except Exception:
                 self.log.exception("Error in the event loop")
                 self._close(conn)
 
-    def _flush(self, conn: _Conn, then: Callable[[_Conn], bool] | None = None) -> None:
-        """Send ``conn``'s queued answers, then hand it to a thread for ``then`` if given.
+    def _flush(self, conn: _Conn, then: Callable[[_Conn], bool] | None = None) -> bool:
+        """Send ``conn``'s queued answers; True when all left and the loop keeps it.
 
         What the socket does not take at once is sent by a thread (a slow client
-        must not hold the loop), and ``then`` runs there after it.
+        must not hold the loop), and ``then`` runs there after it; without
+        unsent bytes ``then`` goes to a thread at once.
         """
-        close, conn.close_after = conn.close_after, False
-        if conn.out:
-            message = b"".join(conn.out) if len(conn.out) > 1 else conn.out[0]
-            conn.out = []
-            sent = self._send_some(conn, message)
-            if sent < 0:
-                return
-            if sent < len(message):
-                self._hand_over(conn, partial(self._send_rest, rest=memoryview(message)[sent:],
-                                              close=close, then=then))
-                return
-        if close:
+        out, conn.out, conn.out_bytes = conn.out, [], 0
+        rest: list[memoryview] = []
+        if out:
+            try:
+                sent = conn.sock.sendmsg(out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._close(conn)
+                return False
+            rest = _unsent(out, sent)
+        closing = conn.state is State.CLOSING
+        if rest:
+            self._hand_over(conn, partial(self._send_rest, rest=rest, close=closing, then=then))
+            return False
+        if closing:
             self._close(conn)
-        elif then is not None:
+            return False
+        if then is not None:
             self._hand_over(conn, then)
+            return False
+        return True
 
-    def _answer(self, request: HotRequest) -> Hot | None:
-        if self.hot is None:
-            return None
-        path = request.target
-        if self.prefix:
-            if not path.startswith(self.prefix + "/"):
-                return None
-            path = path[len(self.prefix):]
-        if self.access_logging and any(n.startswith(_FORWARDED) for n in request.headers):
-            return None  # the logged client address comes from the trusted-proxy layer
-        header = request.header
-        try:
-            return self.hot.answer(request.method, path, accept=header(b"accept"),
-                                   accept_encoding=header(b"accept-encoding"),
-                                   if_none_match=header(b"if-none-match"),
-                                   if_modified_since=header(b"if-modified-since"),
-                                   ranged=b"range" in request.headers)
-        except Exception:
-            self.log.exception("Error answering %s %s; the app answers it", request.method, path)
-            return None
+    def _resume(self, conn: _Conn) -> None:
+        """Its answers have left: serve the requests it sent meanwhile, then read again."""
+        self._watch(conn, time.monotonic())
+        self._serve(conn)
 
-    def _message(self, hot: Hot, close: bool) -> bytes:
-        """Status line and headers, as gunicorn would write them."""
-        lines = [_STATUS_LINES[hot.status], b"Server: ", SERVER.encode(), b"\r\nDate: ",
-                 self._http_date(), b"\r\nConnection: ", b"close" if close else b"keep-alive",
-                 b"\r\n"]
-        for name, value in hot.headers:
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-        lines.append(b"\r\n")
-        return b"".join(lines)
-
-    def _http_date(self) -> bytes:
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, formatdate(now, usegmt=True).encode())
-        return self._date[1]
-
-    def _send_some(self, conn: _Conn, data: bytes) -> int:
-        """Send what the socket takes now; -1 when the connection is gone (and closed)."""
-        try:
-            return conn.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError:
-            self._close(conn)
-            return -1
+    def _to_thread(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
+        """Send what is queued for ``conn`` first, then give it to a thread for ``job``."""
+        if conn.out:
+            self.outbox.remove(conn)
+        self._flush(conn, then=job)
 
     def _expire(self, now: float) -> None:
-        for conn in [c for c in self.conns.values() if c.deadline and c.deadline < now]:
+        for conn in [c for c in self.conns.values() if c.in_selector and c.deadline < now]:
             self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
-        if conn.deadline:  # in the selector
+        if conn.in_selector:
             with suppress(KeyError, ValueError):
                 self.selector.unregister(conn.sock)
+        conn.state = State.CLOSING
         with suppress(OSError):
             conn.sock.close()
 
@@ -435,9 +381,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
 
     def _hand_over(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
         """Give the connection to a thread; it comes back through ``returned``."""
-        if conn.deadline:  # still in the selector
-            self.selector.unregister(conn.sock)
-            conn.deadline = 0.0
+        self._leave_selector(conn, State.IN_THREAD)
         self.pool.submit(self._run_job, conn, job)
 
     def _run_job(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
@@ -469,7 +413,6 @@ class PypidWorker(Worker):  # type: ignore[misc]
             except Empty:
                 return
             if not keep:
-                conn.deadline = 0.0
                 self._close(conn)
                 continue
             try:
@@ -477,36 +420,37 @@ class PypidWorker(Worker):  # type: ignore[misc]
             except OSError:
                 self._close(conn)
                 continue
-            self._watch(conn, time.monotonic())
-            if conn.buf:
-                self._serve(conn)
+            self._resume(conn)
 
-    def _send_rest(self, conn: _Conn, rest: memoryview, close: bool,
+    def _send_rest(self, conn: _Conn, rest: list[memoryview], close: bool,
                    then: Callable[[_Conn], bool] | None = None) -> bool:
-        conn.sock.sendall(rest)
+        for part in rest:
+            conn.sock.sendall(part)
         if then is not None:
             return then(conn)
         return not close
 
-    def _send_file(self, conn: _Conn, request: HotRequest, hot: Hot, close: bool,
+    def _send_file(self, conn: _Conn, head: PlainHead, reply: Reply, close: bool,
                    started: datetime | None) -> bool:
+        part = reply.file
+        if part is None:  # never: only file replies come here
+            return False
         try:
-            handle = open(hot.file or "", "rb")  # noqa: SIM115 - closed below
+            handle = open(part.path, "rb")  # noqa: SIM115 - closed below
         except OSError:
-            return self._slow_request(conn, request)
+            return self._slow_request(conn, head)
         with handle:
-            if not hot.same_file(handle.fileno()):
-                return self._slow_request(conn, request)
-            conn.sock.sendall(self._message(hot, close))
-            sent = conn.sock.sendfile(handle)
+            st = os.fstat(handle.fileno())
+            if (st.st_size, st.st_mtime_ns, st.st_ino) != part.identity:
+                return self._slow_request(conn, head)  # replaced since: the app says what now
+            conn.sock.sendall(self._answer_head(reply, close))
+            sent = conn.sock.sendfile(handle, part.offset, part.length) if part.length else 0
         if started is not None:
-            self._log_access(conn, request, hot, sent, started)
-        complete = hot.identity is not None and sent == hot.identity[0]
-        return complete and not close  # a short body has lost the framing: close
+            self._log_access(conn, head, reply, sent, started)
+        return sent == part.length and not close  # a short body has lost the framing: close
 
-    def _slow_request(self, conn: _Conn, request: HotRequest) -> bool:
-        """The file changed between answer and open: the app says what happened."""
-        conn.buf[:0] = request.head + b"\r\n\r\n"
+    def _slow_request(self, conn: _Conn, head: PlainHead) -> bool:
+        conn.buf[:0] = head.raw + b"\r\n\r\n"
         return self._slow(conn)
 
     def _slow(self, conn: _Conn) -> bool:
@@ -517,21 +461,26 @@ class PypidWorker(Worker):  # type: ignore[misc]
         req = None
         try:
             req = next(parser)
-            keep = self._handle(req, conn)
-            if keep:
-                keep = _drain(req)
-            if keep:  # a pipelined next request, read ahead: the loop takes it
-                conn.buf += parser.unreader.buf.getvalue()
-            return keep
         except (NoMoreData, StopIteration):
             return False
         except OSError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a head gunicorn refuses: its 400, then close
             self.handle_error(req, conn.sock, conn.client, exc)
             return False
+        keep = self._handle(req, conn)
+        if keep:
+            keep = _drain(req)
+        if keep:  # a pipelined next request, read ahead: the loop takes it
+            conn.buf += parser.unreader.buf.getvalue()
+        return keep
 
     def _handle(self, req: Any, conn: _Conn) -> bool:
+        """Run the app for ``req``; True when the connection may carry another request.
+
+        Once an answer has started, nothing else is ever written on this
+        connection after an error: another answer would be a second one.
+        """
         environ: dict[str, Any] = {}
         resp = None
         try:
@@ -554,13 +503,18 @@ class PypidWorker(Worker):  # type: ignore[misc]
                 self.log.access(resp, req, environ, datetime.now() - started)
                 if hasattr(respiter, "close"):
                     respiter.close()
-            return not resp.should_close()
-        except Exception:
-            if resp is not None and resp.headers_sent:
-                # Half an answer is out: another one on this socket would corrupt it.
-                self.log.exception("Error handling request")
-                return False
+            # A failed request with a body may have left its framing broken (the app
+            # stopped reading at a bad chunk): close rather than read on.
+            return not resp.should_close() and not (
+                (resp.status_code or 500) >= 400 and _has_body(req))
+        except OSError:
             raise
+        except Exception as exc:
+            if resp is None or not resp.headers_sent:
+                self.handle_error(req, conn.sock, conn.client, exc)
+            else:
+                self.log.exception("Error handling request")
+            return False
         finally:
             try:
                 self.cfg.post_request(self, req, environ, resp)
@@ -569,16 +523,17 @@ class PypidWorker(Worker):  # type: ignore[misc]
 
     # -- logging and stopping
 
-    def _log_access(self, conn: _Conn, request: HotRequest, hot: Hot, sent: int,
+    def _log_access(self, conn: _Conn, head: PlainHead, reply: Reply, sent: int,
                     started: datetime) -> None:
-        environ = {"REMOTE_ADDR": _address(conn.client), "REQUEST_METHOD": request.method,
-                   "RAW_URI": request.target, "PATH_INFO": request.target, "QUERY_STRING": "",
+        target = head.path + ("?" + head.query if head.query else "")
+        environ = {"REMOTE_ADDR": _address(conn.client), "REQUEST_METHOD": head.method,
+                   "RAW_URI": target, "PATH_INFO": head.path, "QUERY_STRING": head.query,
                    "SERVER_PROTOCOL": "HTTP/1.1"}
-        for name, value in request.headers.items():
+        for name, value in head.headers.items():
             environ["HTTP_" + name.decode().upper().replace("-", "_")] = value.decode("ascii")
         headers = [(name.decode().upper(), value.decode()) for name, value in
-                   request.headers.items()]
-        self.log.access(_Logged(f"{hot.status}", hot.headers, sent), headers, environ,
+                   head.headers.items()]
+        self.log.access(_Logged(str(reply.status), reply.headers, sent), headers, environ,
                         datetime.now() - started)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -587,31 +542,51 @@ class PypidWorker(Worker):  # type: ignore[misc]
     def _stop(self) -> None:
         """Finish what threads are serving (gunicorn kills us after graceful_timeout)."""
         self._set_accepting(False)
-        for conn in [c for c in self.conns.values() if c.deadline]:
+        for conn in [c for c in self.conns.values() if c.in_selector]:
             self._close(conn)  # idle, or a head not yet complete
         self.pool.shutdown(wait=True)
         self._woken()
         self._flush_all()
         for conn in list(self.conns.values()):
-            conn.deadline = 0.0
             self._close(conn)
         self.selector.close()
 
 
+def _unsent(parts: list[bytes], sent: int) -> list[memoryview]:
+    """What of ``parts`` is left after the first ``sent`` bytes, without copying."""
+    rest = []
+    for part in parts:
+        if sent >= len(part):
+            sent -= len(part)
+            continue
+        rest.append(memoryview(part)[sent:])
+        sent = 0
+    return rest
+
+
 def _drain(req: Any) -> bool:
-    """Skip what the app left unread of the body, if little: the next request follows it."""
+    """Skip what the app left unread of the body, if little: the next request follows it.
+
+    A body that cannot be read to its end (bad chunk framing, too long) ends the
+    connection: its bytes must never be taken for a next request.
+    """
     skipped = 0
-    while skipped <= DRAIN_LIMIT:
-        data = req.body.read(65536)
-        if not data:
-            return True
-        skipped += len(data)
+    try:
+        while skipped <= DRAIN_LIMIT:
+            data = req.body.read(65536)
+            if not data:
+                return True
+            skipped += len(data)
+    except Exception:  # noqa: BLE001 - gunicorn's body errors: the framing is lost
+        return False
     return False
 
 
-def _url_prefix(app: Any) -> str:
-    services = getattr(app, "extensions", {}).get("pypid")
-    return services.config.server.url_prefix if services is not None else ""
+def _has_body(req: Any) -> bool:
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value.strip() != "0"):
+            return True
+    return False
 
 
 def _address(client: Any) -> str:

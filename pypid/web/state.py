@@ -1,25 +1,53 @@
-"""The services a pypid app holds in ``app.extensions["pypid"]``."""
+"""The services a pypid app is built from, assembled in one place (``assemble``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import current_app
 
 from pypid.auth import Htpasswd
 from pypid.config import Config
 from pypid.index import Index
+from pypid.simple.core import SimpleAPI
+from pypid.simple.logins import Logins
 from pypid.simple.pagecache import PageCache
+from pypid.simple.pagepack import PagePack
+from pypid.storage import PackageRoot
 
 
 @dataclass
 class Services:
-    """What the views need, built once per app."""
+    """What the views (and pypid's worker) need, built once per app."""
 
     config: Config
     index: Index
     htpasswd: Htpasswd
-    pages: PageCache
+    logins: Logins
+    simple: SimpleAPI
+
+    @property
+    def pages(self) -> PageCache:
+        return self.simple.pages
+
+
+def assemble(config: Config, *, index: Index | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Services:
+    """Everything an app serves from ``config``; indexes the root unless given ``index``."""
+    if index is None:
+        index = Index(PackageRoot(Path(config.root)))
+        index.load(progress)
+    htpasswd = Htpasswd(Path(config.auth.htpasswd))
+    logins = Logins(htpasswd, config.auth.protect)
+    # Pages go to a file beside the cache, unless the root cannot be written to.
+    pack = PagePack(index.cache.directory) if index.cache.on_disk else None
+    upstream = config.upstream
+    simple = SimpleAPI(index, PageCache(pack=pack), logins,
+                       upstream_redirect=upstream.url if upstream.mode == "redirect" else None,
+                       overwrite=config.storage.overwrite)
+    return Services(config=config, index=index, htpasswd=htpasswd, logins=logins, simple=simple)
 
 
 def services() -> Services:

@@ -13,7 +13,7 @@ from flask import Flask
 from pypid.config import defaults
 from pypid.index import Index
 from pypid.storage import PackageRoot
-from pypid.web import create_app
+from pypid.web import assemble, create_app
 
 AppFactory = Callable[..., Flask]
 
@@ -40,7 +40,7 @@ def make_app(root: Path) -> Iterator[AppFactory]:
         index = Index(PackageRoot(root))
         index.load()
         made.append(index)
-        app = create_app(config, index=index)
+        app = create_app(config, services=assemble(config, index=index))
         app.testing = True
         return app
 

@@ -1,0 +1,332 @@
+"""The simple API decided once: ``SimpleAPI.decide(request) -> Reply``.
+
+Every answer to ``GET``/``HEAD`` of ``/simple...`` and ``/packages/...`` is made
+here, from the request's method, path (below any URL prefix), query and the
+few headers that matter. Two transports deliver it: the Flask views (any
+request) and pypid's worker loop (the requests it can answer without blocking:
+``decide(..., may_block=False)`` says None for the rest, which then go to a
+thread and Flask). No HTTP framework in this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, quote
+
+from pypid.distfile import (
+    WHEEL,
+    MetadataError,
+    is_normalized,
+    is_valid_project_name,
+    normalize,
+    parse_filename,
+    read_core_metadata,
+)
+from pypid.index import FileEntry, Index
+from pypid.simple import pep691
+from pypid.simple.logins import Logins
+from pypid.simple.negotiate import OFFERS, negotiate
+from pypid.simple.pagecache import INDEX, PageCache
+from pypid.simple.render import render
+from pypid.simple.reply import (
+    OCTETS,
+    PAGE_CACHE_CONTROL,
+    VARY,
+    FilePart,
+    Headers,
+    Kind,
+    Reply,
+    accepts_gzip,
+    byte_range,
+    content_type,
+    etag_matches,
+    file_headers,
+    not_modified,
+    not_modified_since,
+    text,
+)
+
+METADATA_SUFFIX = ".metadata"
+METADATA_CACHE_BYTES = 16 * 1024 * 1024  # per worker
+FILE_HEADERS_CACHED = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SimpleRequest:
+    """What the simple API looks at in a request."""
+
+    method: str
+    path: str  # decoded, below the URL prefix
+    query: str = ""  # raw, without "?"
+    script_root: str = ""  # the prefix as the client sees it, for Location headers
+    accept: str | None = None
+    accept_encoding: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
+    range: str | None = None
+    if_range: str | None = None
+    authorization: str | None = None
+    client: str = "-"  # the client's address, for the log
+
+
+class SimpleAPI:
+    """Decides the simple API's answers for one app (per worker after fork)."""
+
+    def __init__(self, index: Index, pages: PageCache, logins: Logins, *,
+                 upstream_redirect: str | None, overwrite: bool) -> None:
+        self.index = index
+        self.pages = pages
+        self.logins = logins
+        self.upstream_redirect = upstream_redirect  # None: unknown projects are a 404
+        self.overwrite = overwrite
+        self.root_dir = str(index.root.path)
+        self._file_headers: dict[tuple[str, tuple[int, int, int]], Headers] = {}
+        self._metadata = _BytesLRU(METADATA_CACHE_BYTES)
+
+    def decide(self, req: SimpleRequest, *, may_block: bool = True) -> Reply | None:
+        """The answer, or None: not a request of the simple API (or, without
+        ``may_block``, one that needs blocking work: a password check, a file read)."""
+        path = req.path
+        if req.method not in ("GET", "HEAD") or not path.startswith(("/simple", "/packages/")):
+            return None
+        action = "download" if path.startswith("/packages/") else "list"
+        if self.logins.needed(action):
+            if not may_block:
+                return None
+            login = self.logins.authenticate(action, req.authorization, req.client)
+            if isinstance(login, Reply):
+                return login
+        reply = self._route(req, path, may_block)
+        if reply is not None and req.method == "HEAD":
+            return reply.for_head()
+        return reply
+
+    def _route(self, req: SimpleRequest, path: str, may_block: bool) -> Reply | None:
+        if path.startswith("/packages/"):
+            name = path[10:]
+            if name.endswith(METADATA_SUFFIX):
+                return self._metadata_of(req, name[: -len(METADATA_SUFFIX)], may_block)
+            return self._file(req, name)
+        if path == "/simple":
+            return self._moved(req, "/simple/")
+        if path == "/simple/":
+            return self._page(req, INDEX, "")
+        if not path.startswith("/simple/"):
+            return None  # /simplex...: not ours
+        return self._project(req, path[8:])
+
+    def _project(self, req: SimpleRequest, rest: str) -> Reply:
+        """``/simple/<rest>``: a project's page, or the way to it."""
+        if "/" in rest[:-1]:
+            return _not_found("no such page")
+        project = rest[:-1] if rest.endswith("/") else rest
+        if not is_valid_project_name(project):
+            return _not_found("not a valid project name")
+        if not rest.endswith("/") or not is_normalized(project):
+            return self._moved(req, f"/simple/{normalize(project)}/")
+        return self._page(req, "project", project)
+
+    # -- pages
+
+    def _page(self, req: SimpleRequest, space: str, project: str) -> Reply:
+        media = negotiate(req.accept, _format_param(req.query))
+        if media is None:
+            return text(Kind.NOT_ACCEPTABLE, 406,
+                        "no acceptable format; this index offers " + ", ".join(OFFERS),
+                        headers=[("Vary", "Accept")])
+        index = self.index
+        if space == INDEX:
+            page = self.pages.get(INDEX, media, index.projects_serial,
+                                  lambda: render(media, pep691.index_page(index)))
+        else:
+            serial = index.project_serial(project)
+            data = None
+            if serial is not None:
+                page = self.pages.peek(media, project, serial)
+                if page is None:
+                    data = pep691.project_page(index, project)
+            if serial is None or (page is None and data is None):
+                return self._unknown_project(project)
+            if page is None:
+                rendered = render(media, data)  # type: ignore[arg-type]
+                page = self.pages.get(media, project, serial, lambda: rendered)
+        gzipped = page.gzipped() if accepts_gzip(req.accept_encoding) else None
+        etag = page.gzip_etag if gzipped is not None else page.etag
+        headers = [("Vary", VARY), ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)]
+        if req.if_none_match and etag_matches(req.if_none_match, etag):
+            return Reply(Kind.PAGE, 304, headers)
+        body = gzipped if gzipped is not None else page.body
+        headers.append(("Content-Type", content_type(media)))
+        headers.append(("Content-Length", str(len(body))))
+        if gzipped is not None:
+            headers.append(("Content-Encoding", "gzip"))
+        return Reply(Kind.PAGE, 200, headers, body)
+
+    def _unknown_project(self, project: str) -> Reply:
+        if self.upstream_redirect is not None:
+            location = self.upstream_redirect + project + "/"
+            return text(Kind.UPSTREAM, 302, f"Redirecting to {location}",
+                        headers=[("Location", location)])
+        return _not_found(f"no project named {project!r} here")
+
+    def _moved(self, req: SimpleRequest, path: str) -> Reply:
+        location = req.script_root + quote(path)
+        if req.query:
+            location += "?" + quote(req.query, safe="=&+%;,/:")
+        return text(Kind.MOVED, 301, f"Moved to {location}", headers=[("Location", location)])
+
+    # -- files
+
+    def _entry(self, filename: str) -> tuple[FileEntry, str] | Reply:
+        """The index's entry for ``filename`` and its path, if the file on disk is still it.
+
+        A file replaced by hand a moment ago is not re-hashed here (no request
+        hashes): the watcher does that within a second, so the client is asked to retry.
+        """
+        entry = self.index.file(filename)
+        if entry is None:
+            return _not_found("no such file here")
+        path = f"{self.root_dir}/{entry.relpath}"
+        try:
+            st = os.stat(path)
+        except OSError:
+            return _not_found("no such file here")
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (entry.size, entry.mtime_ns, entry.inode):
+            return _changing(filename)
+        return entry, path
+
+    def _file(self, req: SimpleRequest, filename: str) -> Reply:
+        found = self._entry(filename)
+        if isinstance(found, Reply):
+            return found
+        entry, path = found
+        identity = (entry.size, entry.mtime_ns, entry.inode)
+        mtime = entry.mtime_ns / 1e9
+        plain = not (req.if_none_match or req.if_modified_since or req.range)
+        key = (entry.filename, identity)
+        headers = self._file_headers.get(key) if plain else None
+        if headers is None:
+            headers = file_headers(entry.sha256, mtime, overwrite=self.overwrite)
+            if not plain and not_modified(entry.sha256, mtime, req.if_none_match,
+                                          req.if_modified_since):
+                return Reply(Kind.FILE, 304, headers)
+            part = self._range(req, entry, mtime)
+            if part is False:
+                return Reply(Kind.FILE, 416, [*headers, ("Content-Range", f"bytes */{entry.size}"),
+                                              ("Content-Length", "0")])
+            if part is not None:
+                offset, length = part
+                return Reply(Kind.FILE, 206, [
+                    *headers, ("Content-Type", OCTETS),
+                    ("Content-Range", f"bytes {offset}-{offset + length - 1}/{entry.size}"),
+                    ("Content-Length", str(length))],
+                    file=FilePart(path, identity, offset, length))
+            headers = [*headers, ("Content-Type", OCTETS), ("Content-Length", str(entry.size))]
+            if plain:
+                if len(self._file_headers) >= FILE_HEADERS_CACHED:
+                    self._file_headers.clear()
+                self._file_headers[key] = headers
+        return Reply(Kind.FILE, 200, headers, file=FilePart(path, identity, 0, entry.size))
+
+    @staticmethod
+    def _range(req: SimpleRequest, entry: FileEntry, mtime: float) -> tuple[int, int] | None | bool:
+        """The part a ``Range`` asks for (see ``byte_range``); None when it is to be ignored."""
+        if not req.range:
+            return None
+        if req.if_range:  # only if the client's copy is still this file
+            tag = req.if_range.strip()
+            same = (tag == f'"{entry.sha256}"' if tag.startswith(('"', "W/"))
+                    else not_modified_since(tag, mtime))
+            if not same:
+                return None
+        return byte_range(req.range, entry.size)
+
+    def _metadata_of(self, req: SimpleRequest, filename: str, may_block: bool) -> Reply | None:
+        found = self._entry(filename)
+        if isinstance(found, Reply):
+            return found
+        entry, path = found
+        etag = entry.metadata_sha256
+        if entry.kind != WHEEL or etag is None or entry.metadata_digest is None:
+            return _not_found(f"no separate metadata for {filename} (wheels only)")
+        if req.if_none_match and etag_matches(req.if_none_match, etag):
+            return Reply(Kind.METADATA, 304, [("ETag", f'"{etag}"')])
+        data = self._read_metadata(entry, path, may_block)
+        if not isinstance(data, bytes):
+            return data
+        return Reply(Kind.METADATA, 200, [
+            ("Content-Type", OCTETS), ("Content-Length", str(len(data))),
+            ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)], data)
+
+
+    def _read_metadata(self, entry: FileEntry, path: str, may_block: bool) -> bytes | Reply | None:
+        """The wheel's METADATA, checked once against the hash the index advertises and
+        kept per file version; None when that takes a read and ``may_block`` is off."""
+        key = (path, entry.mtime_ns, entry.size, entry.inode)
+        data = self._metadata.get(key)
+        if data is not None:
+            return data
+        if not may_block:
+            return None
+        try:
+            data = read_core_metadata(Path(path), parse_filename(entry.filename)).metadata or b""
+        except (OSError, MetadataError):
+            return _not_found(f"cannot read the metadata of {entry.filename}")
+        if hashlib.sha256(data).digest() != entry.metadata_digest:
+            return _changing(entry.filename)  # replaced since it was indexed
+        self._metadata.put(key, data)
+        return data
+
+
+def _not_found(message: str) -> Reply:
+    return text(Kind.NOT_FOUND, 404, message)
+
+
+def _changing(filename: str) -> Reply:
+    """503 + Retry-After: pip and uv retry it, by which time the index has caught up."""
+    return text(Kind.CHANGING, 503, f"{filename} is being replaced; retry in a second",
+                headers=[("Retry-After", "1")])
+
+
+def _format_param(query: str) -> str | None:
+    if not query:
+        return None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "format":
+            return value
+    return None
+
+
+class _BytesLRU:
+    """A thread-safe least-recently-used map of byte strings, bounded by their total size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._items: OrderedDict[object, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: object, data: bytes) -> None:
+        if len(data) > self._max // 4:
+            return  # one huge entry would push out everything else
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._items[key] = data
+            self._bytes += len(data)
+            while self._bytes > self._max:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)

@@ -1,0 +1,52 @@
+"""A ``Reply`` of the simple API as a Flask response, byte for byte."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from flask import Response, request
+from werkzeug.wsgi import wrap_file
+
+from pypid.simple.reply import FilePart, Kind, Reply, text
+
+BLOCK_SIZE = 256 * 1024
+
+
+def response(reply: Reply) -> Response:
+    """``reply`` as a Flask response, byte for byte."""
+    part = reply.file
+    if part is None:
+        # Not Response(body): that would set Content-Length from the body, and a HEAD
+        # reply has none but keeps the length of the GET's.
+        plain = Response(status=reply.status_line, headers=reply.headers)
+        plain.response = [reply.body] if reply.body else []
+        return plain
+    try:
+        handle = open(part.path, "rb")  # noqa: SIM115 - closed by the WSGI server
+    except OSError:
+        return response(text(Kind.NOT_FOUND, 404, "no such file here"))
+    st = os.fstat(handle.fileno())
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != part.identity:  # replaced since decided
+        handle.close()
+        return response(text(Kind.CHANGING, 503, "the file is being replaced; retry in a second",
+                             headers=[("Retry-After", "1")]))
+    if part.offset == 0 and part.length == st.st_size:
+        # gunicorn's sendfile stops at Content-Length, so a growing file adds nothing.
+        body = wrap_file(request.environ, handle, BLOCK_SIZE)
+    else:
+        body = _part(handle, part)
+    return Response(body, status=reply.status_line, headers=reply.headers,
+                    direct_passthrough=True)
+
+
+def _part(handle: object, part: FilePart) -> Iterator[bytes]:
+    with handle:  # type: ignore[attr-defined]
+        handle.seek(part.offset)  # type: ignore[attr-defined]
+        left = part.length
+        while left > 0:
+            chunk = handle.read(min(BLOCK_SIZE, left))  # type: ignore[attr-defined]
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
