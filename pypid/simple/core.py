@@ -214,11 +214,12 @@ class SimpleAPI:
             headers = file_headers(entry.sha256, mtime, overwrite=self.overwrite)
             if not plain and not_modified(entry.sha256, mtime, req.if_none_match,
                                           req.if_modified_since):
-                return Reply(Kind.FILE, 304, headers)
+                # RFC 9110: a 304 carries the validators and caching headers, not Last-Modified.
+                return Reply(Kind.FILE, 304, [h for h in headers if h[0] != "Last-Modified"])
             part = self._range(req, entry, mtime)
             if part is False:
-                return Reply(Kind.FILE, 416, [*headers, ("Content-Range", f"bytes */{entry.size}"),
-                                              ("Content-Length", "0")])
+                return text(Kind.FILE, 416, f"the file has {entry.size} bytes", headers=[
+                    *headers, ("Content-Range", f"bytes */{entry.size}")])
             if part is not None:
                 offset, length = part
                 return Reply(Kind.FILE, 206, [

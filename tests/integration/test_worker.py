@@ -78,7 +78,7 @@ def page(name: str, extra: str = "") -> bytes:
 def test_pipelined_requests_hot_and_not_come_back_in_order(wire: Wire, server: Server) -> None:
     expected_app = get(server.url("/simple/app/")).body
     wire.send(page("app")
-              + b"GET {P}/simple/app/?format=text/html HTTP/1.1\r\nHost: t\r\n\r\n"  # a thread's
+              + b"GET {P}/simple/app/ HTTP/1.1\r\nHost: t\r\nX: 1\r\nX: 1\r\n\r\n"  # a thread's
               + page("nothing-here")  # a 404 from Flask
               + page("lib") + page("app"))
     statuses = []
@@ -100,7 +100,7 @@ def test_answers_the_client_is_slow_to_take_keep_their_order(server: Server) -> 
     slow = Wire(server, receive_window=4096)
     try:
         slow.send(page("app") * 4000
-                  + b"GET {P}/simple/lib/?format=text/html HTTP/1.1\r\nHost: t\r\n\r\n"
+                  + b"GET {P}/simple/lib/ HTTP/1.1\r\nHost: t\r\nX: 1\r\nX: 1\r\n\r\n"
                   + page("sdonly"))
         time.sleep(0.3)  # the server fills the window and waits
         for _ in range(4000):
