@@ -1,0 +1,108 @@
+"""pypid.http1: which heads the worker's loop takes as plain, and what it reads from them.
+
+None means "gunicorn's to judge": the loop never refuses a head itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pypid.http1 import NEED_MORE, NOT_PLAIN, Limits, answer_head, find_head, parse_head
+
+H = b"Host: x"
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    # (method, path, query, close) for plain heads
+    (b"GET /simple/a/ HTTP/1.1\r\n" + H, ("GET", "/simple/a/", "", False)),
+    (b"HEAD /packages/a-1.0.tar.gz HTTP/1.1\r\n" + H,
+     ("HEAD", "/packages/a-1.0.tar.gz", "", False)),
+    (b"GET /simple/a/?format=application/vnd.pypi.simple.v1+json HTTP/1.1\r\n" + H,
+     ("GET", "/simple/a/", "format=application/vnd.pypi.simple.v1+json", False)),
+    (b"GET /simple/ HTTP/1.1\r\n" + H + b"\r\nConnection: close", ("GET", "/simple/", "", True)),
+    (b"GET /simple/ HTTP/1.1\r\n" + H + b"\r\nConnection: Keep-Alive",
+     ("GET", "/simple/", "", False)),
+    (b"GET /simple/ HTTP/1.1\r\n" + H + b"\r\nConnection: keep-alive, close",
+     ("GET", "/simple/", "", True)),
+    (b"GET / HTTP/1.1", ("GET", "/", "", False)),  # no Host: gunicorn does not require one either
+    (b"GET //simple/ HTTP/1.1\r\n" + H, ("GET", "//simple/", "", False)),  # the core's 404
+])
+def test_plain_heads(head: bytes, expected: tuple[str, str, str, bool]) -> None:
+    parsed = parse_head(head)
+    assert parsed is not None
+    assert (parsed.method, parsed.path, parsed.query, parsed.close) == expected
+    assert parsed.raw == head
+
+
+@pytest.mark.parametrize("head", [
+    b"POST / HTTP/1.1\r\nContent-Length: 3",  # a body
+    b"GET / HTTP/1.1\r\nContent-Length: 0",
+    b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked",
+    b"GET / HTTP/1.1\r\nExpect: 100-continue",
+    b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade",
+    b"GET / HTTP/1.1\r\nConnection: Upgrade",
+    b"GET / HTTP/1.0",  # only HTTP/1.1
+    b"GET / HTTP/2.0",
+    b"get / HTTP/1.1",  # methods are case-sensitive
+    b"OPTIONS * HTTP/1.1",
+    b"GET http://evil.example/simple/ HTTP/1.1",  # absolute form
+    b"GET /simple/%61/ HTTP/1.1",  # percent escapes in the path: decoded by gunicorn
+    b"GET /simple/a#frag HTTP/1.1",
+    b"GET /simple/ a HTTP/1.1",
+    b"GET  /simple/ HTTP/1.1",
+    b"GET /simple/ HTTP/1.1 ",
+    b"GET /simple/\x80 HTTP/1.1",
+    b"GET / HTTP/1.1\r\nA: 1\r\na: 2",  # a repeated header
+    b"GET / HTTP/1.1\r\nX: 1\r\n folded",  # obs-fold
+    b"GET / HTTP/1.1\r\nX : 1",  # space before the colon
+    b"GET / HTTP/1.1\r\nNo colon",
+    b"GET / HTTP/1.1\r\nX: \x00",
+    b"GET / HTTP/1.1\r\nX: caf\xc3\xa9",  # obs-text
+    b"GET / HTTP/1.1\r\nX: a\rb",
+    b"GET / HTTP/1.1\r\n\r\nX: 1",  # an empty line inside
+    b"GET / HTTP/1.1\r\nX: " + b"a" * 9000,  # past gunicorn's field limit
+    b"GET /" + b"a" * 5000 + b" HTTP/1.1",  # past its line limit
+    b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101,  # past its field count (and repeated)
+])
+def test_other_heads_are_gunicorns(head: bytes) -> None:
+    assert parse_head(head) is None
+
+
+def test_limits_come_from_gunicorn() -> None:
+    head = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(5)) + H
+    assert parse_head(head, Limits(fields=6)) is not None
+    assert parse_head(head, Limits(fields=5)) is None
+    assert parse_head(b"GET /abc HTTP/1.1", Limits(line=17)) is not None
+    assert parse_head(b"GET /abcd HTTP/1.1", Limits(line=17)) is None
+
+
+def test_headers_are_read_lower_cased_and_stripped() -> None:
+    parsed = parse_head(b"GET / HTTP/1.1\r\nAccept:  text/html \t\r\nIF-NONE-MATCH: \"x\"")
+    assert parsed is not None
+    assert parsed.header(b"accept") == "text/html"
+    assert parsed.header(b"if-none-match") == '"x"'
+    assert parsed.header(b"range") is None
+
+
+@pytest.mark.parametrize(("buf", "expected"), [
+    (b"", NEED_MORE),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n", NEED_MORE),
+    (b"GET / HTTP/1.1\r\n\r\n", 14),
+    (b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", 14),
+    (b"GET / HTTP/1.1\n\n", NOT_PLAIN),  # bare LF: gunicorn answers it, the loop does not wait
+    (b"GET / HTTP/1.1\nHost: x\n\nGET / HTTP/1.1\r\n\r\n", NOT_PLAIN),
+    (b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\n\n", 14),  # the first head is plain
+])
+def test_find_head(buf: bytes, expected: int) -> None:
+    assert find_head(buf) == expected
+
+
+def test_answer_head_is_gunicorns_layout() -> None:
+    head = answer_head("200 OK", [("Content-Type", "text/html"), ("Content-Length", "3")],
+                       server=b"gunicorn", date=b"Sat, 05 Dec 2026 00:00:00 GMT", close=False)
+    assert head == (b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: Sat, 05 Dec 2026 00:00:00 GMT"
+                    b"\r\nConnection: keep-alive\r\nContent-Type: text/html\r\n"
+                    b"Content-Length: 3\r\n\r\n")
+    closing = answer_head("304 Not Modified", [], server=b"s", date=b"d", close=True)
+    assert closing == (b"HTTP/1.1 304 Not Modified\r\nServer: s\r\nDate: d\r\n"
+                       b"Connection: close\r\n\r\n")
