@@ -162,9 +162,11 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": GRACEFUL_TIMEOUT,
             "timeout": 60,
             "keepalive": 5,
-            # pypid decides which proxies to believe (server.trusted_proxies).
+            # pypid alone applies X-Forwarded-* (server.trusted_proxies, pypid.web.proxy):
+            # gunicorn believes no forwarding header from anyone.
             "secure_scheme_headers": {},
-            "forwarded_allow_ips": "127.0.0.1",
+            "forwarded_allow_ips": "",
+            "forwarder_headers": "",  # gunicorn >= 22: SCRIPT_NAME / PATH_INFO headers
             "control_socket_disable": True,  # gunicorn >= 25 only
             "post_worker_init": _post_worker_init,
             "when_ready": _when_ready,

@@ -1,8 +1,17 @@
-"""WSGI middleware: believe X-Forwarded-* only from trusted proxies; mount under url_prefix."""
+"""WSGI middleware: the request's origin and prefix, believed only as far as they can be.
+
+``X-Forwarded-*`` is applied only for requests from ``trusted_proxies``, and only
+in a plain form (a prefix must be one absolute path, a host a host name or
+address with an optional port); the ``SCRIPT_NAME`` a client may send as a
+header (gunicorn before 22 believes it) is undone; a ``Host`` that is not a
+plain host name is replaced by the server's own address. Then the app is
+mounted under ``url_prefix``.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +22,34 @@ if TYPE_CHECKING:
 
 _FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
               "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_PREFIX", "HTTP_FORWARDED")
+_SEGMENT = r"/[A-Za-z0-9._~!$&'()*+,;=:@-]+"
+PLAIN_PREFIX = re.compile(rf"(?:{_SEGMENT})+/?")
+PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])"
+                        r"(?::[0-9]{1,5})?")
+_PLAIN = {
+    "HTTP_X_FORWARDED_PREFIX": PLAIN_PREFIX,
+    "HTTP_X_FORWARDED_HOST": PLAIN_HOST,
+    "HTTP_X_FORWARDED_PROTO": re.compile(r"https?"),
+    "HTTP_X_FORWARDED_PORT": re.compile(r"[0-9]{1,5}"),
+}
+
+
+def plain_forwarded(name: str, value: str) -> bool:
+    """Is a forwarded header's (last) value in the one plain form pypid accepts?
+
+    >>> plain_forwarded("HTTP_X_FORWARDED_PREFIX", "/pypi/internal")
+    True
+    >>> [plain_forwarded("HTTP_X_FORWARDED_PREFIX", v) for v in ("//evil.example", "/a//", "x")]
+    [False, False, False]
+    >>> plain_forwarded("HTTP_X_FORWARDED_HOST", "pypi.corp:8443"), plain_forwarded(
+    ...     "HTTP_X_FORWARDED_HOST", "evil.example/x")
+    (True, False)
+    """
+    pattern = _PLAIN.get(name)
+    if pattern is None:
+        return True
+    last = value.rsplit(",", 1)[-1].strip()  # ProxyFix believes one proxy: the last value
+    return pattern.fullmatch(last) is not None
 
 
 class TrustedProxies:
@@ -40,11 +77,27 @@ class TrustedProxies:
         return verdict
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if self.networks and self.trusted(environ.get("REMOTE_ADDR", "")):
-            return self.fixed(environ, start_response)
+        # A SCRIPT_NAME header (gunicorn < 22 takes it from any client) is undone: the
+        # path is the path the client asked for, and the prefix is ours to set.
+        script_name = environ.get("SCRIPT_NAME", "")
+        if script_name:
+            environ["PATH_INFO"] = script_name + environ.get("PATH_INFO", "")
+            environ["SCRIPT_NAME"] = ""
+        if not PLAIN_HOST.fullmatch(environ.get("HTTP_HOST", "")):
+            environ["HTTP_HOST"] = _server_address(environ)
+        trusted = self.networks and self.trusted(environ.get("REMOTE_ADDR", ""))
         for key in _FORWARDED:
-            environ.pop(key, None)
-        return self.app(environ, start_response)
+            value = environ.get(key)
+            if value is not None and not (trusted and plain_forwarded(key, value)):
+                del environ[key]
+        return (self.fixed if trusted else self.app)(environ, start_response)
+
+
+def _server_address(environ: WSGIEnvironment) -> str:
+    host = environ.get("SERVER_NAME", "localhost")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{environ.get('SERVER_PORT', '80')}"
 
 
 class Prefix:
