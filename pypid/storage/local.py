@@ -269,7 +269,7 @@ class IncomingFile:
     # -- what pypid calls
 
     def stat_as(self, relpath: str) -> FileStat:
-        """The stat ``relpath`` will have once published (a link or rename keeps inode and mtime)."""
+        """The stat ``relpath`` will have once published (a link or rename keeps it)."""
         return FileStat.of(relpath, os.fstat(self._fd))
 
     def reopen(self) -> IO[bytes]:

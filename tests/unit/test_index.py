@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pypid import index as index_module
+from pypid.index import examine as examine_module
 from pypid.cachedb import CacheDB
 from pypid.index import Index
 from pypid.storage import CACHE_DIRNAME, PackageRoot
@@ -45,13 +45,13 @@ def wait_for(condition: Callable[[], object], timeout: float = 2.0) -> bool:
 
 def count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    original = index_module.hash_file
+    original = examine_module.hash_file
 
     def counting(handle, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(handle.name)
         return original(handle, *args, **kwargs)
 
-    monkeypatch.setattr(index_module, "hash_file", counting)
+    monkeypatch.setattr(examine_module, "hash_file", counting)
     return calls
 
 
