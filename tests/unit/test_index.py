@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pypid.index import examine as examine_module
 from pypid.cachedb import CacheDB
 from pypid.index import Index
+from pypid.index import examine as examine_module
 from pypid.storage import CACHE_DIRNAME, PackageRoot
 from tests.builders import make_sdist, make_wheel
 
