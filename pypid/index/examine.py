@@ -41,7 +41,7 @@ def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
         return Examined(None, f"ignoring {stat.relpath}: cannot read it ({exc.strerror or exc})",
                         unusable=True)
     except MetadataError as exc:
-        row = FileRow(stat.relpath, stat.size, stat.mtime_ns, stat.inode, None, None, None,
+        row = FileRow(stat.relpath, *stat.identity, None, None, None,
                       stat.mtime_ns / 1e9, exc.reason)
         return Examined(row, f"ignoring {stat.relpath}: {exc.reason}", unusable=True)
     if size != stat.size:
@@ -57,5 +57,5 @@ def described(stat: FileStat, sha256: str, metadata: bytes | None,
     """The cache row of a readable distribution file."""
     dist = parse_filename(stat.relpath.rsplit("/", 1)[-1])
     meta_sha = hashlib.sha256(metadata).hexdigest() if metadata is not None else None
-    return FileRow(stat.relpath, stat.size, stat.mtime_ns, stat.inode, sha256, requires_python,
+    return FileRow(stat.relpath, *stat.identity, sha256, requires_python,
                    meta_sha, upload_time, None, dist.project, str(dist.version))

@@ -62,7 +62,7 @@ class FileStat:
 
     @classmethod
     def of(cls, relpath: str, st: os.stat_result) -> FileStat:
-        return cls(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(relpath, *FileIdentity.of(st))
 
 
 class Incoming(Protocol):
