@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pypid.storage import FileIdentity
+
 log = logging.getLogger("pypid.cache")
 
 DB_NAME = "index.sqlite3"
@@ -46,7 +48,7 @@ CREATE TABLE IF NOT EXISTS yanks (
 
 @dataclass(frozen=True, slots=True)
 class FileRow:
-    """What the cache knows of one file, valid while (size, mtime_ns, inode) still match."""
+    """What the cache knows of one file, valid while its identity still matches."""
 
     relpath: str
     size: int
@@ -59,6 +61,10 @@ class FileRow:
     error: str | None = None
     project: str | None = None  # normalized, as parsed once from the file name
     version: str | None = None  # normalized PEP 440 text
+
+    @property
+    def identity(self) -> FileIdentity:
+        return FileIdentity(self.size, self.mtime_ns, self.inode)
 
 
 _SELECT = ("SELECT relpath, size, mtime_ns, inode, sha256, requires_python, metadata_sha256,"
@@ -163,13 +169,13 @@ class CacheDB:
                 [(r.relpath, r.size, r.mtime_ns, r.inode, r.sha256, r.requires_python,
                   r.metadata_sha256, r.upload_time, r.error, r.project, r.version) for r in rows])
 
-    def forget(self, rows: Iterable[FileRow]) -> None:
-        """Delete rows, but only while they still describe the same file version."""
+    def forget(self, versions: Iterable[tuple[str, FileIdentity]]) -> None:
+        """Delete the rows of these (relpath, identity) file versions, but no newer one."""
         conn = self.conn()
         with _transaction(conn):
             conn.executemany(
                 "DELETE FROM files WHERE relpath = ? AND size = ? AND mtime_ns = ? AND inode = ?",
-                [(r.relpath, r.size, r.mtime_ns, r.inode) for r in rows])
+                [(relpath, *identity) for relpath, identity in versions])
 
     def yanks(self) -> dict[str, str]:
         return dict(self.conn().execute("SELECT filename, reason FROM yanks"))

@@ -3,6 +3,8 @@
 With inotify the cost of noticing a change grows with the change, not with the
 root. The poller is the fallback (no inotify, or the watch limit reached): it
 stats every directory once a second and reports the ones whose mtime moved.
+``ChangeFeed`` turns either's raw events into what the index acts on: a file
+settled (or went), a file arrived whole, a folder gone, a folder to list again.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("pypid.watch")
+
+SETTLE_SECONDS = 0.25  # a created file with no further writes is taken as complete after this
+WRITING_GRACE = 2.0  # a file written to within this is still being copied in
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
@@ -175,3 +181,124 @@ def open_watcher(root: Path) -> Watcher:
     except (OSError, AttributeError) as exc:
         log.warning("inotify unavailable (%s); polling the package root every second", exc)
         return PollingWatcher(root)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A file changed (or was removed) and is quiet now: look at it again."""
+
+    relpath: str
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """A file appeared whole (linked or renamed in, or just created).
+
+    If the cache already describes it exactly (an upload), show it now; a
+    ``Settled`` for it follows in any case.
+    """
+
+    relpath: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """A folder left (deleted or moved away): nothing below it exists any more."""
+
+    relpath: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rescan:
+    """List ``directory`` again (with its sub-folders if ``recursive``); ('', True): everything,
+    after the kernel dropped events."""
+
+    directory: str
+    recursive: bool
+
+
+Change = Settled | Arrived | Gone | Rescan
+
+
+class ChangeFeed:
+    """Watches every folder below a root and reports ``Change`` s, each file once it settled.
+
+    A file copied in by hand is reported ``SETTLE_SECONDS`` after its last event,
+    or once it is closed; while it is still being written to (within
+    ``WRITING_GRACE``) it waits, but never longer than ten graces.
+    """
+
+    def __init__(self, root: Path, directories: Callable[[], Iterable[str]],
+                 watcher: Watcher | None = None) -> None:
+        self.root = root
+        self._directories = directories
+        self._pending: dict[str, float] = {}  # relpath -> when it may be reported
+        self._written: dict[str, float] = {}  # relpath -> its last write
+        self._watcher = self._watch(watcher if watcher is not None else open_watcher(root), "")
+
+    def read(self, timeout: float) -> list[Change]:
+        """Wait up to ``timeout`` seconds for events; return the changes due now."""
+        events = self._watcher.read(timeout)
+        return self.sort(events, time.monotonic())
+
+    def sort(self, events: Iterable[Event], now: float) -> list[Change]:
+        """The changes ``events`` bring at monotonic time ``now``, and the files settled by then."""
+        changes: list[Change] = []
+        for event in events:
+            change = self._classify(event, now)
+            if change is not None:
+                changes.append(change)
+        due = [relpath for relpath, when in self._pending.items()
+               if when <= now and now - self._written.get(relpath, -WRITING_GRACE) >= WRITING_GRACE
+               or when <= now - 10 * WRITING_GRACE]
+        for relpath in due:
+            del self._pending[relpath]
+            self._written.pop(relpath, None)
+            changes.append(Settled(relpath))
+        return changes
+
+    def _classify(self, event: Event, now: float) -> Change | None:
+        mask = event.mask
+        if mask & IN_Q_OVERFLOW:
+            return Rescan("", recursive=True)
+        if mask == 0:  # the poller: this directory changed
+            return Rescan(event.directory, recursive=False)
+        if event.name.startswith("."):
+            return None
+        relpath = event.relpath
+        if mask & IN_ISDIR:
+            return self._classify_directory(relpath, mask)
+        if mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM):
+            self._pending[relpath] = now
+            self._written.pop(relpath, None)
+        elif mask & IN_MODIFY:
+            self._written[relpath] = now
+            self._pending.setdefault(relpath, now + SETTLE_SECONDS)
+        elif mask & (IN_CREATE | IN_ATTRIB):
+            self._pending.setdefault(relpath, now + SETTLE_SECONDS)
+        return Arrived(relpath) if mask & (IN_CREATE | IN_MOVED_TO) else None
+
+    def _classify_directory(self, relpath: str, mask: int) -> Change | None:
+        if mask & (IN_CREATE | IN_MOVED_TO):
+            self._watcher = self._watch(self._watcher, relpath)
+            return Rescan(relpath, recursive=True)
+        if mask & (IN_DELETE | IN_MOVED_FROM):
+            return Gone(relpath)
+        return None
+
+    def _watch(self, watcher: Watcher, under: str) -> Watcher:
+        """Watch every folder below ``under`` ('' for all); past the watch limit, poll instead."""
+        try:
+            for directory in self._directories():
+                if not under or directory == under or directory.startswith(under + "/"):
+                    watcher.add_directory(directory)
+        except OSError as exc:  # ENOSPC: the inotify watch limit
+            log.warning("cannot watch %s (%s); polling it every second instead", self.root, exc)
+            watcher.close()
+            watcher = PollingWatcher(self.root)
+            for directory in self._directories():
+                watcher.add_directory(directory)
+        return watcher
+
+    def close(self) -> None:
+        self._watcher.close()

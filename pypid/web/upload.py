@@ -2,19 +2,17 @@
 
 The file part is streamed straight into the package root's file system,
 hashed and size-checked on the way (see ``UploadRequest``), checked against
-the form, then published atomically. Every refusal is one line, in the status
-line's reason phrase and in the body.
+the form, then published atomically (``pypid.index.publish``). Every refusal
+is one line, in the status line's reason phrase and in the body.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import os
 import re
-import time
 from functools import cached_property
-from typing import IO, Any
+from typing import IO
 
 from flask import Blueprint, Request, Response, current_app, g, request
 from packaging.version import InvalidVersion, Version
@@ -29,19 +27,18 @@ from pypid.distfile import (
     DistFile,
     InvalidFilenameError,
     MetadataError,
-    hash_file,
     is_valid_project_name,
     normalize,
     parse_filename,
     read_core_metadata,
 )
+from pypid.index import publish
 from pypid.storage import (
     IncomingFile,
     NoSpaceError,
     StorageError,
     TooLargeError,
     UnsafePathError,
-    upload_path,
 )
 from pypid.web import errors
 from pypid.web.state import services
@@ -225,37 +222,23 @@ def _check_archive(incoming: IncomingFile, dist: DistFile) -> CoreMetadata:
 
 def _store(incoming: IncomingFile, dist: DistFile, meta: CoreMetadata) -> tuple[int, str]:
     svc = services()
-    index = svc.index
-    overwrite = svc.config.storage.overwrite
     sha256 = incoming.digests.hexdigest("sha256")
-    existing = index.file(dist.filename)
-    if existing is not None and not overwrite:
-        return _conflict_or_same(dist.filename, existing.sha256, sha256)
     try:
-        final = index.path(existing) if existing is not None else upload_path(index.root,
-                                                                              dist.filename)
+        published = publish(svc.index, incoming, dist.filename, sha256=sha256,
+                            metadata=meta.metadata, requires_python=meta.requires_python,
+                            overwrite=svc.config.storage.overwrite)
     except UnsafePathError as exc:
         raise UploadError(400, str(exc)) from None
-    if not overwrite and os.path.lexists(final):  # not indexed yet (copied in a moment ago)
-        return _conflict_or_same(dist.filename, _sha256_of(final), sha256)
-    row = index.expect(incoming.stat_as(final), sha256, meta.metadata, meta.requires_python,
-                       time.time())
-    try:
-        stat = incoming.publish(final, overwrite=overwrite)
-    except FileExistsError:  # a racing upload won
-        index.unexpect(row)
-        return _conflict_or_same(dist.filename, _sha256_of(final), sha256)
     except NoSpaceError as exc:
-        index.unexpect(row)
         log.error("upload of %s refused: %s", dist.filename, exc)
         raise UploadError(507, str(exc)) from None
     except StorageError as exc:
-        index.unexpect(row)
         log.error("upload of %s failed: %s", dist.filename, exc)
         raise UploadError(500, str(exc)) from None
-    index.record(stat, row)
+    if not published.stored:
+        return _conflict_or_same(dist.filename, published.holder_sha256, sha256)
     log.info("%s uploaded %s (%d bytes) from %s", g.get("user", "anonymous"), dist.filename,
-             stat.size, request.remote_addr)
+             published.size, request.remote_addr)
     return 200, f"stored {dist.filename}"
 
 
@@ -263,14 +246,6 @@ def _conflict_or_same(filename: str, existing_sha256: str | None, sha256: str) -
     if existing_sha256 is not None and hmac.compare_digest(existing_sha256, sha256):
         return 200, f"{filename} is already here, byte for byte"
     raise UploadError(409, f"File already exists: {filename}")
-
-
-def _sha256_of(path: Any) -> str | None:
-    try:
-        with open(path, "rb") as handle:
-            return hash_file(handle)[0]
-    except OSError:
-        return None
 
 
 def _describe(exc: Exception) -> str:

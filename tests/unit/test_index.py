@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pypid import index as index_module
 from pypid.cachedb import CacheDB
 from pypid.index import Index
+from pypid.index import examine as examine_module
+from pypid.index.follow import Follower
 from pypid.storage import CACHE_DIRNAME, PackageRoot
+from pypid.watch import Gone, Rescan
 from tests.builders import make_sdist, make_wheel
 
 
@@ -45,13 +47,13 @@ def wait_for(condition: Callable[[], object], timeout: float = 2.0) -> bool:
 
 def count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    original = index_module.hash_file
+    original = examine_module.hash_file
 
     def counting(handle, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(handle.name)
         return original(handle, *args, **kwargs)
 
-    monkeypatch.setattr(index_module, "hash_file", counting)
+    monkeypatch.setattr(examine_module, "hash_file", counting)
     return calls
 
 
@@ -197,3 +199,26 @@ def test_upload_time_survives_touch(root: Path, open_index: Callable[[], Index])
     os.utime(path, (2_000_000_000, 2_000_000_000))
     index.refresh(path.name)
     assert (index.files("t") or ())[0].upload_time == first
+
+
+def test_lost_events_mean_a_full_rescan(root: Path, open_index: Callable[[], Index]) -> None:
+    kept = make_wheel(root, "kept", "1.0")
+    gone = make_sdist(root, "gone", "1.0")
+    index = open_index()
+    gone.unlink()
+    (root / "sub").mkdir()
+    make_wheel(root / "sub", "new", "1.0")
+    Follower(index).apply(Rescan("", recursive=True))  # as after IN_Q_OVERFLOW
+    assert index.projects() == ["kept", "new"]
+    assert index.cache.get(gone.name) is None
+    assert (entry := index.file(kept.name)) is not None and entry.relpath == kept.name
+
+
+def test_gone_folder_takes_its_files(root: Path, open_index: Callable[[], Index]) -> None:
+    (root / "a" / "b").mkdir(parents=True)
+    make_wheel(root / "a" / "b", "deep", "1.0")
+    make_wheel(root / "a", "shallow", "1.0")
+    make_wheel(root, "top", "1.0")
+    index = open_index()
+    Follower(index).apply(Gone("a"))
+    assert index.projects() == ["top"]

@@ -1,5 +1,5 @@
 """Imports run one way: cli -> server -> worker -> (web, systemd) -> simple -> index
--> (cachedb, watch, storage) -> distfile.
+-> (cachedb -> storage, watch) -> distfile; http1 is a leaf the worker uses.
 
 ``config`` and ``auth`` are leaves that import no other pypid module.
 """
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pypid"
-# Each module may import only modules of a lower rank.
-RANK = {"distfile": 0, "config": 0, "auth": 0, "http1": 0, "storage": 1, "cachedb": 1,
+# Each module may import only modules of a lower rank. The cache describes storage's
+# files (by their FileIdentity), so it sits just above storage.
+RANK = {"distfile": 0, "config": 0, "auth": 0, "http1": 0, "storage": 1, "cachedb": 1.5,
         "watch": 1, "index": 2, "simple": 3, "web": 4, "systemd": 4, "worker": 5, "server": 6,
         "cli": 7, "__main__": 8,
         "__init__": -1}

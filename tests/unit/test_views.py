@@ -14,6 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from pypid.index import Marks
 from pypid.simple.negotiate import HTML, JSON
 from tests.builders import make_sdist, make_wheel
 from tests.unit.conftest import AppFactory
@@ -103,7 +104,7 @@ def test_yanked_file(make_app: AppFactory, corpus: dict[str, Path]) -> None:
     index = app.extensions["pypid"].index
     index.cache.set_yank("foo_bar-1.0-py3-none-any.whl", "broken <build>")
     index.cache.set_yank("foo_bar-1.2.tar.gz", "")
-    index._reload_yanks()
+    index.apply_marks(Marks.from_cache(index.cache))
     client = app.test_client()
     files = client.get("/simple/foo-bar/", headers={"Accept": JSON}).get_json()["files"]
     assert [f["yanked"] for f in files] == ["broken <build>", True, False]

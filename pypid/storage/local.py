@@ -1,6 +1,7 @@
-"""The package root on disk: list distribution files, resolve paths safely.
+"""The local backend: the package root is a directory on disk.
 
-Knows nothing of HTTP or of the index built on top of it.
+Lists distribution files, resolves paths safely and receives uploads. Knows
+nothing of HTTP or of the index built on top of it.
 """
 
 from __future__ import annotations
@@ -12,43 +13,23 @@ import os
 import secrets
 import stat as stat_module
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from pypid.distfile import Digests, has_dist_suffix, is_safe_filename, is_temp_name
+from pypid.storage.base import (
+    CACHE_DIRNAME,
+    FileStat,
+    NoSpaceError,
+    StorageError,
+    TooLargeError,
+    UnsafePathError,
+)
 
 log = logging.getLogger("pypid.storage")
 
-CACHE_DIRNAME = ".pypid"
 UPLOAD_PREFIX = ".pypid-upload-"  # named temp files (only where O_TMPFILE is missing)
 FILE_MODE = 0o644
-
-
-class StorageError(Exception):
-    """A problem with the package root that the operator must fix."""
-
-
-class UnsafePathError(StorageError, ValueError):
-    """A relative path that would leave the root or name a hidden file."""
-
-
-class TooLargeError(StorageError):
-    """An incoming file passed its size limit."""
-
-
-class NoSpaceError(StorageError):
-    """The package root's file system is full."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileStat:
-    """Identity of a file's current content: a change in any field means re-read it."""
-
-    relpath: str
-    size: int
-    mtime_ns: int
-    inode: int
 
 
 class PackageRoot:
@@ -119,7 +100,7 @@ class PackageRoot:
         st = entry.stat()
         if not stat_module.S_ISREG(st.st_mode):
             return None
-        return FileStat(entry.path[cut:], st.st_size, st.st_mtime_ns, st.st_ino)
+        return FileStat.of(entry.path[cut:], st)
 
     def stat(self, relpath: str) -> FileStat | None:
         """The current stat of one listed file, or None if it is gone or not listable."""
@@ -137,7 +118,7 @@ class PackageRoot:
             return None
         if not path.is_file():
             return None
-        return FileStat(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
+        return FileStat.of(relpath, st)
 
     def resolve(self, relpath: str) -> Path:
         """The absolute path of ``relpath`` inside the root; raise UnsafePathError otherwise."""
@@ -164,6 +145,18 @@ class PackageRoot:
                 if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                     yield entry.path[cut:]
+
+    def open(self, relpath: str) -> IO[bytes]:
+        return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it
+
+    def exists(self, relpath: str) -> bool:
+        return os.path.lexists(self.resolve(relpath))
+
+    def upload_relpath(self, filename: str) -> str:
+        """Uploads go to the top of the root."""
+        if not is_safe_filename(filename):
+            raise UnsafePathError(f"unsafe file name {filename!r}")
+        return filename
 
     def _inside(self, resolved: Path) -> bool:
         return resolved.is_relative_to(self.path.resolve())
@@ -275,11 +268,9 @@ class IncomingFile:
 
     # -- what pypid calls
 
-    def stat_as(self, final: Path) -> FileStat:
-        """The stat ``final`` will have once published (a link or rename keeps inode and mtime)."""
-        st = os.fstat(self._fd)
-        return FileStat(final.relative_to(self.directory).as_posix(), st.st_size,
-                        st.st_mtime_ns, st.st_ino)
+    def stat_as(self, relpath: str) -> FileStat:
+        """The stat ``relpath`` will have once published (a link or rename keeps it)."""
+        return FileStat.of(relpath, os.fstat(self._fd))
 
     def reopen(self) -> IO[bytes]:
         """An independent reader of the received bytes (own offset), for validation."""
@@ -287,11 +278,12 @@ class IncomingFile:
             return open(self.name, "rb")  # noqa: SIM115 - the caller closes it
         return open(f"/proc/self/fd/{self._fd}", "rb")  # noqa: SIM115
 
-    def publish(self, final: Path, *, overwrite: bool) -> FileStat:
-        """Make the received bytes ``final``, durably and atomically.
+    def publish(self, relpath: str, *, overwrite: bool) -> FileStat:
+        """Make the received bytes ``relpath`` (below the root), durably and atomically.
 
-        Raise FileExistsError when ``final`` exists and ``overwrite`` is off.
+        Raise FileExistsError when it exists and ``overwrite`` is off.
         """
+        final = self.directory / relpath
         dir_fd = -1
         try:
             os.fchmod(self._fd, FILE_MODE)
@@ -320,8 +312,7 @@ class IncomingFile:
         finally:
             if dir_fd >= 0:
                 os.close(dir_fd)
-        relpath = final.relative_to(self.directory).as_posix()
-        return FileStat(relpath, st.st_size, st.st_mtime_ns, st.st_ino)
+        return FileStat.of(relpath, st)
 
     def discard(self) -> None:
         """Close and, unless published, remove the received bytes."""
@@ -347,9 +338,3 @@ def _storage_error(exc: OSError, directory: Path) -> StorageError:
         return StorageError(f"cannot write to {directory}: {exc.strerror}")
     return StorageError(f"cannot store the file in {directory}: {exc.strerror or exc}")
 
-
-def upload_path(root: PackageRoot, filename: str) -> Path:
-    """Where an upload named ``filename`` goes: the top of the root."""
-    if not is_safe_filename(filename):
-        raise UnsafePathError(f"unsafe file name {filename!r}")
-    return root.path / filename

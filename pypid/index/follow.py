@@ -1,0 +1,162 @@
+"""Keeping one process's index current: a thread that applies the root's changes and new marks.
+
+Each worker starts its own (``Index.start_watching``) after fork: it watches
+first, then re-checks every file, so nothing that changed in between is missed.
+A file the cache already describes exactly (an upload, whose row is written
+before its link) is shown the moment it appears, with no hashing and no settle
+wait; a file copied in by hand is read once it settled (see ``watch``). A lost
+event queue means a full rescan. Marks are re-read whenever another process
+commits to the cache, checked once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from pypid.distfile import has_dist_suffix, is_temp_name
+from pypid.index.records import Marks
+from pypid.watch import Arrived, Change, ChangeFeed, Gone, Rescan, Settled
+
+if TYPE_CHECKING:
+    from pypid.index.model import Index
+
+log = logging.getLogger("pypid.index")
+
+MARKS_CHECK_SECONDS = 1.0
+
+
+class Follower:
+    """The watcher thread of one index in one process."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.active = False  # in this process (a fork clears it)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.active:
+            return
+        with self.index.lock:
+            if self.active:
+                return
+            self.active = True
+            self._stop = threading.Event()
+            root = self.index.root
+            feed = ChangeFeed(root.path, root.directories)
+            # The catch-up scan runs in the thread: a worker answers at once from the
+            # snapshot it was forked with, and is current within a second or so.
+            self._thread = threading.Thread(target=self._run, args=(feed,),
+                                            name="pypid-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def forget_thread(self) -> None:
+        """After fork: the parent's thread does not exist in this process."""
+        self.active = False
+
+    def _run(self, feed: ChangeFeed) -> None:
+        try:
+            self.resync()
+        except Exception as exc:  # noqa: BLE001 - the loop below recovers
+            self._recover(exc)
+        marks_version = -1  # the first check reads marks committed before this thread began
+        next_marks_check = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                for change in feed.read(0.1):
+                    self.apply(change)
+                now = time.monotonic()
+                if now >= next_marks_check:
+                    next_marks_check = now + MARKS_CHECK_SECONDS
+                    version = self.index.cache.data_version()
+                    if version != marks_version:
+                        marks_version = version
+                        self.index.apply_marks(Marks.from_cache(self.index.cache))
+            except Exception as exc:  # the watcher must outlive any one bad event
+                self._recover(exc)
+        feed.close()
+
+    def apply(self, change: Change) -> None:
+        index = self.index
+        match change:
+            case Settled(relpath):
+                index.refresh(relpath)
+            case Arrived(relpath):
+                self._show_if_described(relpath)
+            case Gone(relpath):
+                with index.lock:
+                    for path in index.relpaths(relpath + "/"):
+                        index.hide(path, forget=True)
+            case Rescan("", True):
+                self.resync()
+            case Rescan(directory, recursive):
+                self._rescan_directory(directory, recursive)
+
+    def _recover(self, exc: Exception) -> None:
+        """After an error in the watcher: wait, then re-check the root (if it is there)."""
+        root = self.index.root
+        log.warning("index watcher: %s: %s; re-checking %s", type(exc).__name__, exc, root.path)
+        log.debug("traceback", exc_info=exc)
+        self._stop.wait(1.0)
+        problem = root.check_readable()
+        if problem is not None:
+            self.index.warn_once("", problem + "; serving the files indexed before")
+            return
+        try:
+            self.resync()
+        except Exception as again:  # noqa: BLE001 - retried on the next error
+            log.warning("index watcher: rescan failed: %s", again)
+
+    def _show_if_described(self, relpath: str) -> None:
+        """Show a new file at once if the cache already describes it exactly."""
+        index = self.index
+        if not has_dist_suffix(relpath) or is_temp_name(relpath.rsplit("/", 1)[-1]):
+            return
+        row = index.cache.get(relpath)
+        if row is None or row.error is not None:
+            return
+        try:
+            stat = index.root.stat(relpath)
+        except ValueError:
+            return
+        if stat is None or row.identity != stat.identity:
+            return
+        with index.lock:
+            current = index.entry_at(relpath)
+            if current is None or not current.same_file(stat):
+                index.show(stat, row)
+
+    def resync(self) -> None:
+        """Compare every file with what the index holds (start of watching, lost events)."""
+        index = self.index
+        with index.lock:
+            seen = set()
+            for stat in index.root.iter_files():
+                index.update(stat)
+                # Keep the index's own string, not the scan's: the scan's would stay in the
+                # worker's memory after the scan (the allocator keeps their pages).
+                entry = index.entry_at(stat.relpath)
+                seen.add(entry.relpath if entry is not None else stat.relpath)
+            for relpath in [p for p in index.relpaths() if p not in seen]:
+                index.hide(relpath, forget=True)
+            index.keep_unusable_only(seen)
+            index.apply_marks(Marks.from_cache(index.cache))
+
+    def _rescan_directory(self, directory: str, recursive: bool) -> None:
+        index = self.index
+        prefix = directory + "/" if directory else ""
+        with index.lock:
+            seen = set()
+            for stat in index.root.iter_files(directory):
+                if recursive or "/" not in stat.relpath[len(prefix):]:
+                    seen.add(stat.relpath)
+                    index.update(stat)
+            for relpath in [p for p in index.relpaths(prefix) if p not in seen
+                            and (recursive or "/" not in p[len(prefix):])]:
+                index.hide(relpath, forget=True)

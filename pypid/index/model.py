@@ -1,0 +1,293 @@
+"""The read model every page is rendered from: projects and their files, in memory.
+
+``load()`` fills it once (in the gunicorn master, before workers fork; see
+``loading``); ``start_watching()`` (in each worker) keeps it current from a
+background thread (see ``follow``), so no request walks the tree or hashes a
+file. Readers never lock: each change replaces dict values whole. Writers (the
+watcher thread, an upload) hold ``lock``. Facts that are not files (yank
+marks) arrive through ``apply_marks`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from packaging.version import Version
+
+from pypid.cachedb import CacheDB, FileRow
+from pypid.distfile import InvalidFilenameError, NormalizedName, parse_filename
+from pypid.index import follow, loading
+from pypid.index.examine import examine
+from pypid.index.records import FileEntry, Marks
+from pypid.storage import FileIdentity, FileStat, Storage
+
+log = logging.getLogger("pypid.index")
+
+Progress = Callable[[int, int], None]
+
+
+class Index:
+    """Projects and files below one package root, kept current by a watcher thread."""
+
+    def __init__(self, root: Storage, cache: CacheDB | None = None) -> None:
+        self.root = root
+        self.cache = cache if cache is not None else CacheDB(root.cache_dir)
+        self._by_path: dict[str, FileEntry] = {}
+        self._by_filename: dict[str, FileEntry] = {}
+        self._by_project: dict[NormalizedName, tuple[FileEntry, ...]] = {}
+        self._project_serial: dict[NormalizedName, int] = {}
+        # A project's files by name while they change (during a load, or one change);
+        # otherwise _by_project alone holds them, which costs far less memory.
+        self._changing: dict[NormalizedName, dict[str, FileEntry]] = {}
+        self._duplicate_paths: dict[str, set[str]] = {}  # filename -> every relpath holding it
+        self._loading = False  # reindex each project once, at the end of the load
+        self._to_reindex: set[NormalizedName] = set()
+        self._unusable: dict[str, FileIdentity] = {}  # not read again until the file changes
+        self._warned: set[tuple[str, str]] = set()
+        self._marks = Marks()
+        self._serial = 0
+        self.projects_serial = 0
+        self.lock = threading.RLock()
+        self._follower = follow.Follower(self)
+        reset = weakref.WeakMethod(self._reset_after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
+
+    # -- reading (request threads; no locks)
+
+    def projects(self) -> list[NormalizedName]:
+        return sorted(self._by_project)
+
+    def project_count(self) -> int:
+        return len(self._by_project)
+
+    def file_count(self) -> int:
+        return len(self._by_filename)
+
+    def files(self, project: str) -> tuple[FileEntry, ...] | None:
+        return self._by_project.get(NormalizedName(project))
+
+    def project_serial(self, project: str) -> int | None:
+        return self._project_serial.get(NormalizedName(project))
+
+    def file(self, filename: str) -> FileEntry | None:
+        return self._by_filename.get(filename)
+
+    def path(self, entry: FileEntry) -> Path:
+        return self.root.resolve(entry.relpath)
+
+    # -- life cycle
+
+    def load(self, progress: Progress | None = None) -> None:
+        """Scan the whole root; hash only what the cache does not already know."""
+        loading.load(self, progress)
+
+    def start_watching(self) -> None:
+        """Follow changes in this process from now on (once per process; cheap to repeat)."""
+        self._follower.start()
+
+    def close(self) -> None:
+        """Stop watching and drop this thread's cache connection."""
+        self._follower.stop()
+        self.cache.close()
+
+    def _reset_after_fork(self) -> None:
+        """In a new child: a lock held by another thread at fork time would stay held,
+        and the parent's watcher thread does not exist here."""
+        self.lock = threading.RLock()
+        self._follower.forget_thread()
+
+    # -- changes (callers hold the lock, or run before any thread exists)
+
+    def apply_marks(self, marks: Marks) -> None:
+        """Take a new snapshot of the facts that are not files: the one way they enter."""
+        if marks == self._marks:
+            return
+        with self.lock:
+            changed = self._marks.changed_files(marks)
+            self._marks = marks
+            for name in changed:
+                entry = self._by_filename.get(name)
+                if entry is not None:
+                    self._put(replace(entry, yanked=marks.yanks.get(name)))
+
+    def refresh(self, relpath: str) -> None:
+        """Bring one path up to date: added, changed or removed."""
+        try:
+            stat = self.root.stat(relpath)
+        except ValueError:
+            return
+        with self.lock:
+            if stat is None:
+                self.hide(relpath, forget=True)
+            else:
+                self.update(stat)
+
+    def update(self, stat: FileStat) -> None:
+        """Show the file as it is now, reading it only if neither index nor cache knows it."""
+        current = self._by_path.get(stat.relpath)
+        if current is not None and current.same_file(stat):
+            return
+        if self._unusable.get(stat.relpath) == stat.identity:
+            return
+        row = self.cache.get(stat.relpath)
+        if row is None or row.identity != stat.identity:
+            row = self.examine(stat, row)
+            if row is None:
+                self.hide(stat.relpath)
+                return
+            self.cache.put([row])
+        self.show(stat, row)
+
+    def examine(self, stat: FileStat, old: FileRow | None) -> FileRow | None:
+        """Read one file's facts; warn (once) about a file that cannot be served."""
+        found = examine(self.root, stat, old)
+        if found.problem is not None:
+            self.warn_once(stat.relpath, found.problem)
+        if found.unusable:
+            self._unusable[stat.relpath] = stat.identity
+        return found.row
+
+    def show(self, stat: FileStat, row: FileRow) -> FileEntry | None:
+        """Serve ``stat``'s file as ``row`` describes it (None: the row says it is unusable)."""
+        if row.error is not None or row.sha256 is None:
+            self._unusable[stat.relpath] = stat.identity
+            self.warn_once(stat.relpath, f"ignoring {stat.relpath}: {row.error}")
+            self.hide(stat.relpath)
+            return None
+        filename = stat.relpath.rsplit("/", 1)[-1]
+        project, version = row.project, row.version
+        if project is None or version is None:  # parsed once, when first seen; else now
+            try:
+                dist = parse_filename(filename)
+            except InvalidFilenameError:
+                return None
+            project, version = dist.project, str(dist.version)
+        self._unusable.pop(stat.relpath, None)
+        is_wheel = filename.endswith(".whl")
+        entry = FileEntry(
+            filename=filename,
+            relpath=filename if filename == stat.relpath else stat.relpath,
+            project=NormalizedName(sys.intern(project)), version=sys.intern(version),
+            size=stat.size,
+            mtime_ns=stat.mtime_ns, inode=stat.inode, digest=bytes.fromhex(row.sha256),
+            requires_python=sys.intern(row.requires_python) if row.requires_python else None,
+            metadata_digest=(bytes.fromhex(row.metadata_sha256)
+                             if is_wheel and row.metadata_sha256 else None),
+            upload_time=row.upload_time, yanked=self._marks.yanks.get(filename))
+        self._put(entry)
+        return entry
+
+    def hide(self, relpath: str, forget: bool = False) -> None:
+        """Stop serving ``relpath``; ``forget``: the file is gone, so is its cache row."""
+        self._unusable.pop(relpath, None)
+        entry = self._by_path.pop(relpath, None)
+        if entry is None:
+            return
+        if forget:
+            self.cache.forget([(relpath, entry.identity)])
+        remaining: set[str] = set()
+        paths = self._duplicate_paths.get(entry.filename)
+        if paths is not None:
+            paths.discard(relpath)
+            remaining = set(paths)
+            if len(paths) <= 1:
+                del self._duplicate_paths[entry.filename]
+        holder = self._by_filename.get(entry.filename)
+        if holder is not None and holder.relpath == relpath:
+            if remaining:
+                self._set_winner(self._by_path[min(remaining)])
+            else:
+                self._unset_winner(entry)
+
+    def entry_at(self, relpath: str) -> FileEntry | None:
+        return self._by_path.get(relpath)
+
+    def relpaths(self, prefix: str = "") -> list[str]:
+        """The served paths starting with ``prefix`` (a snapshot)."""
+        return [p for p in self._by_path if p.startswith(prefix)]
+
+    def keep_unusable_only(self, seen: set[str]) -> None:
+        """Forget the unusable files that no longer exist (after a full rescan)."""
+        for relpath in [p for p in self._unusable if p not in seen]:
+            del self._unusable[relpath]
+
+    @contextlib.contextmanager
+    def loading(self) -> Iterator[None]:
+        """Many changes in a row (a load): each project is re-sorted once, at the end."""
+        self._loading = True
+        try:
+            yield
+        finally:
+            self._loading = False
+            for project in self._to_reindex:
+                self._reindex(project)
+            self._to_reindex.clear()
+            self._changing.clear()
+
+    def warn_once(self, relpath: str, message: str) -> None:
+        if (relpath, message) not in self._warned:
+            self._warned.add((relpath, message))
+            log.warning("%s", message)
+
+    # -- the maps
+
+    def _put(self, entry: FileEntry) -> None:
+        self._by_path[entry.relpath] = entry
+        holder = self._by_filename.get(entry.filename)
+        if holder is None or holder.relpath == entry.relpath:
+            self._set_winner(entry)
+            return
+        paths = self._duplicate_paths.setdefault(entry.filename, {holder.relpath})
+        paths.add(entry.relpath)
+        winner = min(paths)
+        self.warn_once(entry.filename, f"{entry.filename} is in the root more than once "
+                       f"({', '.join(sorted(paths))}); serving {winner}")
+        if winner == entry.relpath:
+            self._set_winner(entry)
+
+    def _set_winner(self, entry: FileEntry) -> None:
+        self._by_filename[entry.filename] = entry
+        self._changing_files(entry.project)[entry.filename] = entry
+        self._touch(entry.project)
+
+    def _unset_winner(self, entry: FileEntry) -> None:
+        del self._by_filename[entry.filename]
+        self._changing_files(entry.project).pop(entry.filename, None)
+        self._touch(entry.project)
+
+    def _changing_files(self, project: NormalizedName) -> dict[str, FileEntry]:
+        files = self._changing.get(project)
+        if files is None:
+            files = {e.filename: e for e in self._by_project.get(project, ())}
+            self._changing[project] = files
+        return files
+
+    def _touch(self, project: NormalizedName) -> None:
+        if self._loading:
+            self._to_reindex.add(project)
+        else:
+            self._reindex(project)
+
+    def _reindex(self, project: NormalizedName) -> None:
+        files = self._changing.get(project) if self._loading else self._changing.pop(project, None)
+        if files is None:
+            return  # nothing changed since the last reindex
+        self._serial += 1
+        if files:
+            if project not in self._by_project:
+                self.projects_serial += 1
+            self._by_project[project] = tuple(
+                sorted(files.values(), key=lambda e: (Version(e.version), e.filename)))
+            self._project_serial[project] = self._serial
+        elif project in self._by_project:
+            del self._by_project[project]
+            self._project_serial.pop(project, None)
+            self.projects_serial += 1

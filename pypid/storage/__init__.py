@@ -1,0 +1,18 @@
+"""Where the distribution files live: one interface (``base.Storage``), backends beside it."""
+
+from pypid.storage.base import (
+    CACHE_DIRNAME,
+    FileIdentity,
+    FileStat,
+    Incoming,
+    NoSpaceError,
+    Storage,
+    StorageError,
+    TooLargeError,
+    UnsafePathError,
+)
+from pypid.storage.local import IncomingFile, PackageRoot
+
+__all__ = ["CACHE_DIRNAME", "FileIdentity", "FileStat", "Incoming", "IncomingFile",
+           "NoSpaceError", "PackageRoot", "Storage", "StorageError", "TooLargeError",
+           "UnsafePathError"]

@@ -1,0 +1,123 @@
+"""What every storage backend offers the index: file listings, identities, safe paths, uploads.
+
+The local directory (``local.PackageRoot``) is the first backend; another
+(an S3 bucket) implements the same ``Storage`` protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, NamedTuple, Protocol
+
+CACHE_DIRNAME = ".pypid"
+
+
+class StorageError(Exception):
+    """A problem with the package root that the operator must fix."""
+
+
+class UnsafePathError(StorageError, ValueError):
+    """A relative path that would leave the root or name a hidden file."""
+
+
+class TooLargeError(StorageError):
+    """An incoming file passed its size limit."""
+
+
+class NoSpaceError(StorageError):
+    """The package root's file system is full."""
+
+
+class FileIdentity(NamedTuple):
+    """One version of a file's content: a change in any field means "read it again".
+
+    A link or rename keeps all three, so an upload's identity is known before
+    it is published.
+    """
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """A listed file and the identity of its current content."""
+
+    relpath: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @property
+    def identity(self) -> FileIdentity:
+        return FileIdentity(self.size, self.mtime_ns, self.inode)
+
+    @classmethod
+    def of(cls, relpath: str, st: os.stat_result) -> FileStat:
+        return cls(relpath, *FileIdentity.of(st))
+
+
+class Incoming(Protocol):
+    """An upload being received (see ``local.IncomingFile``)."""
+
+    def stat_as(self, relpath: str) -> FileStat: ...
+
+    def publish(self, relpath: str, *, overwrite: bool) -> FileStat: ...
+
+
+class Storage(Protocol):
+    """Where the distribution files live. Relative paths use '/' and never start with '.'."""
+
+    @property
+    def path(self) -> Path:
+        """A local directory standing for the root (logs, the cache folder's parent)."""
+        ...
+
+    @property
+    def cache_dir(self) -> Path:
+        """This node's folder for rebuildable caches."""
+        ...
+
+    def check_readable(self) -> str | None:
+        """None when the files can be listed, else a one-line reason."""
+        ...
+
+    def iter_files(self, subdir: str = "") -> Iterator[FileStat]:
+        """Every distribution file below ``subdir`` ('' for all)."""
+        ...
+
+    def stat(self, relpath: str) -> FileStat | None:
+        """One listed file now, or None if it is gone or not listable."""
+        ...
+
+    def directories(self) -> Iterator[str]:
+        """Every folder that may hold files, relative ('' is the root)."""
+        ...
+
+    def resolve(self, relpath: str) -> Path:
+        """A local path holding ``relpath``'s bytes; UnsafePathError for a path outside."""
+        ...
+
+    def open(self, relpath: str) -> IO[bytes]:
+        """Read one file's bytes."""
+        ...
+
+    def upload_relpath(self, filename: str) -> str:
+        """Where a new upload named ``filename`` goes; UnsafePathError for a bad name."""
+        ...
+
+    def exists(self, relpath: str) -> bool:
+        """Is anything at ``relpath`` (even what ``stat`` would not list)?"""
+        ...
+
+    def incoming(self, max_bytes: int) -> Incoming:
+        """A new, empty file to receive an upload into."""
+        ...
