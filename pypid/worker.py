@@ -440,8 +440,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
         except OSError:
             return self._slow_request(conn, head)
         with handle:
-            st = os.fstat(handle.fileno())
-            if (st.st_size, st.st_mtime_ns, st.st_ino) != part.identity:
+            if not part.matches(handle.fileno()):
                 return self._slow_request(conn, head)  # replaced since: the app says what now
             conn.sock.sendall(self._answer_head(reply, close))
             sent = conn.sock.sendfile(handle, part.offset, part.length) if part.length else 0

@@ -50,6 +50,7 @@ from pypid.simple.reply import (
     not_modified_since,
     text,
 )
+from pypid.storage import FileIdentity
 
 METADATA_SUFFIX = ".metadata"
 METADATA_CACHE_BYTES = 16 * 1024 * 1024  # per worker
@@ -85,7 +86,7 @@ class SimpleAPI:
         self.upstream_redirect = upstream_redirect  # None: unknown projects are a 404
         self.overwrite = overwrite
         self.root_dir = str(index.root.path)
-        self._file_headers: dict[tuple[str, tuple[int, int, int]], Headers] = {}
+        self._file_headers: dict[tuple[str, FileIdentity], Headers] = {}
         self._metadata = _BytesLRU(METADATA_CACHE_BYTES)
 
     def decide(self, req: SimpleRequest, *, may_block: bool = True) -> Reply | None:
@@ -196,7 +197,7 @@ class SimpleAPI:
             st = os.stat(path)
         except OSError:
             return _not_found("no such file here")
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (entry.size, entry.mtime_ns, entry.inode):
+        if FileIdentity.of(st) != entry.identity:
             return _changing(filename)
         return entry, path
 
@@ -205,7 +206,7 @@ class SimpleAPI:
         if isinstance(found, Reply):
             return found
         entry, path = found
-        identity = (entry.size, entry.mtime_ns, entry.inode)
+        identity = entry.identity
         mtime = entry.mtime_ns / 1e9
         plain = not (req.if_none_match or req.if_modified_since or req.range)
         key = (entry.filename, identity)
@@ -268,7 +269,7 @@ class SimpleAPI:
     def _read_metadata(self, entry: FileEntry, path: str, may_block: bool) -> bytes | Reply | None:
         """The wheel's METADATA, checked once against the hash the index advertises and
         kept per file version; None when that takes a read and ``may_block`` is off."""
-        key = (path, entry.mtime_ns, entry.size, entry.inode)
+        key = (path, entry.identity)
         data = self._metadata.get(key)
         if data is not None:
             return data

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 import re
 from dataclasses import dataclass, replace
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 
 from pypid.simple.negotiate import TEXT_HTML
+from pypid.storage import FileIdentity
 
 Headers = list[tuple[str, str]]
 
@@ -46,15 +48,19 @@ class Kind(enum.Enum):
 class FilePart:
     """Bytes of a file to send after the headers: ``length`` from ``offset``.
 
-    ``identity`` is the file's (size, mtime_ns, inode) when the reply was made;
+    ``identity`` is the file's identity when the reply was made;
     a sender opens the file, checks it is still that file, and sends no more
     than ``length`` (a file growing meanwhile must not lengthen the body).
     """
 
     path: str
-    identity: tuple[int, int, int]
+    identity: FileIdentity
     offset: int
     length: int
+
+    def matches(self, fd: int) -> bool:
+        """Is the opened ``fd`` still the file this part was decided for?"""
+        return FileIdentity.of(os.fstat(fd)) == self.identity
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from flask import Response, request
@@ -26,12 +25,11 @@ def response(reply: Reply) -> Response:
         handle = open(part.path, "rb")  # noqa: SIM115 - closed by the WSGI server
     except OSError:
         return response(text(Kind.NOT_FOUND, 404, "no such file here"))
-    st = os.fstat(handle.fileno())
-    if (st.st_size, st.st_mtime_ns, st.st_ino) != part.identity:  # replaced since decided
+    if not part.matches(handle.fileno()):  # replaced since decided
         handle.close()
         return response(text(Kind.CHANGING, 503, "the file is being replaced; retry in a second",
                              headers=[("Retry-After", "1")]))
-    if part.offset == 0 and part.length == st.st_size:
+    if part.offset == 0 and part.length == part.identity.size:
         # gunicorn's sendfile stops at Content-Length, so a growing file adds nothing.
         body = wrap_file(request.environ, handle, BLOCK_SIZE)
     else:
