@@ -78,10 +78,7 @@ def measure_pair(lives: list[Live], corpus: Any, args: argparse.Namespace, *,
                         runs = current.res["scenarios"][sc.name]["runs"]
                         runs.append(current.once(_same(current, sc), args, client_pin))
         for current in lives:
-            for sc in current.ready:
-                entry = current.res["scenarios"][sc.name]
-                if entry["runs"]:
-                    entry["summary"] = summarize_runs(entry["runs"])
+            current.summarize()
     except RuntimeError as exc:
         current.failed(exc)
         for other in lives:

@@ -265,9 +265,14 @@ class Live:
                     runs.append(self.once(sc, args, client_pin))
                     log(f"    +  {sc.name:<17} {runs[-1]['rps']:>9.1f} req/s")
                 self.res["scenarios"][sc.name]["reran"] = True
+        self.summarize()
+
+    def summarize(self) -> None:
+        """Each measured scenario's summary, and the memory after the load."""
         for sc in self.ready:
             entry = self.res["scenarios"][sc.name]
-            entry["summary"] = summarize_runs(entry["runs"])
+            if entry["runs"]:
+                entry["summary"] = summarize_runs(entry["runs"])
         self.res["mem_loaded"] = memory_of(self.server.pid)
 
     def failed(self, exc: RuntimeError) -> None:
