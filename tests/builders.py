@@ -21,6 +21,7 @@ import tarfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "BACKEND_SOURCE", "make_sdist", "make_wheel", "normalize", "sdist_bytes", "wheel_bytes",
@@ -135,28 +136,15 @@ def wheel_bytes(
     return f"{part}-{version}-{tag}.whl", data
 
 
-def make_wheel(
-    dest_dir: Path,
-    name: str,
-    version: str,
-    *,
-    requires_python: str | None = None,
-    requires_dist: Sequence[str] = (),
-    payload: bytes | None = None,
-    tag: str = "py3-none-any",
-    module_source: str | None = None,
-) -> Path:
+def make_wheel(dest_dir: Path, name: str, version: str, **options: Any) -> Path:
     """Write ``<name_part>-<version>-<tag>.whl`` into dest_dir and return its path.
 
-    It holds ``<import_name>/__init__.py`` (``module_source``, by default one that sets
-    ``__version__``), ``<import_name>/payload.bin`` when payload is given, and a dist-info
-    with METADATA, WHEEL and a RECORD of real hashes.
+    ``options`` are wheel_bytes's. The wheel holds ``<import_name>/__init__.py``
+    (``module_source``, by default one that sets ``__version__``),
+    ``<import_name>/payload.bin`` when payload is given, and a dist-info with METADATA,
+    WHEEL and a RECORD of real hashes.
     """
-    filename, data = wheel_bytes(
-        name, version, requires_python=requires_python, requires_dist=requires_dist,
-        payload=payload, tag=tag, module_source=module_source,
-    )
-    return _write(Path(dest_dir), filename, data)
+    return _write(Path(dest_dir), *wheel_bytes(name, version, **options))
 
 
 def _write(dest_dir: Path, filename: str, data: bytes) -> Path:
@@ -299,21 +287,10 @@ def sdist_bytes(
     return f"{base}.{fmt}", data
 
 
-def make_sdist(
-    dest_dir: Path,
-    name: str,
-    version: str,
-    *,
-    requires_python: str | None = None,
-    requires_dist: Sequence[str] = (),
-    fmt: str = "tar.gz",
-) -> Path:
+def make_sdist(dest_dir: Path, name: str, version: str, **options: Any) -> Path:
     """Write ``<name_part>-<version>.<fmt>`` (fmt "tar.gz" or "zip") into dest_dir.
 
-    Members live under ``<name_part>-<version>/``: PKG-INFO, pyproject.toml, _inbackend.py
-    and ``<import_name>/__init__.py``.
+    ``options`` are sdist_bytes's. Members live under ``<name_part>-<version>/``:
+    PKG-INFO, pyproject.toml, _inbackend.py and ``<import_name>/__init__.py``.
     """
-    filename, data = sdist_bytes(
-        name, version, requires_python=requires_python, requires_dist=requires_dist, fmt=fmt,
-    )
-    return _write(Path(dest_dir), filename, data)
+    return _write(Path(dest_dir), *sdist_bytes(name, version, **options))
