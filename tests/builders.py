@@ -1,4 +1,7 @@
-"""Build real, installable wheels and sdists for tests (stdlib only, no pypid import).
+"""Build real, installable wheels and sdists: the one builder of tests, bench/ and e2e.
+
+Stdlib only (no pytest, no pypid import), so a script run by path can use it too:
+put the repo root on ``sys.path`` and ``from tests.builders import make_wheel``.
 
 The output is deterministic: the same arguments give the same bytes (fixed zip and tar
 timestamps, sorted entries, gzip header without name or time).
@@ -18,8 +21,12 @@ import tarfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["BACKEND_SOURCE", "make_sdist", "make_wheel", "normalize", "wheel_name_part"]
+__all__ = [
+    "BACKEND_SOURCE", "make_sdist", "make_wheel", "normalize", "sdist_bytes", "wheel_bytes",
+    "wheel_name_part",
+]
 
 # 2020-01-01T00:00:00Z, for every archive member.
 ZIP_DATE_TIME = (2020, 1, 1, 0, 0, 0)
@@ -60,13 +67,14 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + digest.decode("ascii")
 
 
-def _zip_bytes(members: dict[str, bytes]) -> bytes:
+def _zip_bytes(members: dict[str, bytes], stored: frozenset[str] = frozenset()) -> bytes:
+    """A zip of members in insertion order (RECORD stays last); ``stored`` ones uncompressed."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for arcname, data in members.items():  # insertion order: RECORD stays last
+        for arcname, data in members.items():
             info = zipfile.ZipInfo(arcname, date_time=ZIP_DATE_TIME)
             info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED if arcname in stored else zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
     return buf.getvalue()
 
@@ -94,8 +102,7 @@ def _expand_tags(tag: str) -> list[str]:
     return [f"{p}-{a}-{s}" for p in py.split(".") for a in abi.split(".") for s in plat.split(".")]
 
 
-def make_wheel(
-    dest_dir: Path,
+def wheel_bytes(
     name: str,
     version: str,
     *,
@@ -103,17 +110,19 @@ def make_wheel(
     requires_dist: Sequence[str] = (),
     payload: bytes | None = None,
     tag: str = "py3-none-any",
-) -> Path:
-    """Write ``<name_part>-<version>-<tag>.whl`` into dest_dir and return its path.
+    module_source: str | None = None,
+) -> tuple[str, bytes]:
+    """``(filename, bytes)`` of the wheel make_wheel writes, for callers that write their own.
 
-    It holds ``<import_name>/__init__.py`` (with ``__version__``), ``<import_name>/payload.bin``
-    when payload is given, and a dist-info with METADATA, WHEEL and a RECORD of real hashes.
+    The payload is stored, not deflated: it is meant to be bulk (often random) bytes, and
+    deflating megabytes of them only costs time.
     """
     part = wheel_name_part(name)
     dist_info = f"{part}-{version}.dist-info"
     wheel_text = "Wheel-Version: 1.0\nGenerator: pypid-tests-builders\nRoot-Is-Purelib: true\n"
     wheel_text += "".join(f"Tag: {t}\n" for t in _expand_tags(tag))
-    members: dict[str, bytes] = {f"{part}/__init__.py": _module_source(name, version).encode()}
+    source = _module_source(name, version) if module_source is None else module_source
+    members: dict[str, bytes] = {f"{part}/__init__.py": source.encode()}
     if payload is not None:
         members[f"{part}/payload.bin"] = payload
     members[f"{dist_info}/METADATA"] = _metadata(
@@ -123,11 +132,25 @@ def make_wheel(
     record = "".join(f"{n},{_record_hash(d)},{len(d)}\n" for n, d in members.items())
     record += f"{dist_info}/RECORD,,\n"
     members[f"{dist_info}/RECORD"] = record.encode()
+    data = _zip_bytes(members, stored=frozenset({f"{part}/payload.bin"}))
+    return f"{part}-{version}-{tag}.whl", data
 
-    dest_dir = Path(dest_dir)
+
+def make_wheel(dest_dir: Path, name: str, version: str, **options: Any) -> Path:
+    """Write ``<name_part>-<version>-<tag>.whl`` into dest_dir and return its path.
+
+    ``options`` are wheel_bytes's. The wheel holds ``<import_name>/__init__.py``
+    (``module_source``, by default one that sets ``__version__``),
+    ``<import_name>/payload.bin`` when payload is given, and a dist-info with METADATA,
+    WHEEL and a RECORD of real hashes.
+    """
+    return _write(Path(dest_dir), *wheel_bytes(name, version, **options))
+
+
+def _write(dest_dir: Path, filename: str, data: bytes) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
-    path = dest_dir / f"{part}-{version}-{tag}.whl"
-    path.write_bytes(_zip_bytes(members))
+    path = dest_dir / filename
+    path.write_bytes(data)
     return path
 
 
@@ -241,20 +264,15 @@ backend-path = ["."]
 """
 
 
-def make_sdist(
-    dest_dir: Path,
+def sdist_bytes(
     name: str,
     version: str,
     *,
     requires_python: str | None = None,
     requires_dist: Sequence[str] = (),
     fmt: str = "tar.gz",
-) -> Path:
-    """Write ``<name_part>-<version>.<fmt>`` (fmt "tar.gz" or "zip") into dest_dir.
-
-    Members live under ``<name_part>-<version>/``: PKG-INFO, pyproject.toml, _inbackend.py
-    and ``<import_name>/__init__.py``.
-    """
+) -> tuple[str, bytes]:
+    """``(filename, bytes)`` of the sdist make_sdist writes."""
     if fmt not in ("tar.gz", "zip"):
         raise ValueError(f"unsupported sdist format: {fmt!r}")
     part = wheel_name_part(name)
@@ -266,8 +284,13 @@ def make_sdist(
         f"{base}/{part}/__init__.py": _module_source(name, version).encode(),
     }
     data = _tar_gz_bytes(members) if fmt == "tar.gz" else _zip_bytes(members)
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    path = dest_dir / f"{base}.{fmt}"
-    path.write_bytes(data)
-    return path
+    return f"{base}.{fmt}", data
+
+
+def make_sdist(dest_dir: Path, name: str, version: str, **options: Any) -> Path:
+    """Write ``<name_part>-<version>.<fmt>`` (fmt "tar.gz" or "zip") into dest_dir.
+
+    ``options`` are sdist_bytes's. Members live under ``<name_part>-<version>/``:
+    PKG-INFO, pyproject.toml, _inbackend.py and ``<import_name>/__init__.py``.
+    """
+    return _write(Path(dest_dir), *sdist_bytes(name, version, **options))

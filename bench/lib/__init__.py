@@ -1,0 +1,1 @@
+"""The benchmark's library: corpus, targets, probes, and the single, compare and baseline runs."""
