@@ -1,10 +1,12 @@
 """The index: the read model every page is rendered from, fed by storage and marks.
 
 ``model`` holds it, ``loading`` fills it at start, ``follow`` keeps each worker's
-copy current, ``publishing`` adds an upload, ``examine`` reads one file's facts.
+copy current, ``live`` joins those three as ``Index``, ``publishing`` adds an upload,
+``examine`` reads one file's facts.
 """
 
-from pypid.index.model import Index, Progress
+from pypid.index.live import Index
+from pypid.index.model import Progress
 from pypid.index.publishing import Published, publish
 from pypid.index.records import FileEntry, Marks
 

@@ -21,7 +21,7 @@ from pypid.index.records import Marks
 from pypid.watch import Arrived, Change, ChangeFeed, Gone, Rescan, Settled
 
 if TYPE_CHECKING:
-    from pypid.index.model import Index
+    from pypid.index.model import ReadModel as Index
 
 log = logging.getLogger("pypid.index")
 

@@ -11,7 +11,7 @@ from pypid.index.records import Marks
 from pypid.storage import FileStat
 
 if TYPE_CHECKING:
-    from pypid.index.model import Index
+    from pypid.index.model import ReadModel as Index
 
 log = logging.getLogger("pypid.index")
 

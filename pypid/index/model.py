@@ -1,9 +1,9 @@
 """The read model every page is rendered from: projects and their files, in memory.
 
-``load()`` fills it once (in the gunicorn master, before workers fork; see
-``loading``); ``start_watching()`` (in each worker) keeps it current from a
-background thread (see ``follow``), so no request walks the tree or hashes a
-file. Readers never lock: each change replaces dict values whole. Writers (the
+``loading`` fills it once (in the gunicorn master, before workers fork);
+``follow`` (in each worker) keeps it current from a background thread, so no
+request walks the tree or hashes a file; ``live.Index`` puts the three together.
+Readers never lock: each change replaces dict values whole. Writers (the
 watcher thread, an upload) hold ``lock``. Facts that are not files (yank
 marks) arrive through ``apply_marks`` only.
 """
@@ -24,7 +24,6 @@ from packaging.version import Version
 
 from pypid.cachedb import CacheDB, FileRow
 from pypid.distfile import InvalidFilenameError, NormalizedName, parse_filename
-from pypid.index import follow, loading
 from pypid.index.examine import examine
 from pypid.index.records import FileEntry, Marks
 from pypid.storage import FileIdentity, FileStat, Storage
@@ -34,8 +33,8 @@ log = logging.getLogger("pypid.index")
 Progress = Callable[[int, int], None]
 
 
-class Index:
-    """Projects and files below one package root, kept current by a watcher thread."""
+class ReadModel:
+    """Projects and files below one package root."""
 
     def __init__(self, root: Storage, cache: CacheDB | None = None) -> None:
         self.root = root
@@ -56,7 +55,6 @@ class Index:
         self._serial = 0
         self.projects_serial = 0
         self.lock = threading.RLock()
-        self._follower = follow.Follower(self)
         reset = weakref.WeakMethod(self._reset_after_fork)
         os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
 
@@ -83,26 +81,9 @@ class Index:
     def path(self, entry: FileEntry) -> Path:
         return self.root.resolve(entry.relpath)
 
-    # -- life cycle
-
-    def load(self, progress: Progress | None = None) -> None:
-        """Scan the whole root; hash only what the cache does not already know."""
-        loading.load(self, progress)
-
-    def start_watching(self) -> None:
-        """Follow changes in this process from now on (once per process; cheap to repeat)."""
-        self._follower.start()
-
-    def close(self) -> None:
-        """Stop watching and drop this thread's cache connection."""
-        self._follower.stop()
-        self.cache.close()
-
     def _reset_after_fork(self) -> None:
-        """In a new child: a lock held by another thread at fork time would stay held,
-        and the parent's watcher thread does not exist here."""
+        """In a new child: a lock held by another thread at fork time would stay held."""
         self.lock = threading.RLock()
-        self._follower.forget_thread()
 
     # -- changes (callers hold the lock, or run before any thread exists)
 

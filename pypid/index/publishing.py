@@ -17,7 +17,7 @@ from pypid.index.examine import described
 from pypid.storage import Incoming, StorageError
 
 if TYPE_CHECKING:
-    from pypid.index.model import Index
+    from pypid.index.model import ReadModel as Index
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,35 @@
+"""``Index``: the read model, loaded once and then followed in each process."""
+
+from __future__ import annotations
+
+from pypid.cachedb import CacheDB
+from pypid.index import loading
+from pypid.index.follow import Follower
+from pypid.index.model import Progress, ReadModel
+from pypid.storage import Storage
+
+
+class Index(ReadModel):
+    """Projects and files below one package root, kept current by a watcher thread."""
+
+    def __init__(self, root: Storage, cache: CacheDB | None = None) -> None:
+        super().__init__(root, cache)
+        self._follower = Follower(self)
+
+    def load(self, progress: Progress | None = None) -> None:
+        """Scan the whole root; hash only what the cache does not already know."""
+        loading.load(self, progress)
+
+    def start_watching(self) -> None:
+        """Follow changes in this process from now on (once per process; cheap to repeat)."""
+        self._follower.start()
+
+    def close(self) -> None:
+        """Stop watching and drop this thread's cache connection."""
+        self._follower.stop()
+        self.cache.close()
+
+    def _reset_after_fork(self) -> None:
+        """... and the parent's watcher thread does not exist here."""
+        super()._reset_after_fork()
+        self._follower.forget_thread()
