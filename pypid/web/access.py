@@ -11,6 +11,7 @@ import logging
 
 from flask import Flask, abort, g, request
 
+from pypid.auth import LoginThrottledError
 from pypid.web import errors
 from pypid.web.state import services
 
@@ -44,7 +45,12 @@ def require_login() -> None:
         _deny(action, "a login is needed")
     username = credentials.username or ""
     password = credentials.password or ""
-    if not svc.htpasswd.check(username, password):
+    try:  # the client: request.remote_addr is the proxy's X-Forwarded-For when trusted
+        good = svc.htpasswd.check(username, password, client=request.remote_addr or "")
+    except LoginThrottledError as exc:
+        abort(errors.plain_error(429, str(exc), reason=True,
+                                 headers={"Retry-After": str(exc.retry_after)}))
+    if not good:
         problem = svc.htpasswd.problem()
         log.warning("failed login for %r from %s", username, request.remote_addr)
         if problem:
