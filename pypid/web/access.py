@@ -40,7 +40,10 @@ def require_login() -> None:
     svc = services()
     if action is None or action not in svc.config.auth.protect:
         return
-    credentials = request.authorization
+    try:
+        credentials = request.authorization
+    except ValueError:  # Werkzeug's base64 decoding raises on a non-ASCII Basic token
+        credentials = None
     if credentials is None or not credentials.username:
         _deny(action, "a login is needed")
     username = credentials.username or ""
