@@ -6,17 +6,21 @@ keeping the file's owner and mode. No Flask here, and no other pypid module.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import grp
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from passlib.apache import HtpasswdFile
@@ -31,6 +35,25 @@ NEW_FILE_MODE = 0o640
 SERVICE_GROUP = "pypid"
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores the rest; refuse rather than truncate silently
 _VERIFIED_MAX = 1024
+# A longer password, or one with a NUL, is a failed login without any hashing: passlib
+# refuses both with an error (over 4096 bytes; NUL for bcrypt), and refusing them costs
+# nothing that depends on the user.
+MAX_LOGIN_PASSWORD_BYTES = 1024
+# Failed logins: after MAX_LOGIN_FAILURES from one client within LOGIN_WINDOW seconds,
+# that client gets 429 without any hashing until the window ends. Counted per worker
+# process; the table keeps at most MAX_TRACKED_CLIENTS clients (about 2 MB).
+MAX_LOGIN_FAILURES = 10
+LOGIN_WINDOW = 60.0
+MAX_TRACKED_CLIENTS = 10_000
+_BCRYPT_RE = re.compile(r"^\$2[abxy]?\$(\d\d)\$")
+
+
+class LoginThrottledError(Exception):
+    """Too many failed logins from this client: try again in ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after} s")
+        self.retry_after = retry_after
 
 
 class HtpasswdError(Exception):
@@ -76,6 +99,7 @@ class Htpasswd:
         self._secret = os.urandom(32)
         self._verified: set[bytes] = set()
         self._dummy: str | None = None
+        self.limiter = FailureLimiter()
         self._refresh()
 
     def problem(self) -> str | None:
@@ -89,21 +113,45 @@ class Htpasswd:
             self._refresh()
             return sorted(self._file.users()) if self._file else []
 
-    def check(self, user: str, password: str) -> bool:
-        """Is this login valid? A wrong or unknown user costs one bcrypt check either way."""
-        key = hmac.new(self._secret, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+    def check(self, user: str, password: str, client: str | None = None) -> bool:
+        """Is this login valid? Every failed login costs the same: one bcrypt check.
+
+        With ``client`` (its address), failures are counted, and a client over the
+        limit gets LoginThrottledError before anything is hashed, good password or not
+        (else a blocked client could still test guesses against the cache of good logins).
+        """
+        if client is not None and (wait := self.limiter.retry_after(client)):
+            raise LoginThrottledError(wait)
+        ok = self._verify(user, password)
+        if not ok and client is not None:
+            self.limiter.failed(client)
+        return ok
+
+    def _verify(self, user: str, password: str) -> bool:
+        try:
+            secret = f"{user}\0{password}".encode()
+        except UnicodeEncodeError:  # lone surrogates: no stored password has them
+            return False
+        if "\0" in password or len(password.encode()) > MAX_LOGIN_PASSWORD_BYTES:
+            return False
+        key = hmac.new(self._secret, secret, hashlib.sha256).digest()
         with self._lock:
             self._refresh()
             if key in self._verified:
                 return True
             table = self._file
-            known = table is not None and user in table.users()
-            dummy = None if known else self._dummy_hash()
-        if table is not None and known:
-            ok = bool(table.check_password(user, password))
-        else:
-            bcrypt.verify(password, dummy)  # same cost as a real check, result ignored
-            ok = False
+            dummy = self._dummy_hash()
+        stored = _stored_hash(table, user)
+        ok = False
+        if table is not None and stored is not None:
+            try:
+                ok = bool(table.check_password(user, password))
+            except (ValueError, TypeError) as exc:  # a hash passlib cannot verify
+                log.warning("logins: cannot check %r's password: %s", user, exc)
+        if stored is None or not _BCRYPT_RE.match(stored):
+            # Unknown users and weaker schemes (apr1, SHA1: under 1 ms) pay one bcrypt
+            # check too, so a failure's cost says nothing about who exists.
+            bcrypt.verify(password, dummy)
         if ok:
             with self._lock:
                 if len(self._verified) >= _VERIFIED_MAX:
@@ -146,12 +194,13 @@ class Htpasswd:
         return self._dummy
 
     def _typical_rounds(self) -> int:
-        if self._file is not None:
-            for user in self._file.users():
-                found = re.match(r"^\$2[abxy]?\$(\d\d)\$", self._file.get_hash(user).decode())
-                if found:
-                    return int(found.group(1))
-        return _rounds()
+        """The cost most bcrypt users of the file have (the dummy check costs the same)."""
+        table = self._file
+        users = table.users() if table is not None else []
+        rounds = collections.Counter(
+            int(found.group(1)) for user in users
+            if (found := _BCRYPT_RE.match(_stored_hash(table, user) or "")))
+        return rounds.most_common(1)[0][0] if rounds else _rounds()
 
     # -- pypid user add / remove / list
 
@@ -223,6 +272,79 @@ class Htpasswd:
                 os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def _stored_hash(table: HtpasswdFile | None, user: str) -> str | None:
+    """``user``'s hash in the file, or None (unknown, or a name passlib refuses)."""
+    if table is None:
+        return None
+    try:
+        found = table.get_hash(user)
+    except (ValueError, TypeError):
+        return None
+    return found.decode("ascii", "replace") if found is not None else None
+
+
+def client_key(address: str) -> str:
+    """What the failure limit counts as one client: an IPv4 address or an IPv6 /64 (one
+    host, or one home's network, can rotate freely within a /64).
+
+    >>> client_key("2001:db8::1:2"), client_key("::ffff:10.0.0.7"), client_key("10.0.0.7")
+    ('2001:db8::/64', '10.0.0.7', '10.0.0.7')
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class FailureLimiter:
+    """Failed logins per client in a fixed window from its first failure; thread-safe.
+
+    The table is bounded: past ``max_clients`` the client whose last failure is the
+    oldest is forgotten, so rotating through addresses cannot grow it.
+    """
+
+    def __init__(self, max_failures: int = MAX_LOGIN_FAILURES, window: float = LOGIN_WINDOW,
+                 max_clients: int = MAX_TRACKED_CLIENTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures, self.window, self.max_clients = max_failures, window, max_clients
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._table: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def retry_after(self, client: str) -> int:
+        """0 if ``client`` may try a login now, else whole seconds to wait."""
+        key = client_key(client)
+        with self._lock:
+            entry = self._table.get(key)
+            if entry is None:
+                return 0
+            left = entry[0] + self.window - self._clock()
+            if left <= 0:
+                del self._table[key]
+                return 0
+            return max(1, math.ceil(left)) if entry[1] >= self.max_failures else 0
+
+    def failed(self, client: str) -> None:
+        """Count one failed login of ``client``."""
+        key = client_key(client)
+        now = self._clock()
+        with self._lock:
+            start, count = self._table.pop(key, (now, 0))
+            if now - start >= self.window:
+                start, count = now, 0
+            self._table[key] = (start, count + 1)  # now the most recent
+            while len(self._table) > self.max_clients:
+                self._table.popitem(last=False)
 
 
 def _service_gid() -> int:

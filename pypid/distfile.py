@@ -6,10 +6,18 @@ the bottom. Errors subclass ValueError and name the file.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import hashlib
+import lzma
+import os
 import re
+import struct
 import tarfile
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NewType
@@ -25,7 +33,22 @@ SDIST = "sdist"
 SDIST_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")
 DIST_SUFFIXES = (".whl", *SDIST_SUFFIXES)
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
+# Decompression-bomb bounds: what one METADATA/PKG-INFO may hold, how many members an
+# archive may have, how big a zip's directory may be before zipfile loads it (wheels
+# with 20,000 files have about 3 MB), and how far a tar sdist is inflated to find
+# PKG-INFO (100x what was sent, at least 64 MB, at most 1 GB: real sdists are 3-10x).
 MAX_METADATA_BYTES = 8 * 1024 * 1024
+MAX_ARCHIVE_MEMBERS = 100_000
+MAX_ZIP_DIRECTORY_BYTES = 16 * 1024 * 1024
+MIN_INFLATED_BYTES = 64 * 1024 * 1024
+MAX_INFLATED_BYTES = 1024 * 1024 * 1024
+MAX_INFLATE_RATIO = 100
+# deflate is inflated in bounded steps by zipfile; its bzip2 and lzma readers are not.
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_CHUNK = 64 * 1024
+_EOCD = struct.Struct("<4s4H2LH")
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 
 _NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _NORMALIZED_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -239,14 +262,23 @@ def read_core_metadata(path: Path | IO[bytes], dist: DistFile) -> CoreMetadata:
 
     ``path`` is a path or an open binary file (an upload being checked).
 
-    Raise MetadataError when the archive is broken or holds no metadata. Sdist
+    Raise MetadataError when the archive is broken, holds no metadata, or would
+    cost more than the bounds above to read (a decompression bomb). Sdist
     metadata is used only for Requires-Python: it is not served (PEP 658 allows
     it only when trustworthy).
     """
     try:
-        reader = _wheel_metadata if dist.kind == WHEEL else _sdist_pkg_info
-        data = reader(path, dist)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError) as exc:
+        with contextlib.ExitStack() as stack:
+            handle = stack.enter_context(open(path, "rb")) if isinstance(path, Path) else path
+            handle.seek(0)
+            if dist.kind == WHEEL:
+                data = _zip_member(handle, dist, _is_wheel_metadata, "METADATA")
+            elif dist.filename.endswith(".zip"):
+                data = _zip_member(handle, dist, _is_top_pkg_info, "PKG-INFO")
+            else:
+                data = _tar_pkg_info(handle, dist)
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError,
+            zlib.error, lzma.LZMAError) as exc:
         if isinstance(exc, MetadataError):
             raise
         raise MetadataError(dist.filename, f"unreadable archive ({exc})") from None
@@ -258,34 +290,153 @@ def read_core_metadata(path: Path | IO[bytes], dist: DistFile) -> CoreMetadata:
     return CoreMetadata(data if dist.kind == WHEEL else None, requires, name)
 
 
-def _wheel_metadata(path: Path | IO[bytes], dist: DistFile) -> bytes | None:
-    with zipfile.ZipFile(path) as archive:
-        candidates = [
-            info for info in archive.infolist()
-            if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
-        ]
+def _is_wheel_metadata(name: str) -> bool:
+    return name.count("/") == 1 and name.endswith(".dist-info/METADATA")
+
+
+def _is_top_pkg_info(name: str) -> bool:
+    return name.count("/") == 1 and name.endswith("/PKG-INFO")
+
+
+def _too_large(dist: DistFile, label: str) -> MetadataError:
+    return MetadataError(dist.filename, f"{label} is larger than {MAX_METADATA_BYTES >> 20} MB")
+
+
+def _zip_member(handle: IO[bytes], dist: DistFile, wanted: Callable[[str], bool],
+                label: str) -> bytes | None:
+    """The bytes of the member ``wanted`` picks, reading at most MAX_METADATA_BYTES + 1."""
+    _check_zip_directory(handle, dist)
+    with zipfile.ZipFile(handle) as archive:
+        candidates = [info for info in archive.infolist() if wanted(info.filename)]
         if not candidates:
             return None
         # Several dist-info folders: take the one named after this project.
         candidates.sort(key=lambda info: normalize(info.filename.split("-", 1)[0]) != dist.project)
         info = candidates[0]
+        if info.compress_type not in _ZIP_METHODS:
+            raise MetadataError(dist.filename, f"{label} is compressed with an unsupported "
+                                f"method ({info.compress_type}; use deflate)")
         if info.file_size > MAX_METADATA_BYTES:
-            raise MetadataError(dist.filename, "METADATA is implausibly large")
-        return archive.read(info)
+            raise _too_large(dist, label)
+        # zipfile stops at the declared size and inflates deflate as much as asked.
+        with archive.open(info) as member:
+            return _read_bounded(member, dist, label)
 
 
-def _sdist_pkg_info(path: Path | IO[bytes], dist: DistFile) -> bytes | None:
-    if dist.filename.endswith(".zip"):
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if info.filename.count("/") == 1 and info.filename.endswith("/PKG-INFO"):
-                    return archive.read(info)[:MAX_METADATA_BYTES]
-        return None
-    source = {"name": path} if isinstance(path, Path) else {"fileobj": path}
-    with tarfile.open(mode="r:*", **source) as archive:  # type: ignore[call-overload]
-        for member in archive:
-            top_level = member.name.count("/") == 1
-            if member.isfile() and top_level and member.name.endswith("/PKG-INFO"):
-                handle = archive.extractfile(member)
-                return handle.read(MAX_METADATA_BYTES) if handle else None
+def _read_bounded(member: IO[bytes], dist: DistFile, label: str) -> bytes:
+    """All of ``member`` if it holds at most MAX_METADATA_BYTES, read in small steps."""
+    data = bytearray()
+    while len(data) <= MAX_METADATA_BYTES and (chunk := member.read(_CHUNK)):
+        data += chunk
+    if len(data) > MAX_METADATA_BYTES:
+        raise _too_large(dist, label)
+    return bytes(data)
+
+
+def _check_zip_directory(handle: IO[bytes], dist: DistFile) -> None:
+    """Refuse a zip whose central directory is too big, before zipfile loads all of it.
+
+    Reads the end record (and its zip64 twin) the way zipfile finds it: the last
+    signature in the final 64 KiB.
+    """
+    end = handle.seek(0, os.SEEK_END)
+    size = min(end, _ZIP64_LOCATOR.size + _EOCD.size + 0xFFFF)
+    handle.seek(end - size)
+    tail = handle.read(size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _EOCD.size:
+        raise MetadataError(dist.filename, "not a zip archive (no end of central directory)")
+    fields = _EOCD.unpack_from(tail, at)
+    count, directory = fields[4], fields[5]
+    if (count == 0xFFFF or directory == 0xFFFFFFFF) and at >= _ZIP64_LOCATOR.size:
+        locator = _ZIP64_LOCATOR.unpack_from(tail, at - _ZIP64_LOCATOR.size)
+        signature, offset = locator[0], locator[2]
+        if signature == b"PK\x06\x07":
+            handle.seek(offset)
+            record = handle.read(_ZIP64_EOCD.size)
+            if len(record) == _ZIP64_EOCD.size and record[:4] == b"PK\x06\x06":
+                count, directory = _ZIP64_EOCD.unpack(record)[7:9]
+    if count > MAX_ARCHIVE_MEMBERS:
+        raise MetadataError(dist.filename, f"more than {MAX_ARCHIVE_MEMBERS} archive members")
+    if directory > MAX_ZIP_DIRECTORY_BYTES:
+        raise MetadataError(dist.filename, "the zip directory is larger than "
+                            f"{MAX_ZIP_DIRECTORY_BYTES >> 20} MB")
+    handle.seek(0)
+
+
+def _tar_pkg_info(handle: IO[bytes], dist: DistFile) -> bytes | None:
+    """The top-level PKG-INFO of a tar sdist, looking at no more than the bounds allow.
+
+    We decompress ourselves so that every read and seek goes through _Inflated;
+    members are read one by one and not kept (tarfile would keep them all).
+    """
+    compressed = handle.seek(0, os.SEEK_END)
+    handle.seek(0)
+    with contextlib.ExitStack() as stack:
+        inflating = _decompressed(handle)
+        raw = stack.enter_context(inflating) if inflating else handle
+        stream = _Inflated(raw, _inflate_limit(compressed), dist)
+        archive = stack.enter_context(tarfile.open(fileobj=stream, mode="r:"))  # type: ignore[call-overload]
+        for _ in range(MAX_ARCHIVE_MEMBERS):
+            member = archive.next()
+            if member is None:
+                return None
+            archive.members.clear()  # what tarfile keeps of each member
+            if member.isfile() and _is_top_pkg_info(member.name):
+                if member.size > MAX_METADATA_BYTES:
+                    raise _too_large(dist, "PKG-INFO")
+                extracted = archive.extractfile(member)
+                return _read_bounded(extracted, dist, "PKG-INFO") if extracted else None
+    raise MetadataError(dist.filename, f"no PKG-INFO in its first {MAX_ARCHIVE_MEMBERS} members")
+
+
+def _inflate_limit(compressed: int) -> int:
+    """How far a tar sdist may be decompressed: bounded by a ratio to what was sent, so
+    a bomb costs its sender bandwidth in proportion, and by a ceiling.
+
+    >>> [_inflate_limit(size) >> 20 for size in (1 << 10, 1 << 20, 1 << 30)]
+    [64, 100, 1024]
+    """
+    return min(MAX_INFLATED_BYTES, max(MIN_INFLATED_BYTES, compressed * MAX_INFLATE_RATIO))
+
+
+class _Inflated:
+    """A decompressed stream that refuses to go past ``limit`` or to read a huge block at
+    once (tarfile reads a pax or GNU long-name header whole)."""
+
+    def __init__(self, raw: IO[bytes], limit: int, dist: DistFile) -> None:
+        self._raw, self._limit, self._dist = raw, limit, dist
+
+    def _allow(self, end: int) -> None:
+        if end > self._limit:
+            raise MetadataError(self._dist.filename, "more than "
+                                f"{self._limit >> 20} MB uncompressed before its PKG-INFO")
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > MAX_METADATA_BYTES + tarfile.BLOCKSIZE:
+            raise MetadataError(self._dist.filename, "a tar header is larger than "
+                                f"{MAX_METADATA_BYTES >> 20} MB")
+        self._allow(self._raw.tell() + size)
+        return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET:
+            raise MetadataError(self._dist.filename, "unexpected seek in a tar archive")
+        self._allow(offset)
+        return self._raw.seek(offset)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
+def _decompressed(handle: IO[bytes]) -> IO[bytes] | None:
+    """A reader of the decompressed bytes, chosen by magic number; None: not compressed."""
+    magic = handle.read(6)
+    handle.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=handle, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(handle, "rb")
+    if magic.startswith(b"\xfd7zXZ"):
+        return lzma.LZMAFile(handle, "rb")
     return None

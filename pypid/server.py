@@ -21,6 +21,7 @@ from gunicorn.app.base import BaseApplication
 
 from pypid import __version__
 from pypid.config import Config, ConfigError, load_config
+from pypid.limits import raise_open_files_limit
 from pypid.storage import PackageRoot, StorageError
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
 from pypid.web import Services, assemble, create_app
@@ -255,6 +256,7 @@ def serve(config: Config, *, config_path: str | None = None,
           overrides: dict[str, Any] | None = None) -> int:
     """Build the app in this process, then hand it to gunicorn's arbiter (returns on exit)."""
     setup_logging(config.log.level)
+    raise_open_files_limit()
     notifier = Notifier()
     try:
         app = build_app(config, _throttled(notifier.progress) if notifier.active else None)

@@ -107,6 +107,15 @@ class SimpleAPI:
             return reply.for_head()
         return reply
 
+    def unknown(self, req: SimpleRequest) -> Reply:
+        """A request nothing here has a page for: 404, or 401 first when ``list`` is
+        protected (an unknown URL tells nobody without a login anything either)."""
+        if self.logins.needed("list"):
+            login = self.logins.authenticate("list", req.authorization, req.client)
+            if isinstance(login, Reply):
+                return login
+        return _not_found("no such page")
+
     def _route(self, req: SimpleRequest, path: str, may_block: bool) -> Reply | None:
         if path.startswith("/packages/"):
             name = path[10:]

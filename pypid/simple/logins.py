@@ -11,7 +11,7 @@ import base64
 import binascii
 import logging
 
-from pypid.auth import Htpasswd
+from pypid.auth import Htpasswd, LoginThrottledError
 from pypid.simple.reply import REALM, Kind, Reply, text
 
 log = logging.getLogger("pypid.auth")
@@ -54,13 +54,20 @@ class Logins:
 
     def authenticate(self, action: str, authorization: str | None,
                      client: str) -> str | Reply:
-        """The logged-in user, or the 401 that refuses the request."""
+        """The logged-in user, or the 401 (429 after too many failures) that refuses it.
+
+        ``client`` is the address failures are counted against (behind a trusted
+        proxy, the client the proxy names)."""
         credentials = basic_credentials(authorization)
         if credentials is None:
             return self.refusal(action, "a login is needed")
         user, password = credentials
-        if self.htpasswd.check(user, password):
-            return user
+        try:
+            if self.htpasswd.check(user, password, client=client):
+                return user
+        except LoginThrottledError as exc:
+            return text(Kind.DENIED, 429, str(exc), reason=True,
+                        headers=[("Retry-After", str(exc.retry_after))])
         log.warning("failed login for %r from %s", user, client)
         problem = self.htpasswd.problem()
         if problem:

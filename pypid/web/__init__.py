@@ -37,7 +37,7 @@ def create_app(config: Config, *, services: Services | None = None) -> Flask:
         app.register_blueprint(module.bp)
     errors.register(app)
     app.wsgi_app = proxy.wrap(  # type: ignore[method-assign]
-        app.wsgi_app, config.server.url_prefix, config.server.trusted_proxies)
+        app.wsgi_app, config.server.url_prefix, config.server.trusted_proxies, svc.logins)
     return app
 
 

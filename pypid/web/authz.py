@@ -1,4 +1,4 @@
-"""Who may do what in the Flask app's own pages (the welcome page, uploads).
+"""Who may do what in the Flask app's own pages (the welcome page, uploads, any 404).
 
 The simple API checks its own logins (``pypid.simple.core``); both use the same
 ``Logins``, so a login means the same everywhere. 401 for no or a wrong login,
@@ -17,12 +17,10 @@ from pypid.web.state import services
 
 log = logging.getLogger("pypid.auth")
 
-# Which action each endpoint performs; endpoints not listed decide for themselves
-# (the simple API) or are always open (/health).
-ACTIONS = {
-    "home.welcome": "list",
-    "upload.upload": "upload",
-}
+# The action of each endpoint; any other (a page that does not exist too) is "list".
+# The simple API's views check their own logins (pypid.simple.core); /health is open.
+ACTIONS = {"upload.upload": "upload"}
+SELF_CHECKED = frozenset(("simple.simple_api", "home.health"))
 
 
 def register(app: Flask) -> None:
@@ -31,9 +29,12 @@ def register(app: Flask) -> None:
 
 def require_login() -> None:
     """Stop the request with 401 unless its action is open or the login is good."""
-    action = ACTIONS.get(request.endpoint or "")
+    endpoint = request.endpoint or ""
+    if endpoint in SELF_CHECKED:
+        return
+    action = ACTIONS.get(endpoint, "list")
     logins = services().logins
-    if action is None or not logins.needed(action):
+    if not logins.needed(action):
         return
     login = logins.authenticate(action, request.headers.get("Authorization"),
                                 request.remote_addr or "-")

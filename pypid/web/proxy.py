@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from pypid.simple.logins import Logins
+from pypid.simple.reply import Reply
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -101,14 +104,23 @@ def _server_address(environ: WSGIEnvironment) -> str:
 
 
 class Prefix:
-    """Serve ``app`` under ``prefix`` only; anything else is a plain 404."""
+    """Serve ``app`` under ``prefix`` only; anything else is a plain 404 (a 401 first
+    when ``list`` needs a login: no URL answers anything else without one)."""
 
-    def __init__(self, app: WSGIApplication, prefix: str) -> None:
+    def __init__(self, app: WSGIApplication, prefix: str, logins: Logins) -> None:
         self.app = app
         self.prefix = prefix
+        self.logins = logins
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
+        if path != self.prefix and not path.startswith(self.prefix + "/") and \
+                self.logins.needed("list"):
+            login = self.logins.authenticate("list", environ.get("HTTP_AUTHORIZATION"),
+                                             environ.get("REMOTE_ADDR", "-"))
+            if isinstance(login, Reply):
+                start_response(login.status_line, list(login.headers))
+                return [login.body]
         if path == self.prefix:
             location = environ.get("SCRIPT_NAME", "") + self.prefix + "/"
             start_response("301 Moved Permanently", [("Location", location),
@@ -124,7 +136,7 @@ class Prefix:
         return self.app(environ, start_response)
 
 
-def wrap(app: Any, prefix: str, trusted: Iterable[str]) -> WSGIApplication:
+def wrap(app: Any, prefix: str, trusted: Iterable[str], logins: Logins) -> WSGIApplication:
     """The WSGI stack around the Flask app: proxies first, then the prefix."""
-    inner = Prefix(app, prefix) if prefix else app
+    inner = Prefix(app, prefix, logins) if prefix else app
     return TrustedProxies(inner, trusted)

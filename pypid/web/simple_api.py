@@ -23,10 +23,9 @@ READS = ["GET", "HEAD"]
 @bp.route("/simple/<path:_rest>", methods=READS)
 @bp.route("/packages/<path:_rest>", methods=READS)
 def simple_api(_rest: str = "") -> Response:
-    reply = services().simple.decide(simple_request())
-    if reply is None:  # below /simple but not a path of it
-        reply = text(Kind.NOT_FOUND, 404, "no such page")
-    return response(reply)
+    simple = services().simple
+    req = simple_request()
+    return response(simple.decide(req) or simple.unknown(req))
 
 
 @bp.route("/simple/", methods=["POST", "PUT"])

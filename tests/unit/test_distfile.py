@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import bz2
+import contextlib
 import io
+import lzma
+import tarfile
+import tracemalloc
 import zipfile
 from pathlib import Path
 
 import pytest
 from packaging.version import Version
 
+from pypid import distfile
 from pypid.distfile import (
     SDIST,
     WHEEL,
@@ -25,6 +31,7 @@ from pypid.distfile import (
     parse_requires_python,
     read_core_metadata,
 )
+from tests.attack.bombs import MIB, many_members_tar, tar_bomb, zip_bomb
 from tests.builders import make_sdist, make_wheel
 
 VALID = [
@@ -167,3 +174,126 @@ def test_wheel_without_dist_info_is_a_metadata_error(tmp_path: Path) -> None:
         archive.writestr("foo/__init__.py", "")
     with pytest.raises(MetadataError, match="no .dist-info/METADATA"):
         read_core_metadata(path, parse_filename(path.name))
+
+
+# -- decompression bombs: refused with a one-line reason, never read whole
+
+
+def _read(path: Path) -> MetadataError:
+    with pytest.raises(MetadataError) as caught:
+        read_core_metadata(path, parse_filename(path.name))
+    return caught.value
+
+
+def _peak_of(path: Path) -> int:
+    """Peak bytes Python allocated while reading path's metadata (any outcome)."""
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(MetadataError):
+            read_core_metadata(path, parse_filename(path.name))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(("case", "filename", "member", "label"), [
+    ("sdist-zip", "foo-1.0.zip", "foo-1.0/PKG-INFO", "PKG-INFO"),
+    ("wheel", "foo-1.0-py3-none-any.whl", "foo-1.0.dist-info/METADATA", "METADATA"),
+], ids=lambda v: v if isinstance(v, str) and "/" not in v and "." not in v else "")
+def test_zip_bomb_member_is_refused_unread(tmp_path: Path, case: str, filename: str,
+                                           member: str, label: str) -> None:
+    honest = zip_bomb(tmp_path / filename, member, 1024)
+    assert _read(honest).reason == f"{label} is larger than 8 MB"
+    assert _peak_of(honest) < 2 * MIB
+    (tmp_path / "lying").mkdir()
+    lying = zip_bomb(tmp_path / "lying" / filename, member, 64, honest_size=False)
+    assert "unreadable archive" in _read(lying).reason  # zipfile stops at the declared size
+    assert _peak_of(lying) < 2 * MIB
+
+
+def test_zip_member_over_the_limit_is_refused_after_limit_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distfile, "MAX_METADATA_BYTES", 1000)
+    path = tmp_path / "foo-1.0.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("foo-1.0/PKG-INFO", b"Name: foo\n" * 200)
+    assert _read(path).reason == "PKG-INFO is larger than 0 MB"
+
+
+def test_zip_metadata_in_bzip2_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "foo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_BZIP2) as archive:
+        archive.writestr("foo-1.0.dist-info/METADATA", b"Name: foo\n")
+    assert "unsupported method (12; use deflate)" in _read(path).reason
+
+
+def test_zip_directory_is_checked_before_it_is_loaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "foo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for number in range(20):
+            archive.writestr(f"foo/m{number}.py", b"")
+    monkeypatch.setattr(distfile, "MAX_ARCHIVE_MEMBERS", 10)
+    assert _read(path).reason == "more than 10 archive members"
+    monkeypatch.setattr(distfile, "MAX_ARCHIVE_MEMBERS", 100)
+    monkeypatch.setattr(distfile, "MAX_ZIP_DIRECTORY_BYTES", 1000)
+    assert _read(path).reason == "the zip directory is larger than 0 MB"
+
+
+def test_zip64_end_record_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "foo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for number in range(0x10000):  # one more than a plain end record can count
+            archive.writestr(zipfile.ZipInfo(f"{number}"), b"")
+    monkeypatch.setattr(distfile, "MAX_ARCHIVE_MEMBERS", 0xFFFF)
+    assert _read(path).reason == f"more than {0xFFFF} archive members"
+
+
+def test_tar_pkg_info_bomb_is_refused_by_its_size(tmp_path: Path) -> None:
+    path = tar_bomb(tmp_path / "foo-1.0.tar.gz", "foo", "1.0", pkg_info_mib=1024)
+    assert _read(path).reason == "PKG-INFO is larger than 8 MB"
+    assert _peak_of(path) < 2 * MIB
+
+
+def test_tar_is_inflated_only_so_far(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tar_bomb(tmp_path / "foo-1.0.tar.gz", "foo", "1.0", junk_mib=8)
+    assert read_core_metadata(path, parse_filename(path.name)).name == "foo"
+    monkeypatch.setattr(distfile, "MIN_INFLATED_BYTES", 4 * MIB)
+    assert _read(path).reason == "more than 4 MB uncompressed before its PKG-INFO"
+
+
+def test_tar_huge_pax_header_is_refused(tmp_path: Path) -> None:
+    path = tar_bomb(tmp_path / "foo-1.0.tar.gz", "foo", "1.0", pax_mib=64)
+    assert _read(path).reason == "a tar header is larger than 8 MB"
+    assert _peak_of(path) < 2 * MIB
+
+
+def test_tar_members_are_counted_and_not_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = many_members_tar(tmp_path / "foo-1.0.tar.gz", "foo", "1.0", 3000)
+    assert read_core_metadata(path, parse_filename(path.name)).name is None  # no PKG-INFO
+    assert _peak_of(path) < 1 * MIB  # 3,000 TarInfo objects kept would take ~3 MB
+    monkeypatch.setattr(distfile, "MAX_ARCHIVE_MEMBERS", 100)
+    assert _read(path).reason == "no PKG-INFO in its first 100 members"
+
+
+@pytest.mark.parametrize("fmt", ["tar.bz2", "tar.xz", "tar"])
+def test_other_tar_compressions_still_read(tmp_path: Path, fmt: str) -> None:
+    members = {"foo-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: foo\nRequires-Python: >=3.9\n"}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    compress = {"tar.bz2": bz2.compress, "tar.xz": lzma.compress, "tar": bytes}[fmt]
+    path = tmp_path / f"foo-1.0.{fmt}"
+    path.write_bytes(compress(raw.getvalue()))
+    assert read_core_metadata(path, parse_filename(path.name)).requires_python == ">=3.9"
+
+
+def test_upload_handle_is_read_from_its_start(tmp_path: Path) -> None:
+    sdist = make_sdist(tmp_path, "foo", "2.0", requires_python=">=3.9")
+    with sdist.open("rb") as handle:
+        handle.seek(7)
+        assert read_core_metadata(handle, parse_filename(sdist.name)).requires_python == ">=3.9"

@@ -8,12 +8,20 @@ import io
 import os
 import stat
 import sys
+import threading
 from pathlib import Path
 
+import bcrypt as bcrypt_backend
 import pytest
 from passlib.apache import HtpasswdFile
 
-from pypid.auth import Htpasswd
+from pypid.auth import (
+    LOGIN_WINDOW,
+    MAX_LOGIN_FAILURES,
+    FailureLimiter,
+    Htpasswd,
+    LoginThrottledError,
+)
 from pypid.cli import main
 
 
@@ -113,3 +121,116 @@ def test_reads_apache_hashes(tmp_path: Path) -> None:
     assert logins.check("apr", "one")
     assert logins.check("sha", "two")
     assert not logins.check("sha", "one")
+
+
+# -- logins: equal cost, 401 for any bad input, a per-client failure limit
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Htpasswd:
+    """bcrypt alice (s3cret), apr1 apr (one), SHA1 sha (two)."""
+    path = tmp_path / "htpasswd"
+    Htpasswd(path).add("alice", "s3cret")
+    table = HtpasswdFile(str(path), default_scheme="apr_md5_crypt")
+    table.set_password("apr", "one")
+    table.save()
+    sha1 = base64.b64encode(hashlib.sha1(b"two").digest()).decode()  # noqa: S324 - htpasswd -s
+    with path.open("a") as handle:
+        handle.write(f"sha:{{SHA}}{sha1}\n")
+    return Htpasswd(path)
+
+
+@pytest.fixture
+def hashpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every bcrypt computation (passlib's bcrypt backend calls bcrypt.hashpw)."""
+    calls: list[bytes] = []
+    real = bcrypt_backend.hashpw
+
+    def spy(secret: bytes, salt: bytes) -> bytes:
+        calls.append(salt)
+        return real(secret, salt)
+
+    monkeypatch.setattr(bcrypt_backend, "hashpw", spy)
+    return calls
+
+
+@pytest.mark.parametrize(("user", "password"), [
+    ("nobody", "s3cret"), ("alice", "wrong"), ("apr", "wrong"), ("sha", "wrong"),
+    ("apr", "one"), ("sha", "two"),
+], ids=["unknown", "bcrypt", "apr1", "sha1", "apr1-good", "sha1-good"])
+def test_every_login_costs_one_bcrypt_check(mixed: Htpasswd, hashpw_calls: list[bytes],
+                                            user: str, password: str) -> None:
+    mixed.check("alice", "warm up the dummy hash")
+    hashpw_calls.clear()
+    assert mixed.check(user, password) is (password in ("one", "two"))
+    assert len(hashpw_calls) == 1
+    assert hashpw_calls[0][3:7] == b"$04$"  # the file's own cost (tests: 4 rounds)
+
+
+@pytest.mark.parametrize("password", ["a\0b", "x" * 6000, "\udcff", ""],
+                         ids=["nul", "6kb", "surrogate", "empty"])
+def test_unusable_passwords_fail_without_hashing(mixed: Htpasswd, hashpw_calls: list[bytes],
+                                                 password: str) -> None:
+    assert not mixed.check("alice", password)
+    assert not mixed.check("apr", password)
+    assert hashpw_calls == [] or password == ""
+
+
+@pytest.mark.parametrize("user", ["a\nb", "a:b", "x" * 300, "\0", ""])
+def test_odd_user_names_fail(mixed: Htpasswd, user: str) -> None:
+    assert not mixed.check(user, "s3cret")
+
+
+def test_throttled_client_gets_no_hash(mixed: Htpasswd, hashpw_calls: list[bytes]) -> None:
+    for _ in range(MAX_LOGIN_FAILURES):
+        assert not mixed.check("alice", "wrong", client="192.0.2.1")
+    hashpw_calls.clear()
+    with pytest.raises(LoginThrottledError) as caught:
+        mixed.check("alice", "s3cret", client="192.0.2.1")  # even the right password
+    assert 1 <= caught.value.retry_after <= LOGIN_WINDOW
+    assert hashpw_calls == []
+    assert mixed.check("alice", "s3cret", client="192.0.2.2")
+    assert mixed.check("alice", "s3cret")  # no client: not limited (the CLI, tests)
+
+
+def test_limiter_window_and_clients() -> None:
+    now = [1000.0]
+    limiter = FailureLimiter(max_failures=3, window=60, max_clients=100, clock=lambda: now[0])
+    for _ in range(2):
+        limiter.failed("2001:db8::1")
+    assert limiter.retry_after("2001:db8::2") == 0
+    limiter.failed("2001:db8::ffff")  # the same /64
+    assert limiter.retry_after("2001:db8::3") == 60
+    assert limiter.retry_after("2001:db8:0:1::1") == 0  # another /64
+    now[0] += 59.5
+    assert limiter.retry_after("2001:db8::1") == 1
+    now[0] += 0.5
+    assert limiter.retry_after("2001:db8::1") == 0
+    assert len(limiter) == 0  # expired entries are dropped when seen
+
+
+def test_limiter_table_is_bounded() -> None:
+    limiter = FailureLimiter(max_failures=3, window=60, max_clients=100)
+    for number in range(20_000):
+        limiter.failed(f"10.{number >> 16}.{(number >> 8) & 255}.{number & 255}")
+    assert len(limiter) == 100
+    assert limiter.retry_after("10.0.78.31") == 0  # the last client is still counted
+    for _ in range(2):
+        limiter.failed("10.0.78.31")
+    assert limiter.retry_after("10.0.78.31") > 0
+
+
+def test_limiter_is_thread_safe() -> None:
+    limiter = FailureLimiter(max_failures=10_000, window=60, max_clients=50)
+
+    def hammer(base: int) -> None:
+        for number in range(2000):
+            limiter.failed(f"10.{base}.{number >> 8}.{number & 255}")
+            limiter.retry_after(f"10.{base}.0.1")
+
+    threads = [threading.Thread(target=hammer, args=(base,)) for base in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(limiter) == 50
