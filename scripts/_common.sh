@@ -46,7 +46,7 @@ apt_update_once() {
     [ -z "$_apt_updated" ] || return 0
     _apt_updated=1
     say "apt-get update"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 ||
         say "warning: apt-get update failed; trying the package lists already on this machine"
 }
 
@@ -62,7 +62,7 @@ apt_install() {
     say "apt-get install" $missing
     # shellcheck disable=SC2086
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        --no-install-recommends -o Dpkg::Use-Pty=0 $missing ||
+        --no-install-recommends -o Dpkg::Use-Pty=0 $missing >&2 ||
         die "apt-get install failed for:" $missing
 }
 
