@@ -14,7 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pypid"
 # Each module may import only modules of a lower rank.
 RANK = {"distfile": 0, "config": 0, "auth": 0, "storage": 1, "cachedb": 1, "watch": 1,
-        "index": 2, "simple": 3, "web": 4, "systemd": 4, "worker": 5, "server": 6, "cli": 7,
+        "index": 2, "simple": 3, "web": 4, "systemd": 4, "accesslog": 4, "worker": 5,
+        "server": 6, "cli": 7,
         "__main__": 8,
         "__init__": -1}
 
