@@ -61,6 +61,19 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
+def fails_without_access(path: Path, mode: int, *args: str) -> str:
+    """Take access to path away (mode), run the CLI unprivileged, give it back;
+    the run must exit 1 with one line on stderr and nothing on stdout: that line."""
+    path.chmod(mode)
+    try:
+        done = run_unprivileged(*args)
+    finally:
+        path.chmod(0o755)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    return one_line(done.stderr)
+
+
 def config_for(folder: Path, htpasswd: Path) -> Path:
     config = folder / "pypid.toml"
     config.write_text(f'[auth]\nhtpasswd = "{htpasswd}"\n')
@@ -72,14 +85,9 @@ def test_user_add_in_a_folder_it_cannot_write(shared: Path) -> None:
     locked = shared / "etc"
     locked.mkdir()
     config = config_for(shared, locked / "pypid.htpasswd")
-    locked.chmod(0o755 if AS_ROOT else 0o555)  # root owns it: nobody may not write
-    try:
-        done = run_unprivileged("user", "add", "alice", "--password-stdin", "--config",
-                                str(config))
-    finally:
-        locked.chmod(0o755)
-    line = one_line(done.stderr)
-    assert done.returncode == 1
+    # Under root, 0755 already keeps nobody out of a root-owned folder.
+    line = fails_without_access(locked, 0o755 if AS_ROOT else 0o555, "user", "add", "alice",
+                                "--password-stdin", "--config", str(config))
     assert f"cannot write {locked / 'pypid.htpasswd'} as user {who()}" in line
     assert "sudo pypid user" in line
     assert not list(locked.iterdir())
@@ -88,27 +96,20 @@ def test_user_add_in_a_folder_it_cannot_write(shared: Path) -> None:
 def test_user_list_on_an_unreadable_file(shared: Path) -> None:
     htpasswd = shared / "pypid.htpasswd"
     htpasswd.write_text("alice:$2b$04$abcdefghijklmnopqrstuu5yQz0T7c2ZC3QeW2lQn6K0f6mCqXy6\n")
-    htpasswd.chmod(0o600 if AS_ROOT else 0o000)
     config = config_for(shared, htpasswd)
-    done = run_unprivileged("user", "list", "--config", str(config))
-    line = one_line(done.stderr)
-    assert done.returncode == 1
-    assert done.stdout == ""
+    line = fails_without_access(htpasswd, 0o600 if AS_ROOT else 0o000, "user", "list",
+                                "--config", str(config))
     assert f"cannot read {htpasswd} as user {who()} (permission denied)" in line
     assert f"chmod 640 {htpasswd}" in line
 
 
 def test_serve_on_an_unreadable_root(shared: Path) -> None:
     root = shared / "packages"
-    root.mkdir(mode=0o700 if AS_ROOT else 0o000)
+    root.mkdir()
     config = config_for(shared, shared / "htpasswd")
-    try:
-        done = run_unprivileged("serve", "--config", str(config), "--root", str(root),
-                                "--port", "0", "--host", "127.0.0.1")
-    finally:
-        root.chmod(0o755)
-    line = one_line(done.stderr)
-    assert done.returncode == 1
+    line = fails_without_access(root, 0o700 if AS_ROOT else 0o000, "serve", "--config",
+                                str(config), "--root", str(root), "--port", "0", "--host",
+                                "127.0.0.1")
     assert f"cannot read the package root {root} as user {who()}" in line
     assert "--root or storage.root" in line
 
