@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import math
 import os
+import pwd
 import re
 import tempfile
 import threading
@@ -54,6 +55,7 @@ class LoginThrottledError(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many failed logins; retry in {retry_after} s")
         self.retry_after = retry_after
+COMMAND_ENV = "PYPID_COMMAND"  # how to call pypid here: scripts/pypid sets ./scripts/pypid
 
 
 class HtpasswdError(Exception):
@@ -78,6 +80,30 @@ def check_password(password: str) -> None:
         raise HtpasswdError("the password contains control characters")
 
 
+def pypid_command() -> str:
+    """How a person here runs pypid: ``pypid``, or the checkout's ``./scripts/pypid``."""
+    return os.environ.get(COMMAND_ENV) or "pypid"
+
+
+def process_user() -> str:
+    """The name of the user this process runs as (for messages about permissions)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def unreadable(path: Path, reason: str) -> str:
+    """One line: who cannot read the file, and the commands that fix it."""
+    user = process_user()
+    try:
+        group = grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        group = str(os.getegid())
+    return (f"cannot read {path} as user {user} ({reason}): let {user} read it, "
+            f"e.g. sudo chgrp {group} {path} && sudo chmod 640 {path}")
+
+
 def _rounds() -> int:
     value = os.environ.get(ROUNDS_ENV, "")
     return int(value) if value.isdigit() and 4 <= int(value) <= 31 else DEFAULT_ROUNDS
@@ -93,7 +119,7 @@ class Htpasswd:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._file: HtpasswdFile | None = None
         self._problem: str | None = "not read yet"
         self._secret = os.urandom(32)
@@ -160,26 +186,37 @@ class Htpasswd:
         return ok
 
     def _refresh(self) -> None:
+        """Re-read the file when it changed: content, owner, mode or inode.
+
+        A ``chown`` or ``chmod`` that makes the file readable takes effect on the
+        next login; a file that could not be read is tried again every time.
+        """
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._set(None, None, f"{self.path} does not exist")
+            self._set(None, None, f"{self.path} does not exist: add a login with "
+                      f"`{pypid_command()} user add NAME`")
             return
         except OSError as exc:
-            self._set(None, None, f"cannot read {self.path}: {exc.strerror}")
+            self._set(None, None, unreadable(self.path, (exc.strerror or str(exc)).lower()))
             return
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_uid, st.st_gid, st.st_mode)
         if stamp == self._stamp:
             return
         try:
             loaded = HtpasswdFile(str(self.path), default_scheme="bcrypt")
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            self._set(stamp, None, f"cannot read {self.path}: {exc}")
+        except OSError as exc:
+            self._set(None, None, unreadable(self.path, (exc.strerror or str(exc)).lower()))
             return
-        problem = None if loaded.users() else f"{self.path} has no users"
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._set(stamp, None, f"cannot read {self.path}: not an htpasswd file ({exc}); "
+                      f"fix or remove it, then `{pypid_command()} user add NAME`")
+            return
+        problem = None if loaded.users() else (
+            f"{self.path} has no users: add one with `{pypid_command()} user add NAME`")
         self._set(stamp, loaded, problem)
 
-    def _set(self, stamp: tuple[int, int, int] | None, loaded: HtpasswdFile | None,
+    def _set(self, stamp: tuple[int, ...] | None, loaded: HtpasswdFile | None,
              problem: str | None) -> None:
         if stamp != self._stamp or problem != self._problem:
             self._verified.clear()

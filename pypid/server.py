@@ -8,6 +8,7 @@ workers, and workers share the loaded index copy-on-write.
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import logging
 import os
@@ -17,10 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
+from gunicorn import sock
 from gunicorn.app.base import BaseApplication
 
 from pypid import __version__
+from pypid.auth import Htpasswd, process_user, pypid_command
 from pypid.config import Config, ConfigError, load_config
+from pypid.index import Index
 from pypid.limits import raise_open_files_limit
 from pypid.storage import PackageRoot, StorageError
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
@@ -31,6 +35,7 @@ log = logging.getLogger("pypid")
 
 THREADS_PER_WORKER = 32  # a download or an upload holds a thread (README, "Performance")
 WORKER_CLASS = "pypid.worker.PypidWorker"
+LOGGER_CLASS = "pypid.accesslog.PypidLogger"  # the User-Agent cut to its first product
 GRACEFUL_TIMEOUT = 20  # below the unit's TimeoutStopSec=30
 JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
 TERMINAL_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -160,6 +165,7 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
             "loglevel": config.log.level,
             "accesslog": "-" if config.log.access_log else None,
             "access_log_format": ACCESS_FORMAT,
+            "logger_class": LOGGER_CLASS,
             "graceful_timeout": GRACEFUL_TIMEOUT,
             "timeout": 60,
             "keepalive": 5,
@@ -205,11 +211,88 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
         super().reload()
 
     def run(self) -> None:
+        arbiter = _AnnouncingArbiter(self)
+        if not (os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS")):
+            try:  # bound here, once: gunicorn would retry a busy port five times
+                arbiter.LISTENERS = [sock._sock_type(address)(address, self.cfg, arbiter.log)
+                                     for address in self.cfg.address]
+            except OSError as exc:
+                log.error("%s", bind_problem(exc, self.pypid_config))
+                sys.exit(1)
         try:
-            PypidArbiter(self).run()
+            arbiter.run()
         except RuntimeError as exc:
             log.error("%s", exc)
             sys.exit(1)
+
+    def announce(self, listeners: list[Any]) -> None:
+        """Once the first worker answers: where to point a browser, how to upload, how to stop."""
+        services = self.services
+        lines = banner(self.pypid_config, listeners, services.index, services.htpasswd)
+        if under_journal():
+            log.info("%s", "; ".join(line.strip() for line in lines))
+        else:
+            log.info("%s", "\n  ".join(lines))
+
+
+class _AnnouncingArbiter(PypidArbiter):
+    """PypidArbiter that shows the start banner the first time a worker answers."""
+
+    def first_ready(self) -> None:
+        self.app.announce(self.LISTENERS)
+
+
+def bind_problem(exc: OSError, config: Config) -> str:
+    """One line for a listening socket that cannot be had, naming the setting to change."""
+    where = f"{config.server.host} port {config.server.port}"
+    change = "--port or server.port" + (f" in {config.source}" if config.source else "")
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {where}: another program already uses that port; "
+                f"stop it, or choose another port with {change}")
+    if exc.errno == errno.EACCES:
+        return (f"cannot listen on {where} as user {process_user()}: ports below 1024 need "
+                f"root or CAP_NET_BIND_SERVICE; choose a port from 1024 up with {change}")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"cannot listen on {where}: {config.server.host} is no address of this "
+                "machine; use --host or server.host (0.0.0.0: every address)")
+    return f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}"
+
+
+def open_url(config: Config, listeners: list[Any]) -> str:
+    """The URL a person on this machine opens: localhost for a wildcard address."""
+    address = listeners[0].sock.getsockname() if listeners else (config.server.host,
+                                                                 config.server.port)
+    if not isinstance(address, tuple):
+        return f"unix:{address}"
+    host = address[0]
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - recognising the wildcard, not binding it
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if config.server.tls_cert else "http"
+    return f"{scheme}://{host}:{address[1]}{config.server.url_prefix}/"
+
+
+def banner(config: Config, listeners: list[Any], index: Index, htpasswd: Htpasswd) -> list[str]:
+    """The start banner's lines: the URL, the packages, installing, uploading, stopping."""
+    url = open_url(config, listeners)
+    command = pypid_command()
+    lines = [
+        f"pypid {__version__} is ready: open {url}",
+        f"packages: {index.root.path} ({plural(index.project_count(), 'project')}, "
+        f"{plural(index.file_count(), 'file')}; files copied in are served at once)",
+        f"install:  pip install --index-url {url}simple/ PACKAGE",
+        f"upload:   twine upload --repository-url {url} -u NAME dist/*",
+    ]
+    if "upload" not in config.auth.protect:
+        lines.append("          (uploads need no login: auth.protect does not list upload)")
+    elif htpasswd.problem():
+        lines.append(f"          first: {htpasswd.problem()}")
+    else:
+        lines.append(f"          (NAME: a login of {htpasswd.path}; "
+                     f"more with `{command} user add NAME`)")
+    lines.append("stop:     systemctl stop pypid" if under_journal() else "stop:     Ctrl-C")
+    return lines
 
 
 def _post_worker_init(worker: Any) -> None:

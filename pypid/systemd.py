@@ -105,6 +105,10 @@ class PypidArbiter(Arbiter):  # type: ignore[misc]
         self.notifier: Notifier = app.notifier
         self._describe: Callable[[list[Any]], str] = app.describe
         self._ready = False
+        self._was_ready = False
+
+    def first_ready(self) -> None:
+        """Called once, when a worker first answers: a hook for a start banner."""
 
     def describe(self) -> str:
         return self._describe(self.LISTENERS)
@@ -129,16 +133,19 @@ class PypidArbiter(Arbiter):  # type: ignore[misc]
         while time.monotonic() < deadline:
             for listener in self.LISTENERS:
                 address = listener.sock.getsockname()
-                if isinstance(address, tuple) and probe(address, self.health_path, tls):
-                    self._ready = True
-                    self.notifier.send("READY=1", f"STATUS={self.describe()}")
-                    log.info("ready: %s", self.describe())
-                    return
-                if not isinstance(address, tuple):  # a unix socket: trust the worker
-                    self._ready = True
-                    self.notifier.send("READY=1", f"STATUS={self.describe()}")
+                # a unix socket: trust the worker
+                if not isinstance(address, tuple) or probe(address, self.health_path, tls):
+                    self._became_ready()
                     return
             time.sleep(0.05)
+
+    def _became_ready(self) -> None:
+        self._ready = True
+        self.notifier.send("READY=1", f"STATUS={self.describe()}")
+        log.info("ready: %s", self.describe())
+        if not self._was_ready:
+            self._was_ready = True
+            self.first_ready()
 
     def reload(self) -> None:  # SIGHUP
         self.notifier.send("RELOADING=1", "STATUS=reloading the configuration")

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Helpers sourced by scripts/serve and scripts/test: apt installs (as root or
-# through sudo), and virtual environments made from Debian's /usr/bin/python3.
-# Callers set `repo` (the checkout's absolute path) before sourcing this file.
+# Helpers sourced by every script in scripts/: messages, apt installs (as root
+# or through sudo), Debian's python3 and the venvs made from it.
+# Callers set `repo` (the checkout's absolute path) before sourcing this file,
+# and may set `die_status` (default 1) for the exit status of `die`.
 
 # Always Debian's interpreter: a pyenv or conda python may come first on PATH.
 SYSTEM_PYTHON=${PYPID_SYSTEM_PYTHON:-/usr/bin/python3}
@@ -9,7 +10,7 @@ SYSTEM_PYTHON=${PYPID_SYSTEM_PYTHON:-/usr/bin/python3}
 say() { printf 'scripts/%s: %s\n' "${0##*/}" "$*" >&2; }
 die() {
     say "error: $*"
-    exit 1
+    exit "${die_status:-1}"
 }
 
 # Installs reach PyPI (or the PIP_INDEX_URL the caller chose) and nothing else:
@@ -45,7 +46,7 @@ apt_update_once() {
     [ -z "$_apt_updated" ] || return 0
     _apt_updated=1
     say "apt-get update"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 ||
         say "warning: apt-get update failed; trying the package lists already on this machine"
 }
 
@@ -61,13 +62,24 @@ apt_install() {
     say "apt-get install" $missing
     # shellcheck disable=SC2086
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        --no-install-recommends -o Dpkg::Use-Pty=0 $missing ||
+        --no-install-recommends -o Dpkg::Use-Pty=0 $missing >&2 ||
         die "apt-get install failed for:" $missing
+}
+
+# A minimal Debian (debootstrap minbase, the debian:12 image) has no python3
+# at all: install it (and venv) before anything runs Python.
+ensure_system_python() {
+    [ -x "$SYSTEM_PYTHON" ] && return 0
+    [ "$SYSTEM_PYTHON" = /usr/bin/python3 ] ||
+        die "PYPID_SYSTEM_PYTHON=$SYSTEM_PYTHON does not exist"
+    say "no /usr/bin/python3 on this machine: installing Debian's python3 and python3-venv"
+    apt_install python3 python3-venv
+    [ -x "$SYSTEM_PYTHON" ] || die "python3 is installed but $SYSTEM_PYTHON is still missing"
 }
 
 # Debian splits venv and ensurepip into python3-venv; install it when missing.
 ensure_venv_module() {
-    [ -x "$SYSTEM_PYTHON" ] || die "$SYSTEM_PYTHON not found: install Debian's python3"
+    ensure_system_python
     if ! "$SYSTEM_PYTHON" -I -c 'import ensurepip, venv' >/dev/null 2>&1; then
         say "the venv module is missing from $SYSTEM_PYTHON: installing python3-venv"
         apt_install python3-venv
@@ -80,6 +92,7 @@ ensure_venv_module() {
 # no pip, or was made by another interpreter.
 ensure_venv() {
     local dir=$1 want have
+    ensure_system_python
     want=$("$SYSTEM_PYTHON" -I -c 'import sys; print(sys.base_prefix, sys.version)')
     if [ -x "$dir/bin/python" ]; then
         have=$("$dir/bin/python" -I -c 'import pip, sys; print(sys.base_prefix, sys.version)' \
@@ -91,6 +104,16 @@ ensure_venv() {
     ensure_venv_module
     say "creating $dir with $SYSTEM_PYTHON -m venv"
     "$SYSTEM_PYTHON" -m venv "$dir" || die "$SYSTEM_PYTHON -m venv $dir failed"
+}
+
+# pip install, quietly: -q, and setuptools' notes (the "Editable installation"
+# box, deprecation notices for a pyproject that must also build on bookworm's
+# setuptools 66) are UserWarnings, silenced for this command only. Errors
+# still show: pip prints the backend's output when a build fails.
+pip_install() {
+    local python=$1
+    shift
+    PYTHONWARNINGS=ignore::UserWarning "$python" -m pip install --quiet "$@"
 }
 
 # The stamp that says what a venv was last installed from: pyproject.toml's

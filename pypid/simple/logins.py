@@ -68,11 +68,11 @@ class Logins:
         except LoginThrottledError as exc:
             return text(Kind.DENIED, 429, str(exc), reason=True,
                         headers=[("Retry-After", str(exc.retry_after))])
-        log.warning("failed login for %r from %s", user, client)
         problem = self.htpasswd.problem()
-        if problem:
-            return self.refusal(action, f"no logins are possible ({problem}); "
-                                "run `pypid user add NAME` on the server")
+        if problem:  # the file, not the login, is what is wrong
+            log.warning("login for %r from %s refused: %s", user, client, problem)
+            return self.refusal(action, f"no logins are possible on the server ({problem})")
+        log.warning("failed login for %r from %s", user, client)
         return self.refusal(action, "wrong user name or password")
 
     @staticmethod

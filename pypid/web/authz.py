@@ -48,4 +48,4 @@ def warn_at_start(protect: tuple[str, ...], problem: str | None) -> None:
     if "upload" not in protect:
         log.warning('uploads are open to anyone ([auth] protect does not list "upload")')
     elif problem:
-        log.warning("uploads need a login, but %s: run `pypid user add NAME`", problem)
+        log.warning("uploads need a login, but %s", problem)

@@ -15,10 +15,15 @@ bp = Blueprint("home", __name__)
 
 @bp.route("/", methods=["GET", "HEAD"])
 def welcome() -> Response:
-    index = services().index
+    svc = services()
+    index, config = svc.index, svc.config
     html = render_template(
         "welcome.html", projects=index.project_count(), files=index.file_count(),
         index_url=request.url_root + "simple/", upload_url=request.url_root,
+        host=request.host,
+        upload_login="upload" in config.auth.protect,
+        read_login=bool({"download", "list"} & set(config.auth.protect)),
+        upstream_mode=config.upstream.mode, upstream_url=config.upstream.url,
         api_version=API_VERSION, version=__version__)
     return Response(html, mimetype="text/html")
 
