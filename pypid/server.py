@@ -176,6 +176,7 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
             "forwarder_headers": "",  # gunicorn >= 22: SCRIPT_NAME / PATH_INFO headers
             "control_socket_disable": True,  # gunicorn >= 25 only
             "post_worker_init": _post_worker_init,
+            "pre_request": _drop_forwarder_headers,
             "when_ready": _when_ready,
         }
         if config.server.tls_cert:
@@ -293,6 +294,14 @@ def banner(config: Config, listeners: list[Any], index: Index, htpasswd: Htpassw
                      f"more with `{command} user add NAME`)")
     lines.append("stop:     systemctl stop pypid" if under_journal() else "stop:     Ctrl-C")
     return lines
+
+
+def _drop_forwarder_headers(worker: Any, req: Any) -> None:
+    """Before gunicorn builds the environ: a client's SCRIPT_NAME or PATH_INFO header must
+    not move the request (gunicorn 20.1 believes them from anyone, and a SCRIPT_NAME that
+    is not a prefix of the path makes it fail with a traceback)."""
+    req.headers = [(name, value) for name, value in req.headers
+                   if name not in ("SCRIPT_NAME", "PATH_INFO")]
 
 
 def _post_worker_init(worker: Any) -> None:
