@@ -41,18 +41,25 @@ from gunicorn.workers.base import Worker
 
 from pypid.http1 import NEED_MORE, NOT_PLAIN, Limits, PlainHead, answer_head, find_head, parse_head
 from pypid.simple.core import SimpleAPI, SimpleRequest
-from pypid.simple.reply import Reply
+from pypid.simple.reply import Kind, Reply, text
 
 RECV_SIZE = 64 * 1024
 MAX_HEAD = 16 * 1024  # a longer head goes to gunicorn's parser, which enforces its limits
 HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
+MIN_BODY_RATE = 16 * 1024  # bytes/s a request body must average (after HEAD_TIMEOUT's grace)
+QUEUE_PER_THREAD = 2  # requests waiting for a thread, per thread, before new ones get 503
+ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of descriptors
 DRAIN_LIMIT = 1024 * 1024  # unread request body a kept-alive connection may skip
 NOTIFY_EVERY = 1.0  # heartbeat to the arbiter at most this often
 STOP_LINGER = 2.0  # a stopping worker still answers requests already on their way this long
 SERVER = (getattr(gunicorn, "SERVER", None) or gunicorn.SERVER_SOFTWARE).encode()
 _FORWARDED = (b"x-forwarded-", b"forwarded")
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT)
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+BUSY = text(Kind.DENIED, 503, "the server is busy; retry in a second",
+            headers=[("Retry-After", "1")])
 
 # Markers in the selector's key data.
 _ACCEPT = "accept"
@@ -117,6 +124,10 @@ class PypidWorker(Worker):  # type: ignore[misc]
         self.outbox: list[_Conn] = []  # connections with answers to send this turn
         self.count_lock = threading.Lock()
         self.accepting = False
+        self.accept_paused_until = 0.0
+        self.last_descriptor_warning = -60.0
+        self.waiting_jobs = 0  # handed to the pool, not started yet
+        self.max_waiting = self.cfg.threads * QUEUE_PER_THREAD
         self.last_notify = 0.0
         self._date = (0, b"")
         self.access_logging = _access_log_enabled(self.log, self.cfg)
@@ -149,8 +160,10 @@ class PypidWorker(Worker):  # type: ignore[misc]
                 if self.ppid != os.getppid():
                     self.log.info("Parent changed, shutting down: %s", self)
                     return
-            self._set_accepting(self.alive and len(self.conns) < self.cfg.worker_connections)
-            timeout = 0.0 if self.outbox else 0.05 if stopping else NOTIFY_EVERY
+            self._set_accepting(self.alive and len(self.conns) < self.cfg.worker_connections
+                                and now >= self.accept_paused_until)
+            timeout = (0.0 if self.outbox else 0.05 if stopping or not self.accepting
+                       else NOTIFY_EVERY)
             for key, _ in self.selector.select(timeout):
                 self._dispatch(key)
             self._flush_all()
@@ -185,6 +198,19 @@ class PypidWorker(Worker):  # type: ignore[misc]
             try:
                 sock, client = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_DESCRIPTORS:
+                    raise
+                # The connection stays in the backlog: stop asking for it a moment
+                # (the listener would be readable at once again: a busy loop).
+                self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+                if time.monotonic() - self.last_descriptor_warning > 60:
+                    self.last_descriptor_warning = time.monotonic()
+                    self.log.warning("out of file descriptors (%s) with %d connections open; "
+                                     "not accepting for %.1f s (raise LimitNOFILE or lower "
+                                     "worker_connections)", exc.strerror, len(self.conns),
+                                     ACCEPT_PAUSE)
                 return
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -350,7 +376,12 @@ class PypidWorker(Worker):  # type: ignore[misc]
         self._serve(conn)
 
     def _to_thread(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
-        """Send what is queued for ``conn`` first, then give it to a thread for ``job``."""
+        """Send what is queued for ``conn`` first, then give it to a thread for ``job``;
+        when the threads already have a queue as long as they can take, 503 instead."""
+        if self.waiting_jobs >= self.max_waiting:
+            self._queue(conn, self._answer_head(BUSY, True), BUSY.body)
+            self._leave_selector(conn, State.CLOSING)
+            return
         if conn.out:
             self.outbox.remove(conn)
         self._flush(conn, then=job)
@@ -382,9 +413,13 @@ class PypidWorker(Worker):  # type: ignore[misc]
     def _hand_over(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
         """Give the connection to a thread; it comes back through ``returned``."""
         self._leave_selector(conn, State.IN_THREAD)
+        with self.count_lock:
+            self.waiting_jobs += 1
         self.pool.submit(self._run_job, conn, job)
 
     def _run_job(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
+        with self.count_lock:
+            self.waiting_jobs -= 1
         keep = False
         try:
             conn.sock.settimeout(self.cfg.timeout)  # a stalled client cannot hold a thread
@@ -454,7 +489,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
 
     def _slow(self, conn: _Conn) -> bool:
         """One request through gunicorn's parser and the WSGI app, as gthread serves it."""
-        parser = RequestParser(self.cfg, conn.sock, conn.client)
+        parser = RequestParser(self.cfg, _Paced(conn.sock, self.cfg.timeout), conn.client)
         parser.unreader.unread(bytes(conn.buf))
         conn.buf.clear()
         req = None
@@ -549,6 +584,33 @@ class PypidWorker(Worker):  # type: ignore[misc]
         for conn in list(self.conns.values()):
             self._close(conn)
         self.selector.close()
+
+
+class _Paced:
+    """The socket gunicorn's parser reads a request from, with a total deadline: the head
+    within HEAD_TIMEOUT, then the body at MIN_BODY_RATE on average. A client that sends a
+    byte a minute would otherwise hold a thread for ever (each read alone is quick)."""
+
+    def __init__(self, sock: socket.socket, idle_timeout: float) -> None:
+        self._sock = sock
+        self._idle = idle_timeout
+        self._start = time.monotonic()
+        self._received = 0
+
+    def recv(self, size: int) -> bytes:
+        left = self._start + HEAD_TIMEOUT + self._received / MIN_BODY_RATE - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client sends its request too slowly")
+        self._sock.settimeout(min(left, self._idle))
+        try:
+            data = self._sock.recv(size)
+        finally:
+            self._sock.settimeout(self._idle)  # sending the answer has its own pace
+        self._received += len(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:  # send, sendall, sendfile, fileno, ...
+        return getattr(self._sock, name)
 
 
 def _unsent(parts: list[bytes], sent: int) -> list[memoryview]:

@@ -11,6 +11,7 @@ thread and Flask). No HTTP framework in this module.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
+from pypid import __version__
 from pypid.distfile import (
     WHEEL,
     MetadataError,
@@ -92,8 +94,18 @@ class SimpleAPI:
     def decide(self, req: SimpleRequest, *, may_block: bool = True) -> Reply | None:
         """The answer, or None: not a request of the simple API (or, without
         ``may_block``, one that needs blocking work: a password check, a file read)."""
+        reply = self._decide(req, may_block)
+        if reply is not None and req.method == "HEAD":
+            return reply.for_head()
+        return reply
+
+    def _decide(self, req: SimpleRequest, may_block: bool) -> Reply | None:
         path = req.path
-        if req.method not in ("GET", "HEAD") or not path.startswith(("/simple", "/packages/")):
+        if req.method not in ("GET", "HEAD"):
+            return None
+        if path == "/health":
+            return self._health(req, may_block)
+        if not path.startswith(("/simple", "/packages/")):
             return None
         action = "download" if path.startswith("/packages/") else "list"
         if self.logins.needed(action):
@@ -102,10 +114,29 @@ class SimpleAPI:
             login = self.logins.authenticate(action, req.authorization, req.client)
             if isinstance(login, Reply):
                 return login
-        reply = self._route(req, path, may_block)
-        if reply is not None and req.method == "HEAD":
-            return reply.for_head()
-        return reply
+        return self._route(req, path, may_block)
+
+    def _health(self, req: SimpleRequest, may_block: bool) -> Reply | None:
+        """200 while the root can be read, else 503. With ``list`` protected, only the
+        status unless logged in: counts and paths are for those who may list."""
+        problem = self.index.root.check_readable()
+        body: dict[str, object] = {"status": "ok" if problem is None else "unavailable"}
+        detailed = not self.logins.needed("list")
+        if not detailed and req.authorization:
+            if not may_block:
+                return None  # a password check: a thread's work
+            login = self.logins.authenticate("list", req.authorization, req.client)
+            detailed = not isinstance(login, Reply)
+        if detailed:
+            if problem is None:
+                body.update(projects=self.index.project_count(), files=self.index.file_count())
+            else:
+                body["reason"] = problem
+            body["version"] = __version__
+        data = (json.dumps(body) + "\n").encode()
+        return Reply(Kind.HEALTH, 200 if problem is None else 503, [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store")], data)
 
     def unknown(self, req: SimpleRequest) -> Reply:
         """A request nothing here has a page for: 404, or 401 first when ``list`` is

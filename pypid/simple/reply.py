@@ -42,6 +42,7 @@ class Kind(enum.Enum):
     CHANGING = "changing"  # 503: the file is being replaced; retry
     DENIED = "denied"  # 401, 403 or 429
     WRONG_METHOD = "wrong method"  # 405
+    HEALTH = "health"  # /health
 
 
 @dataclass(frozen=True, slots=True)

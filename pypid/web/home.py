@@ -1,13 +1,13 @@
-"""The welcome page and /health."""
+"""The welcome page, and /health (as the simple API decides it)."""
 
 from __future__ import annotations
-
-import json
 
 from flask import Blueprint, Response, render_template, request
 
 from pypid import __version__
 from pypid.simple.pep691 import API_VERSION
+from pypid.web.replies import response
+from pypid.web.simple_api import simple_request
 from pypid.web.state import services
 
 bp = Blueprint("home", __name__)
@@ -30,13 +30,6 @@ def welcome() -> Response:
 
 @bp.route("/health", methods=["GET", "HEAD"])
 def health() -> Response:
-    index = services().index
-    problem = index.root.check_readable()
-    body: dict[str, object]
-    if problem is None:
-        body = {"status": "ok", "projects": index.project_count(), "files": index.file_count(),
-                "version": __version__}
-    else:
-        body = {"status": "unavailable", "reason": problem, "version": __version__}
-    return Response(json.dumps(body) + "\n", status=200 if problem is None else 503,
-                    mimetype="application/json", headers={"Cache-Control": "no-store"})
+    simple = services().simple
+    reply = simple.decide(simple_request())
+    return response(reply if reply is not None else simple.unknown(simple_request()))

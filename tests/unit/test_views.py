@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -14,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from pypid.auth import Htpasswd
 from pypid.index import Marks
 from pypid.simple.negotiate import HTML, JSON
 from tests.builders import make_sdist, make_wheel
@@ -256,6 +258,24 @@ def test_health(make_app: AppFactory, corpus: dict[str, Path], root: Path) -> No
     down = app.test_client().get("/health")
     assert down.status_code == 503
     assert "does not exist" in json.loads(down.data)["reason"]
+
+
+def test_health_says_only_its_status_when_list_is_protected(
+        make_app: AppFactory, corpus: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYPID_BCRYPT_ROUNDS", "4")
+    htpasswd = tmp_path / "htpasswd"
+    Htpasswd(htpasswd).add("alice", "pw-of-alice")
+    client = make_app(auth={"htpasswd": str(htpasswd),
+                            "protect": ("upload", "list")}).test_client()
+    anonymous = client.get("/health")
+    assert anonymous.status_code == 200
+    assert json.loads(anonymous.data) == {"status": "ok"}
+    login = {"Authorization": "Basic " + base64.b64encode(b"alice:pw-of-alice").decode()}
+    detailed = json.loads(client.get("/health", headers=login).data)
+    assert detailed["status"] == "ok" and detailed["projects"] > 0
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"alice:nope").decode()}
+    assert json.loads(client.get("/health", headers=wrong).data) == {"status": "ok"}
 
 
 def test_forwarded_headers_only_from_trusted(make_app: AppFactory, corpus: dict[str, Path]) -> None:
