@@ -43,6 +43,7 @@ class Kind(enum.Enum):
     DENIED = "denied"  # 401, 403 or 429
     WRONG_METHOD = "wrong method"  # 405
     HEALTH = "health"  # /health
+    ERROR = "error"  # any other refusal
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,30 +7,18 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from pypid.simple.reply import Kind, text
+from pypid.web.replies import response
+
 log = logging.getLogger("pypid.web")
-
-
-def reason_phrase(text: str) -> str:
-    """``text`` made safe for an HTTP status line: one line, latin-1, no control characters.
-
-    >>> reason_phrase("File already exists: ☃.whl\\r\\nX: y")
-    'File already exists: ?.whl X: y'
-    """
-    flat = " ".join(text.split())
-    flat = "".join(c if 32 <= ord(c) < 127 or 160 <= ord(c) <= 255 else "?" for c in flat)
-    return flat[:200]
 
 
 def plain_error(status: int, message: str, *, reason: bool = False,
                 headers: dict[str, str] | None = None) -> Response:
     """A plain-text error response; with ``reason`` the message is also the status line's
     phrase, and the body says exactly the same (latin-1 safe, one line)."""
-    line = reason_phrase(message) if reason else " ".join(message.split())
-    response = Response(line + "\n", status=status, mimetype="text/plain",
-                        headers=headers or {})
-    if reason:
-        response.status = f"{status} {line}"
-    return response
+    return response(text(Kind.ERROR, status, message, reason=reason,
+                         headers=list((headers or {}).items())))
 
 
 def register(app: Flask) -> None:

@@ -17,9 +17,7 @@ and half-sent heads wait in the loop, not in a thread. TLS
 
 from __future__ import annotations
 
-import enum
 import errno
-import logging
 import os
 import selectors
 import socket
@@ -35,22 +33,19 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 import gunicorn
-from gunicorn.http import RequestParser, wsgi
-from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.base import Worker
 
 from pypid.http1 import NEED_MORE, NOT_PLAIN, Limits, PlainHead, answer_head, find_head, parse_head
 from pypid.simple.core import SimpleAPI, SimpleRequest
 from pypid.simple.reply import Kind, Reply, text
+from pypid.worker.connection import Conn, State, address, unsent
+from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enabled
 
 RECV_SIZE = 64 * 1024
 MAX_HEAD = 16 * 1024  # a longer head goes to gunicorn's parser, which enforces its limits
-HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
-MIN_BODY_RATE = 16 * 1024  # bytes/s a request body must average (after HEAD_TIMEOUT's grace)
 QUEUE_PER_THREAD = 2  # requests waiting for a thread, per thread, before new ones get 503
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of descriptors
-DRAIN_LIMIT = 1024 * 1024  # unread request body a kept-alive connection may skip
 NOTIFY_EVERY = 1.0  # heartbeat to the arbiter at most this often
 STOP_LINGER = 2.0  # a stopping worker still answers requests already on their way this long
 SERVER = (getattr(gunicorn, "SERVER", None) or gunicorn.SERVER_SOFTWARE).encode()
@@ -66,46 +61,7 @@ _ACCEPT = "accept"
 _WAKE = "wake"
 
 
-class State(enum.Enum):
-    WAITING = "waiting for a request"  # in the selector until the keep-alive deadline
-    READING = "reading a head"  # in the selector until the head deadline
-    PAUSED = "answers queued"  # out of the selector: read requests wait for the answers to leave
-    CLOSING = "closing"  # out of the selector: closed once the queued answers are sent
-    IN_THREAD = "in a thread"
-
-
-class _Conn:
-    """A client connection and what the loop holds for it."""
-
-    __slots__ = ("sock", "fd", "client", "server", "buf", "state", "deadline", "out",
-                 "out_bytes")
-
-    def __init__(self, sock: socket.socket, client: Any, server: Any) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.client = client
-        self.server = server
-        self.buf = bytearray()
-        self.state = State.IN_THREAD  # until the loop watches it
-        self.deadline = 0.0  # for WAITING and READING
-        self.out: list[bytes] = []  # answers not sent yet (see PypidWorker._flush_all)
-        self.out_bytes = 0
-
-    @property
-    def in_selector(self) -> bool:
-        return self.state in (State.WAITING, State.READING)
-
-
-class _Logged:
-    """What gunicorn's access log reads from a response."""
-
-    def __init__(self, status: str, headers: list[tuple[str, str]], sent: int | None) -> None:
-        self.status = status
-        self.headers = headers
-        self.sent = sent
-
-
-class PypidWorker(Worker):  # type: ignore[misc]
+class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
     """See the module docstring. Configured by gunicorn's ``threads``, ``keepalive``,
     ``timeout``, ``worker_connections`` and ``max_requests``."""
 
@@ -119,9 +75,9 @@ class PypidWorker(Worker):  # type: ignore[misc]
                              cfg.limit_request_field_size or MAX_HEAD)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="pypid")
         self.selector = selectors.DefaultSelector()
-        self.returned: SimpleQueue[tuple[_Conn, bool]] = SimpleQueue()
-        self.conns: dict[int, _Conn] = {}  # every open connection, in the loop or busy
-        self.outbox: list[_Conn] = []  # connections with answers to send this turn
+        self.returned: SimpleQueue[tuple[Conn, bool]] = SimpleQueue()
+        self.conns: dict[int, Conn] = {}  # every open connection, in the loop or busy
+        self.outbox: list[Conn] = []  # connections with answers to send this turn
         self.count_lock = threading.Lock()
         self.accepting = False
         self.accept_paused_until = 0.0
@@ -130,7 +86,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
         self.max_waiting = self.cfg.threads * QUEUE_PER_THREAD
         self.last_notify = 0.0
         self._date = (0, b"")
-        self.access_logging = _access_log_enabled(self.log, self.cfg)
+        self.access_logging = access_log_enabled(self.log, self.cfg)
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
         for listener in self.sockets:
             listener.setblocking(False)
@@ -180,7 +136,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
         except Exception:
             # A bug must cost one connection, not every connection of this worker.
             self.log.exception("Error in the event loop")
-            if isinstance(data, _Conn):
+            if isinstance(data, Conn):
                 self._close(data)
 
     def _set_accepting(self, on: bool) -> None:
@@ -215,24 +171,24 @@ class PypidWorker(Worker):  # type: ignore[misc]
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(sock, client, listener.getsockname())
+            conn = Conn(sock, client, listener.getsockname())
             self.conns[conn.fd] = conn
             self._watch(conn, time.monotonic())
             if len(self.conns) >= self.cfg.worker_connections:
                 return
 
-    def _watch(self, conn: _Conn, now: float) -> None:
+    def _watch(self, conn: Conn, now: float) -> None:
         """Back in the selector: wait for the next request (at most ``keepalive`` seconds)."""
         conn.deadline = now + (max(self.cfg.keepalive, 1) if self.alive else STOP_LINGER)
         conn.state = State.WAITING
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
 
-    def _leave_selector(self, conn: _Conn, state: State) -> None:
+    def _leave_selector(self, conn: Conn, state: State) -> None:
         if conn.in_selector:
             self.selector.unregister(conn.sock)
         conn.state = state
 
-    def _readable(self, conn: _Conn) -> None:
+    def _readable(self, conn: Conn) -> None:
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -246,7 +202,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
         conn.buf += data
         self._serve(conn)
 
-    def _serve(self, conn: _Conn) -> None:
+    def _serve(self, conn: Conn) -> None:
         """Answer the complete request heads in ``conn.buf`` while the loop can."""
         while True:
             if conn.out_bytes > OUT_LIMIT:
@@ -283,7 +239,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
             conn.state = State.WAITING
             conn.deadline = time.monotonic() + max(self.cfg.keepalive, 1)
 
-    def _decide(self, head: PlainHead, conn: _Conn) -> Reply | None:
+    def _decide(self, head: PlainHead, conn: Conn) -> Reply | None:
         if self.simple is None:
             return None
         path = head.path
@@ -302,7 +258,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
                 if_none_match=header(b"if-none-match"),
                 if_modified_since=header(b"if-modified-since"), range=header(b"range"),
                 if_range=header(b"if-range"), authorization=header(b"authorization"),
-                client=_address(conn.client)), may_block=False)
+                client=address(conn.client)), may_block=False)
         except Exception:
             self.log.exception("Error answering %s %s; the app answers it", head.method, path)
             return None
@@ -322,7 +278,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
     # leave together. The client then wakes once for a batch of answers instead
     # of once for each (on loopback each wake-up is an interrupt to another CPU).
 
-    def _queue(self, conn: _Conn, *parts: bytes) -> None:
+    def _queue(self, conn: Conn, *parts: bytes) -> None:
         if not conn.out:
             self.outbox.append(conn)
         for part in parts:
@@ -340,7 +296,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
                 self.log.exception("Error in the event loop")
                 self._close(conn)
 
-    def _flush(self, conn: _Conn, then: Callable[[_Conn], bool] | None = None) -> bool:
+    def _flush(self, conn: Conn, then: Callable[[Conn], bool] | None = None) -> bool:
         """Send ``conn``'s queued answers; True when all left and the loop keeps it.
 
         What the socket does not take at once is sent by a thread (a slow client
@@ -357,7 +313,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
             except OSError:
                 self._close(conn)
                 return False
-            rest = _unsent(out, sent)
+            rest = unsent(out, sent)
         closing = conn.state is State.CLOSING
         if rest:
             self._hand_over(conn, partial(self._send_rest, rest=rest, close=closing, then=then))
@@ -370,12 +326,12 @@ class PypidWorker(Worker):  # type: ignore[misc]
             return False
         return True
 
-    def _resume(self, conn: _Conn) -> None:
+    def _resume(self, conn: Conn) -> None:
         """Its answers have left: serve the requests it sent meanwhile, then read again."""
         self._watch(conn, time.monotonic())
         self._serve(conn)
 
-    def _to_thread(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
+    def _to_thread(self, conn: Conn, job: Callable[[Conn], bool]) -> None:
         """Send what is queued for ``conn`` first, then give it to a thread for ``job``;
         when the threads already have a queue as long as they can take, 503 instead."""
         if self.waiting_jobs >= self.max_waiting:
@@ -390,7 +346,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
         for conn in [c for c in self.conns.values() if c.in_selector and c.deadline < now]:
             self._close(conn)
 
-    def _close(self, conn: _Conn) -> None:
+    def _close(self, conn: Conn) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
         if conn.in_selector:
@@ -410,14 +366,14 @@ class PypidWorker(Worker):  # type: ignore[misc]
 
     # -- threads
 
-    def _hand_over(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
+    def _hand_over(self, conn: Conn, job: Callable[[Conn], bool]) -> None:
         """Give the connection to a thread; it comes back through ``returned``."""
         self._leave_selector(conn, State.IN_THREAD)
         with self.count_lock:
             self.waiting_jobs += 1
         self.pool.submit(self._run_job, conn, job)
 
-    def _run_job(self, conn: _Conn, job: Callable[[_Conn], bool]) -> None:
+    def _run_job(self, conn: Conn, job: Callable[[Conn], bool]) -> None:
         with self.count_lock:
             self.waiting_jobs -= 1
         keep = False
@@ -457,118 +413,7 @@ class PypidWorker(Worker):  # type: ignore[misc]
                 continue
             self._resume(conn)
 
-    def _send_rest(self, conn: _Conn, rest: list[memoryview], close: bool,
-                   then: Callable[[_Conn], bool] | None = None) -> bool:
-        for part in rest:
-            conn.sock.sendall(part)
-        if then is not None:
-            return then(conn)
-        return not close
-
-    def _send_file(self, conn: _Conn, head: PlainHead, reply: Reply, close: bool,
-                   started: datetime | None) -> bool:
-        part = reply.file
-        if part is None:  # never: only file replies come here
-            return False
-        try:
-            handle = open(part.path, "rb")  # noqa: SIM115 - closed below
-        except OSError:
-            return self._slow_request(conn, head)
-        with handle:
-            if not part.matches(handle.fileno()):
-                return self._slow_request(conn, head)  # replaced since: the app says what now
-            conn.sock.sendall(self._answer_head(reply, close))
-            sent = conn.sock.sendfile(handle, part.offset, part.length) if part.length else 0
-        if started is not None:
-            self._log_access(conn, head, reply, sent, started)
-        return sent == part.length and not close  # a short body has lost the framing: close
-
-    def _slow_request(self, conn: _Conn, head: PlainHead) -> bool:
-        conn.buf[:0] = head.raw + b"\r\n\r\n"
-        return self._slow(conn)
-
-    def _slow(self, conn: _Conn) -> bool:
-        """One request through gunicorn's parser and the WSGI app, as gthread serves it."""
-        parser = RequestParser(self.cfg, _Paced(conn.sock, self.cfg.timeout), conn.client)
-        parser.unreader.unread(bytes(conn.buf))
-        conn.buf.clear()
-        req = None
-        try:
-            req = next(parser)
-        except (NoMoreData, StopIteration):
-            return False
-        except OSError:
-            raise
-        except Exception as exc:  # a head gunicorn refuses: its 400, then close
-            self.handle_error(req, conn.sock, conn.client, exc)
-            return False
-        keep = self._handle(req, conn)
-        if keep:
-            keep = _drain(req)
-        if keep:  # a pipelined next request, read ahead: the loop takes it
-            conn.buf += parser.unreader.buf.getvalue()
-        return keep
-
-    def _handle(self, req: Any, conn: _Conn) -> bool:
-        """Run the app for ``req``; True when the connection may carry another request.
-
-        Once an answer has started, nothing else is ever written on this
-        connection after an error: another answer would be a second one.
-        """
-        environ: dict[str, Any] = {}
-        resp = None
-        try:
-            self.cfg.pre_request(self, req)
-            started = datetime.now()
-            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
-            environ["wsgi.multithread"] = True
-            self._count_request()
-            if not self.alive or not self.cfg.keepalive:
-                resp.force_close()
-            respiter = self.wsgi(environ, resp.start_response)
-            try:
-                if isinstance(respiter, environ["wsgi.file_wrapper"]):
-                    resp.write_file(respiter)
-                else:
-                    for item in respiter:
-                        resp.write(item)
-                resp.close()
-            finally:
-                self.log.access(resp, req, environ, datetime.now() - started)
-                if hasattr(respiter, "close"):
-                    respiter.close()
-            # A failed request with a body may have left its framing broken (the app
-            # stopped reading at a bad chunk): close rather than read on.
-            return not resp.should_close() and not (
-                (resp.status_code or 500) >= 400 and _has_body(req))
-        except OSError:
-            raise
-        except Exception as exc:
-            if resp is None or not resp.headers_sent:
-                self.handle_error(req, conn.sock, conn.client, exc)
-            else:
-                self.log.exception("Error handling request")
-            return False
-        finally:
-            try:
-                self.cfg.post_request(self, req, environ, resp)
-            except Exception:
-                self.log.exception("Exception in post_request hook")
-
     # -- logging and stopping
-
-    def _log_access(self, conn: _Conn, head: PlainHead, reply: Reply, sent: int,
-                    started: datetime) -> None:
-        target = head.path + ("?" + head.query if head.query else "")
-        environ = {"REMOTE_ADDR": _address(conn.client), "REQUEST_METHOD": head.method,
-                   "RAW_URI": target, "PATH_INFO": head.path, "QUERY_STRING": head.query,
-                   "SERVER_PROTOCOL": "HTTP/1.1"}
-        for name, value in head.headers.items():
-            environ["HTTP_" + name.decode().upper().replace("-", "_")] = value.decode("ascii")
-        headers = [(name.decode().upper(), value.decode()) for name, value in
-                   head.headers.items()]
-        self.log.access(_Logged(str(reply.status), reply.headers, sent), headers, environ,
-                        datetime.now() - started)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.alive = False  # the loop sees it at once: the signal wakes it through PIPE
@@ -584,81 +429,3 @@ class PypidWorker(Worker):  # type: ignore[misc]
         for conn in list(self.conns.values()):
             self._close(conn)
         self.selector.close()
-
-
-class _Paced:
-    """The socket gunicorn's parser reads a request from, with a total deadline: the head
-    within HEAD_TIMEOUT, then the body at MIN_BODY_RATE on average. A client that sends a
-    byte a minute would otherwise hold a thread for ever (each read alone is quick)."""
-
-    def __init__(self, sock: socket.socket, idle_timeout: float) -> None:
-        self._sock = sock
-        self._idle = idle_timeout
-        self._start = time.monotonic()
-        self._received = 0
-
-    def recv(self, size: int) -> bytes:
-        left = self._start + HEAD_TIMEOUT + self._received / MIN_BODY_RATE - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the client sends its request too slowly")
-        self._sock.settimeout(min(left, self._idle))
-        try:
-            data = self._sock.recv(size)
-        finally:
-            self._sock.settimeout(self._idle)  # sending the answer has its own pace
-        self._received += len(data)
-        return data
-
-    def __getattr__(self, name: str) -> Any:  # send, sendall, sendfile, fileno, ...
-        return getattr(self._sock, name)
-
-
-def _unsent(parts: list[bytes], sent: int) -> list[memoryview]:
-    """What of ``parts`` is left after the first ``sent`` bytes, without copying."""
-    rest = []
-    for part in parts:
-        if sent >= len(part):
-            sent -= len(part)
-            continue
-        rest.append(memoryview(part)[sent:])
-        sent = 0
-    return rest
-
-
-def _drain(req: Any) -> bool:
-    """Skip what the app left unread of the body, if little: the next request follows it.
-
-    A body that cannot be read to its end (bad chunk framing, too long) ends the
-    connection: its bytes must never be taken for a next request.
-    """
-    skipped = 0
-    try:
-        while skipped <= DRAIN_LIMIT:
-            data = req.body.read(65536)
-            if not data:
-                return True
-            skipped += len(data)
-    except Exception:  # noqa: BLE001 - gunicorn's body errors: the framing is lost
-        return False
-    return False
-
-
-def _has_body(req: Any) -> bool:
-    for name, value in req.headers:
-        if name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value.strip() != "0"):
-            return True
-    return False
-
-
-def _address(client: Any) -> str:
-    return client[0] if isinstance(client, tuple) else str(client or "-")
-
-
-def _access_log_enabled(log: Any, cfg: Any) -> bool:
-    """Would gunicorn's ``log.access`` write a line? (Then the loop builds one.)"""
-    if not log.access_log.isEnabledFor(logging.INFO):
-        return False
-    enabled = getattr(log, "access_log_enabled", None)  # gunicorn >= 23
-    if isinstance(enabled, bool):
-        return enabled
-    return bool(cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or cfg.syslog)
