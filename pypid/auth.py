@@ -175,7 +175,7 @@ class Htpasswd:
             except (ValueError, TypeError) as exc:  # a hash passlib cannot verify
                 log.warning("logins: cannot check %r's password: %s", user, exc)
         if stored is None or not _BCRYPT_RE.match(stored):
-            # Unknown users and weaker schemes (apr1, SHA1: under 1 ms) pay one bcrypt
+            # Unknown users and weaker schemes (apr1, SHA1: far cheaper) pay one bcrypt
             # check too, so a failure's cost says nothing about who exists.
             bcrypt.verify(password, dummy)
         if ok:

@@ -1,11 +1,12 @@
 """Rendered pages kept on disk, outside the Python heap: one unlinked file per worker.
 
-A worker's page cache in memory is bounded (its RSS is), so with 50,000 projects
-most pages would be rendered again on every visit. Each page is rendered once
-per change instead and appended to this file; a later visit reads it back with
-one ``pread`` from the OS page cache (about 2 us, against 15 us to render a
-page), which holds no Python objects, is in no worker's RSS and is given back
-by the kernel under memory pressure.
+A worker's page cache in memory is bounded (its RSS is), so with tens of
+thousands of projects most pages would be rendered again on every visit. Each
+page is rendered once per change instead and appended to this file; a later
+visit reads it back with one ``pread`` from the OS page cache (several times
+cheaper than rendering it: bench/ measures both), which holds no Python
+objects, is in no worker's RSS and is given back by the kernel under memory
+pressure.
 
 The file is unlinked from the start (``O_TMPFILE``), so a crash leaves nothing
 behind. Records are never rewritten: a changed page is appended again and the
