@@ -257,6 +257,13 @@ class ChangeFeed:
             changes.append(Settled(relpath))
         return changes
 
+    def settle_later(self, relpath: str) -> None:
+        """A file found by a scan that may still be being written: report it as Settled
+        once it has had no writes for ``WRITING_GRACE`` (its close ends the wait too)."""
+        now = time.monotonic()
+        self._written[relpath] = now
+        self._pending.setdefault(relpath, now + SETTLE_SECONDS)
+
     def _classify(self, event: Event, now: float) -> Change | None:
         mask = event.mask
         if mask & IN_Q_OVERFLOW:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from pypid.distfile import has_dist_suffix, is_temp_name
 from pypid.index.records import Marks
-from pypid.watch import Arrived, Change, ChangeFeed, Gone, Rescan, Settled
+from pypid.storage import FileStat
+from pypid.watch import WRITING_GRACE, Arrived, Change, ChangeFeed, Gone, Rescan, Settled
 
 if TYPE_CHECKING:
     from pypid.index.model import ReadModel as Index
@@ -36,6 +37,7 @@ class Follower:
         self.active = False  # in this process (a fork clears it)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._feed: ChangeFeed | None = None
 
     def start(self) -> None:
         if self.active:
@@ -61,6 +63,7 @@ class Follower:
         self.active = False
 
     def _run(self, feed: ChangeFeed) -> None:
+        self._feed = feed
         try:
             self.resync()
         except Exception as exc:  # noqa: BLE001 - the loop below recovers
@@ -138,7 +141,7 @@ class Follower:
         with index.lock:
             seen = set()
             for stat in index.root.iter_files():
-                index.update(stat)
+                self._update_unless_fresh(stat)
                 # Keep the index's own string, not the scan's: the scan's would stay in the
                 # worker's memory after the scan (the allocator keeps their pages).
                 entry = index.entry_at(stat.relpath)
@@ -148,6 +151,15 @@ class Follower:
             index.keep_unusable_only(seen)
             index.apply_marks(Marks.from_cache(index.cache))
 
+    def _update_unless_fresh(self, stat: FileStat) -> None:
+        """Read a file a scan found, unless it was written to a moment ago: a file still
+        being copied in (into a folder just made, say) waits for the feed to settle it."""
+        fresh = time.time_ns() - stat.mtime_ns < WRITING_GRACE * 1e9
+        if fresh and self._feed is not None and self.index.entry_at(stat.relpath) is None:
+            self._feed.settle_later(stat.relpath)
+            return
+        self.index.update(stat)
+
     def _rescan_directory(self, directory: str, recursive: bool) -> None:
         index = self.index
         prefix = directory + "/" if directory else ""
@@ -156,7 +168,7 @@ class Follower:
             for stat in index.root.iter_files(directory):
                 if recursive or "/" not in stat.relpath[len(prefix):]:
                     seen.add(stat.relpath)
-                    index.update(stat)
+                    self._update_unless_fresh(stat)
             for relpath in [p for p in index.relpaths(prefix) if p not in seen
                             and (recursive or "/" not in p[len(prefix):])]:
                 index.hide(relpath, forget=True)
