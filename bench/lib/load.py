@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="how many of the clients upload instead of reading (default 4)")
     ap.add_argument("--upload-rate", type=float, default=3.0,
                     help="uploads per second, all uploaders together (default 3)")
+    ap.add_argument("--upload-mix", default="8,1,1", metavar="NEW,IDENTICAL,CONFLICT",
+                    help="relative weights of new files, byte-identical re-uploads (200) and "
+                         "other bytes under a stored name (409) (default 8,1,1)")
     ap.add_argument("--max-growth-mb", type=float, default=16.0,
                     help="the worker's RSS may rise this much after the warm-up (fitted line; "
                          "default 16)")
@@ -62,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true",
                     help="keep the work dir and the run's package root (uploaded files)")
     args = ap.parse_args(argv)
+    try:
+        new, same, other = (float(w) for w in args.upload_mix.split(","))
+    except ValueError:
+        ap.error("--upload-mix: three numbers, e.g. 8,1,1")
+    if new <= 0 or min(same, other) < 0:
+        ap.error("--upload-mix: new files need a weight above 0")
+    args.upload_mix = (new, same, other)
     if args.warmup is None:
         args.warmup = min(30.0, args.seconds / 4)
     return args
@@ -130,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         log(f"pypid listening on {server.port} (pid {server.pid}); fetching ETags")
         etags = asyncio.run(fetch_etags(server.port, corpus, random.Random(args.seed)))  # noqa: S311
         pin_self(client_pin)
-        mix = Mix(corpus, server.port, etags, basic_auth(USER, PASSWORD))
+        mix = Mix(corpus, server.port, etags, basic_auth(USER, PASSWORD), args.upload_mix)
         driver = Driver(mix, server.port, clients=args.clients, uploaders=args.uploaders,
                         upload_rate=args.upload_rate, seconds=args.seconds,
                         timeout=args.timeout, seed=args.seed)

@@ -73,13 +73,15 @@ class Mix:
     """Draws requests; shared by every client of the run (uploads under a lock)."""
 
     def __init__(self, corpus: Corpus, port: int, etags: dict[tuple[str, str], str],
-                 auth: dict[str, str]) -> None:
+                 auth: dict[str, str],
+                 upload_weights: tuple[float, float, float] | None = None) -> None:
         self.host = f"127.0.0.1:{port}"
         self.projects = corpus.projects
         self.etags = sorted(etags.items())  # ((path, accept), etag)
         self.big = [f for f in corpus.files if f.filename in set(corpus.big_files)]
         self.wheels = [f.filename for f in corpus.files if f.filename.endswith(".whl")]
         self.auth = auth
+        self._upload_weights = upload_weights or tuple(UPLOAD_WEIGHTS.values())
         self._kinds = list(READ_WEIGHTS)
         self._weights = list(READ_WEIGHTS.values())
         self._reads = {
@@ -132,7 +134,7 @@ class Mix:
         return self._get(kind, f"/packages/{big.filename}", {}, length=big.size)
 
     def upload(self, rng: random.Random) -> Ask:
-        kind = rng.choices(list(UPLOAD_WEIGHTS), list(UPLOAD_WEIGHTS.values()))[0]
+        kind = rng.choices(list(UPLOAD_WEIGHTS), self._upload_weights)[0]
         with self._lock:
             if not self.stored:
                 kind = "upload new"

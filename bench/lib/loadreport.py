@@ -55,11 +55,13 @@ def memory(samples: list[Sample], warmup: float, seconds: float) -> dict[str, An
     if len(after) < 2:
         return out
     fit = slope(after)
+    late = slope(after[len(after) // 2:])  # a warm-up flattens out; a leak keeps its slope
     span = after[-1][0] - after[0][0]
     out.update({
         "worker_rss_mb": {"start": worker[0][1], "warm": after[0][1],
                           "max": max(mb for _, mb in worker), "end": after[-1][1]},
         "slope_mb_per_min": None if fit is None else fit * 60,
+        "late_slope_mb_per_min": None if late is None else late * 60,
         "growth_mb": None if fit is None else fit * span,
         "fit_span_s": span,
     })
@@ -132,7 +134,8 @@ def table(meta: dict[str, Any], *, rows: list[dict[str, Any]], tally: Tally,
         lines.append(
             f"worker RSS MB: start {rss['start']:.1f}, after warm-up {rss['warm']:.1f}, "
             f"max {rss['max']:.1f}, end {rss['end']:.1f}; trend after warm-up "
-            f"{mem['slope_mb_per_min']:+.2f} MB/min, {mem['growth_mb']:+.1f} MB over "
+            f"{mem['slope_mb_per_min']:+.2f} MB/min (its last half "
+            f"{mem['late_slope_mb_per_min'] or 0:+.2f}), {mem['growth_mb']:+.1f} MB over "
             f"{mem['fit_span_s']:.0f} s (bound {meta['max_growth_mb']:g} MB)")
     if master:
         lines.append(f"master RSS MB: start {master['start']:.1f}, max {master['max']:.1f}, "
