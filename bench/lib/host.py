@@ -76,12 +76,17 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     mem_kb = kb_field("/proc/meminfo", "MemTotal")
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=30, check=False)
+    try:
+        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=30,
+                             check=False)
+        wrk_version = (wrk.stdout or wrk.stderr).split("[")[0].strip()
+    except OSError:  # the load run (bench/load.py) does without wrk
+        wrk_version = None
     return {
         "cpu_model": model, "cpus": os.cpu_count(),
         "mem_gb": round(mem_kb / 1024 / 1024, 1) if mem_kb else None,
         "kernel": platform.release(), "python": platform.python_version(),
-        "os": _os_release(), "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip(),
+        "os": _os_release(), "wrk": wrk_version,
     }
 
 

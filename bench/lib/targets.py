@@ -50,8 +50,9 @@ class PypidTarget(Target):
     listen = re.compile(r"Listening at: http://([^\s:]+):(\d+)")
 
     def __init__(self, python: str, workers: int | None, src: Path = REPO, *,
-                 name: str = "pypid", root_tag: str | None = None) -> None:
+                 name: str = "pypid", root_tag: str | None = None, settings: str = "") -> None:
         self.python = python
+        self.settings = settings  # more TOML sections for the config (e.g. "[auth]\n...")
         self.workers = workers
         self.src = src  # the directory holding the pypid package
         self.name = name
@@ -79,6 +80,7 @@ class PypidTarget(Target):
         conf.write_text(
             f"{server}[storage]\nroot = {json.dumps(str(root))}\n"
             '[upstream]\nmode = "off"\n[log]\nlevel = "info"\naccess_log = false\n'
+            + self.settings
         )
         cmd = [*pin.prefix(), self.python, "-c", LAUNCH, "serve", "--config", str(conf),
                "--host", HOST, "--port", "0", "--root", str(root)]

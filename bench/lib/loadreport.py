@@ -1,0 +1,153 @@
+"""The load run's figures: latency per kind, failures, memory over time, and the verdict."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from bench.lib.loaddrive import Tally
+from bench.lib.sampler import Sample, slope
+
+LOG_TROUBLE = re.compile(r"\[(ERROR|CRITICAL)\]|\bERROR\b|Traceback|WORKER TIMEOUT")
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list.
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 50)
+    2.0
+    """
+    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
+
+
+def kinds(tally: Tally) -> list[dict[str, Any]]:
+    """Per request kind: count, failures, statuses seen, p50/p95/p99/max latency (ms)."""
+    rows = []
+    names = sorted(tally.requests)
+    for name in names:
+        lat = sorted(tally.latencies.get(name, []))
+        statuses = {s: n for (k, s), n in sorted(tally.statuses.items()) if k == name}
+        row: dict[str, Any] = {"kind": name, "requests": tally.requests[name],
+                               "failed": tally.failures[name], "statuses": statuses}
+        for p in (50, 95, 99):
+            row[f"p{p}_ms"] = percentile(lat, p) * 1000 if lat else None
+        row["max_ms"] = lat[-1] * 1000 if lat else None
+        rows.append(row)
+    return rows
+
+
+def memory(samples: list[Sample], warmup: float, seconds: float) -> dict[str, Any]:
+    """RSS of worker and master: start, end of warm-up, max, end; growth trend after warm-up.
+
+    The trend is the least-squares line through the worker's RSS from the end of the
+    warm-up to the end of the load: its rise over that span is ``growth_mb``.
+    """
+    worker = [(s.t, s.worker_rss_kb / 1024) for s in samples if s.worker_rss_kb is not None]
+    after = [(t, mb) for t, mb in worker if warmup <= t <= seconds + 1]
+    out: dict[str, Any] = {
+        "samples": len(samples),
+        "worker_pids": sorted({s.worker_pid for s in samples if s.worker_pid is not None}),
+        "master_rss_mb": _span([s.master_rss_kb for s in samples]),
+        "fds_max": max((s.worker_fds or 0 for s in samples), default=0),
+        "threads_max": max((s.worker_threads or 0 for s in samples), default=0),
+    }
+    if len(after) < 2:
+        return out
+    fit = slope(after)
+    late = slope(after[len(after) // 2:])  # a warm-up flattens out; a leak keeps its slope
+    span = after[-1][0] - after[0][0]
+    out.update({
+        "worker_rss_mb": {"start": worker[0][1], "warm": after[0][1],
+                          "max": max(mb for _, mb in worker), "end": after[-1][1]},
+        "slope_mb_per_min": None if fit is None else fit * 60,
+        "late_slope_mb_per_min": None if late is None else late * 60,
+        "growth_mb": None if fit is None else fit * span,
+        "fit_span_s": span,
+    })
+    return out
+
+
+def _span(values: list[int | None]) -> dict[str, float] | None:
+    vals = [v / 1024 for v in values if v is not None]
+    if not vals:
+        return None
+    return {"start": vals[0], "max": max(vals), "end": vals[-1]}
+
+
+def verdict(tally: Tally, mem: dict[str, Any], *, max_growth_mb: float,
+            server_alive: bool, log_trouble: list[str]) -> list[str]:
+    """Why the run failed (empty: it passed)."""
+    why = []
+    failed = sum(tally.failures.values())
+    if failed:
+        why.append(f"{failed} failed request(s)")
+    if mem.get("growth_mb") is None:
+        why.append("too few memory samples after the warm-up")
+    elif mem["growth_mb"] > max_growth_mb:
+        why.append(f"worker RSS grew {mem['growth_mb']:.1f} MB after the warm-up "
+                   f"(bound {max_growth_mb:g} MB)")
+    if len(mem["worker_pids"]) > 1:
+        why.append(f"the worker was replaced (pids {mem['worker_pids']})")
+    if not server_alive:
+        why.append("the server exited")
+    if log_trouble:
+        why.append(f"{len(log_trouble)} error line(s) in the server log")
+    return why
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}" if v < 100 else f"{v:,.0f}"
+
+
+def table(meta: dict[str, Any], *, rows: list[dict[str, Any]], tally: Tally,
+          mem: dict[str, Any], cpu: dict[str, Any], why: list[str],
+          log_trouble: list[str]) -> str:
+    total = sum(r["requests"] for r in rows)
+    lines = [
+        f"pypid load: {meta['workers']} worker, {meta['clients']} clients "
+        f"({meta['clients'] - meta['uploaders']} readers, {meta['uploaders']} uploaders at "
+        f"{meta['upload_rate']:g}/s), {tally.seconds:.0f} s (warm-up {meta['warmup']:g} s), "
+        f"{meta['projects']} projects / {meta['files']} files",
+        f"{meta['cpu_model']}, {meta['cpus']} CPUs; server on CPU {meta['server_cpu']}, "
+        f"clients on CPU {meta['client_cpu']}; load average before/after "
+        f"{meta['load_before']:.1f}/{meta['load_after']:.1f} (other work shares these CPUs)",
+        "",
+        f"{'kind':<18} {'requests':>9} {'failed':>7} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8}  statuses",
+    ]
+    for r in rows:
+        statuses = " ".join(f"{s}:{n}" for s, n in r["statuses"].items())
+        lines.append(f"{r['kind']:<18} {r['requests']:>9,} {r['failed']:>7} "
+                     f"{_ms(r['p50_ms']):>8} {_ms(r['p95_ms']):>8} {_ms(r['p99_ms']):>8} "
+                     f"{_ms(r['max_ms']):>8}  {statuses}")
+    lines += [
+        f"{'all':<18} {total:>9,} {sum(tally.failures.values()):>7}",
+        "",
+        f"throughput {total / tally.seconds:,.0f} req/s; re-sent on a closed keep-alive "
+        f"connection: {sum(tally.retries.values())}; "
+        f"server CPU {cpu['server_pct']:.0f}% of one core "
+        f"({cpu['server_us_per_req']:,.0f} us/request), client CPU {cpu['client_pct']:.0f}%",
+    ]
+    rss, master = mem.get("worker_rss_mb"), mem.get("master_rss_mb")
+    if rss:
+        lines.append(
+            f"worker RSS MB: start {rss['start']:.1f}, after warm-up {rss['warm']:.1f}, "
+            f"max {rss['max']:.1f}, end {rss['end']:.1f}; trend after warm-up "
+            f"{mem['slope_mb_per_min']:+.2f} MB/min (its last half "
+            f"{mem['late_slope_mb_per_min'] or 0:+.2f}), {mem['growth_mb']:+.1f} MB over "
+            f"{mem['fit_span_s']:.0f} s (bound {meta['max_growth_mb']:g} MB)")
+    if master:
+        lines.append(f"master RSS MB: start {master['start']:.1f}, max {master['max']:.1f}, "
+                     f"end {master['end']:.1f}")
+    lines.append(f"worker descriptors max {mem['fds_max']}, threads max {mem['threads_max']}, "
+                 f"worker pids {mem['worker_pids']}")
+    if tally.retries:
+        lines += ["", "re-sent (kind, after the answer before it on that connection):",
+                  *(f"  {n:>5}  {k}" for k, n in tally.retries.most_common(10))]
+    if tally.examples:
+        lines += ["", "first failures:", *("  " + e for e in tally.examples)]
+    if log_trouble:
+        lines += ["", "server log:", *("  " + line for line in log_trouble[:10])]
+    lines += ["", "FAIL: " + "; ".join(why) if why else "PASS: 0 failed requests, RSS flat"]
+    return "\n".join(lines)
