@@ -110,7 +110,7 @@ class ThreadedRequests:
             self._count_request()
             if not self.alive or not self.cfg.keepalive:
                 resp.force_close()
-            respiter = self.wsgi(environ, resp.start_response)
+            respiter = self.wsgi(environ, _closing_on_failure(resp, has_body(req)))
             try:
                 if isinstance(respiter, environ["wsgi.file_wrapper"]):
                     resp.write_file(respiter)
@@ -122,10 +122,7 @@ class ThreadedRequests:
                 self.log.access(resp, req, environ, datetime.now() - started)
                 if hasattr(respiter, "close"):
                     respiter.close()
-            # A failed request with a body may have left its framing broken (the app
-            # stopped reading at a bad chunk): close rather than read on.
-            return not resp.should_close() and not (
-                (resp.status_code or 500) >= 400 and has_body(req))
+            return not resp.should_close()
         except OSError:
             raise
         except Exception as exc:
@@ -197,6 +194,18 @@ def drain(req: Any) -> bool:
     except Exception:  # noqa: BLE001 - gunicorn's body errors: the framing is lost
         return False
     return False
+
+
+def _closing_on_failure(resp: Any, with_body: bool) -> Callable[..., Any]:
+    """gunicorn's ``start_response``, made to announce ``Connection: close`` for a failed
+    request with a body: the app may have stopped reading it anywhere (at a bad chunk,
+    past a limit), so the bytes after it cannot be trusted to be a next request."""
+    def start_response(status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Any:
+        if with_body and not status.startswith(("1", "2", "3")):
+            resp.force_close()
+        return resp.start_response(status, headers, exc_info)
+    return start_response
 
 
 def has_body(req: Any) -> bool:

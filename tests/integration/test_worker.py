@@ -230,3 +230,21 @@ def test_pages_answer_while_every_thread_waits_on_a_slow_upload(tmp_path: Path) 
         for sock in stalled:
             sock.close()
         stop(server.proc)
+
+
+def test_a_refused_request_with_a_body_announces_the_close(server: Server) -> None:
+    """The app may stop reading a refused body anywhere: the answer says
+    ``Connection: close`` and the connection ends, so nothing after it is taken as a
+    request (and no client reuses a connection about to be closed)."""
+    wire = Wire(server)
+    try:
+        body = b"x" * 100
+        wire.send(b"POST {P}/ HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 100\r\n\r\n" + body
+                  + page("app"))
+        status, headers, _ = wire.response()
+        assert status in (400, 401)
+        assert headers["connection"] == "close"
+        assert wire.closed()
+    finally:
+        wire.close()
