@@ -45,6 +45,11 @@ def _status(pid: int, key: str) -> int:
     return 0
 
 
+def rss(pid: int) -> int:
+    """The resident set size of ``pid`` in bytes (0 when it is gone)."""
+    return _status(pid, "VmRSS")
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time ``pid`` has used (0 when it is gone)."""
     try:
@@ -73,9 +78,6 @@ class Guarded:
 
     def workers(self) -> list[int]:
         return family(self.server.proc.pid)[1:]
-
-    def rss(self) -> dict[int, int]:
-        return {pid: _status(pid, "VmRSS") for pid in family(self.server.proc.pid)}
 
     def peak_rss(self) -> dict[int, int]:
         return {pid: _status(pid, "VmHWM") for pid in family(self.server.proc.pid)}

@@ -15,10 +15,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from gunicorn.config import Config
+from gunicorn.http import RequestParser
 
 from pypid.worker import HEAD_TIMEOUT
 from tests.attack.conftest import GUARDED
-from tests.attack.harness import MIB, Guarded, _status, cpu_seconds, start_guarded
+from tests.attack.harness import MIB, Guarded, cpu_seconds, rss, start_guarded
 from tests.attack.raw import Exchange, connect, exchange, split_answers
 from tests.builders import make_sdist
 
@@ -29,6 +31,20 @@ CANARY = b"GET /simple/proj0003/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\
 SMUGGLED_SHOWN, CANARY_SHOWN = b"Links for proj0002", b"Links for proj0003"
 FORM = b"Content-Type: multipart/form-data; boundary=b\r\n"
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def _gunicorn_refuses_bare_lf() -> bool:
+    """gunicorn 20.1 (Debian 12) reads "Host: x\\nContent-Length: 5" as one header; later
+    ones refuse a bare LF. The worker hands such heads to gunicorn as they are."""
+    head = b"GET / HTTP/1.1\r\nHost: x\nContent-Length: 1\r\n\r\nA"
+    try:
+        next(RequestParser(Config(), iter([head]), ("127.0.0.1", 1)))
+    except Exception:  # noqa: BLE001 - any refusal will do
+        return True
+    return False
+
+
+BARE_LF_PASSES = not _gunicorn_refuses_bare_lf()
 
 
 def _serve(tmp: pytest.TempPathFactory, projects: int, **options: int) -> Guarded:
@@ -92,7 +108,7 @@ def test_pipelined_flood_keeps_the_worker_small(open_target: Guarded) -> None:
     """10 connections with a 4 KB receive window each pipeline 2,600 /simple/ requests
     in one write and read nothing: the worker must stop reading, not queue 800 MB."""
     srv, worker = open_target.server, worker_of(open_target)
-    before = _status(worker, "VmRSS")
+    before = rss(worker)
     flood = b"GET /simple/ HTTP/1.1\r\nHost: x\r\n\r\n" * 2600
     socks = [connect(srv.host, srv.port, receive_window=4096) for _ in range(10)]
     peak = before
@@ -105,7 +121,7 @@ def test_pipelined_flood_keeps_the_worker_small(open_target: Guarded) -> None:
             for sock, rest in list(unsent.items()):
                 with contextlib.suppress(BlockingIOError):
                     unsent[sock] = rest[sock.send(rest):]
-            peak = max(peak, _status(worker, "VmRSS"))
+            peak = max(peak, rss(worker))
             time.sleep(0.05)
         socks[0].settimeout(10)
         data = b""
@@ -284,7 +300,16 @@ ANSWERED = {  # odd but readable: answered once each (or refused), never out of 
 }
 
 
-@pytest.mark.parametrize("probe", list(ANSWERED.values()), ids=list(ANSWERED))
+def _bare_lf_bug(probe: object, name: str) -> object:
+    return pytest.param(probe, id=name, marks=pytest.mark.xfail(
+        BARE_LF_PASSES, strict=True, reason="issue 13 item 5 (Debian's gunicorn 20.1): a bare "
+        "LF inside a header line reaches gunicorn, which reads no Content-Length there, so "
+        "the request in the body (for a proxy that ends lines at LF) is served"))
+
+
+@pytest.mark.parametrize("probe", [
+    _bare_lf_bug(probe, name) if name == "bare-lf-line" else pytest.param(probe, id=name)
+    for name, probe in ANSWERED.items()])
 def test_odd_requests_get_one_answer_each(open_target: Guarded, probe: bytes) -> None:
     seen = send(open_target, probe + CANARY)
     assert seen.closed
@@ -304,10 +329,13 @@ def test_http_1_0_without_keep_alive_is_closed_after_one_answer(open_target: Gua
     assert b"Links for proj0001" in seen.finals[0].body
 
 
+@pytest.mark.xfail(BARE_LF_PASSES, strict=True, reason="issue 13 item 5 (Debian's gunicorn "
+                   "20.1): a head with bare LF line ends waits in gunicorn's parser for a CRLF "
+                   "until the 60 s worker timeout, past the head deadline")
 def test_a_lone_bare_lf_head_is_answered_or_closed_not_held(open_target: Guarded) -> None:
     """Nothing follows the head: it must not wait for a CRLF that never comes."""
     seen = send(open_target, b"GET /simple/proj0001/ HTTP/1.1\nHost: x\n\n",
-                timeout=HEAD_TIMEOUT + 10)
+                timeout=HEAD_TIMEOUT + 5)
     assert seen.closed, "held open"
     assert len(seen.finals) <= 1 and not seen.rest
 
