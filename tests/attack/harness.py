@@ -9,6 +9,7 @@ every process (VmHWM) must stay under MAX_RSS.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import signal
@@ -28,8 +29,8 @@ WATCHDOG_RSS = 600 * MIB
 WATCH_EVERY = 0.05
 
 
-def _limits() -> None:  # runs in the child before exec
-    resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
+def _limits(open_files: int = MAX_OPEN_FILES) -> None:  # runs in the child before exec
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
 
 def _status(pid: int, key: str) -> int:
@@ -42,6 +43,20 @@ def _status(pid: int, key: str) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def rss(pid: int) -> int:
+    """The resident set size of ``pid`` in bytes (0 when it is gone)."""
+    return _status(pid, "VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time ``pid`` has used (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def family(pid: int) -> list[int]:
@@ -60,6 +75,9 @@ class Guarded:
     server: Server
     breaches: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    def workers(self) -> list[int]:
+        return family(self.server.proc.pid)[1:]
 
     def peak_rss(self) -> dict[int, int]:
         return {pid: _status(pid, "VmHWM") for pid in family(self.server.proc.pid)}
@@ -81,8 +99,10 @@ class Guarded:
 
 
 def start_guarded(work: Path, root: Path, *, url_prefix: str = "",
-                  settings: dict[str, dict[str, TomlValue]] | None = None) -> Guarded:
-    """`python -m pypid serve` on 127.0.0.1:0 under the limits; ready when /health is 200."""
+                  settings: dict[str, dict[str, TomlValue]] | None = None,
+                  open_files: int = MAX_OPEN_FILES) -> Guarded:
+    """`python -m pypid serve` on 127.0.0.1:0 under the limits (``open_files`` descriptors
+    per process); ready when /health is 200."""
     work.mkdir(parents=True, exist_ok=True)
     cfg, log = work / "pypid.toml", work / "server.log"
     write_config(cfg, root, url_prefix=url_prefix, upstream="off", settings=settings)
@@ -94,7 +114,7 @@ def start_guarded(work: Path, root: Path, *, url_prefix: str = "",
     with log.open("wb") as logf:
         proc = subprocess.Popen(  # stopped by Guarded.close() in the fixture's finally
             cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-            preexec_fn=_limits)  # noqa: PLW1509 - setrlimit only, before exec
+            preexec_fn=functools.partial(_limits, open_files))  # noqa: PLW1509 - setrlimit only, before exec
     try:
         server = _wait_ready(proc, log, url_prefix, root)
     except BaseException:
