@@ -35,14 +35,22 @@ from typing import Any
 import gunicorn
 from gunicorn.workers.base import Worker
 
-from pypid.http1 import NEED_MORE, NOT_PLAIN, Limits, PlainHead, answer_head, find_head, parse_head
+from pypid.http1 import (
+    BARE_LF,
+    NEED_MORE,
+    Limits,
+    PlainHead,
+    answer_head,
+    find_head,
+    parse_head,
+)
 from pypid.simple.core import SimpleAPI, SimpleRequest
 from pypid.simple.reply import Kind, Reply, text
 from pypid.worker.connection import Conn, State, address, unsent
 from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enabled
 
 RECV_SIZE = 64 * 1024
-MAX_HEAD = 16 * 1024  # a longer head goes to gunicorn's parser, which enforces its limits
+MAX_HEAD = 32 * 1024  # a longer request head is refused (431), as nginx's defaults do
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
 QUEUE_PER_THREAD = 2  # requests waiting for a thread, per thread, before new ones get 503
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of descriptors
@@ -55,6 +63,9 @@ _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 BUSY = text(Kind.DENIED, 503, "the server is busy; retry in a second",
             headers=[("Retry-After", "1")])
+BARE_LF_HEAD = text(Kind.ERROR, 400, "Bad Request: a line of the request head ends with a "
+                    "bare LF (HTTP wants CRLF)")
+HEAD_TOO_LARGE = text(Kind.ERROR, 431, f"the request head is larger than {MAX_HEAD} bytes")
 
 # Markers in the selector's key data.
 _ACCEPT = "accept"
@@ -210,14 +221,15 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 self._leave_selector(conn, State.PAUSED)
                 return
             end = find_head(conn.buf)
+            if end == BARE_LF or (end == NEED_MORE and len(conn.buf) > MAX_HEAD):
+                self._refuse(conn, BARE_LF_HEAD if end == BARE_LF else HEAD_TOO_LARGE)
+                return
             if end == NEED_MORE:
-                if len(conn.buf) > MAX_HEAD:
-                    self._to_thread(conn, self._slow)
-                elif conn.buf and conn.state is State.WAITING:
+                if conn.buf and conn.state is State.WAITING:
                     conn.state = State.READING  # one head must arrive within HEAD_TIMEOUT
                     conn.deadline = time.monotonic() + HEAD_TIMEOUT
                 return
-            head = parse_head(bytes(conn.buf[:end]), self.limits) if end != NOT_PLAIN else None
+            head = parse_head(bytes(conn.buf[:end]), self.limits)
             started = datetime.now() if self.access_logging else None
             reply = self._decide(head, conn) if head is not None else None
             if head is None or reply is None:
@@ -238,6 +250,13 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 return
             conn.state = State.WAITING
             conn.deadline = time.monotonic() + max(self.cfg.keepalive, 1)
+
+    def _refuse(self, conn: Conn, reply: Reply) -> None:
+        """Answer a head no parser should be trusted with, and close."""
+        conn.buf.clear()
+        self._count_request()
+        self._queue(conn, self._answer_head(reply, True), reply.body)
+        self._leave_selector(conn, State.CLOSING)
 
     def _decide(self, head: PlainHead, conn: Conn) -> Reply | None:
         if self.simple is None:
@@ -335,8 +354,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
         """Send what is queued for ``conn`` first, then give it to a thread for ``job``;
         when the threads already have a queue as long as they can take, 503 instead."""
         if self.waiting_jobs >= self.max_waiting:
-            self._queue(conn, self._answer_head(BUSY, True), BUSY.body)
-            self._leave_selector(conn, State.CLOSING)
+            self._refuse(conn, BUSY)
             return
         if conn.out:
             self.outbox.remove(conn)

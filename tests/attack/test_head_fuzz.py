@@ -5,7 +5,7 @@ as plain; everything else goes, as bytes, to gunicorn's parser. A head read two
 ways is a smuggling risk, so for every generated head (valid and broken: odd
 methods, targets, escapes, versions, header bytes, repeats, obs-fold, bare LF,
 CL/TE, lines at the limits) either pypid leaves it to gunicorn (``NEED_MORE``,
-``NOT_PLAIN`` or None), or gunicorn parses it without error and both agree on
+``BARE_LF`` or None), or gunicorn parses it without error and both agree on
 where the request ends, its method, path, query, version, the headers the loop
 reads and whether the connection closes after it.
 
@@ -29,7 +29,7 @@ from gunicorn.http import RequestParser
 from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
-from pypid.http1 import NEED_MORE, NOT_PLAIN, Limits, PlainHead, find_head, parse_head
+from pypid.http1 import BARE_LF, NEED_MORE, Limits, PlainHead, find_head, parse_head
 
 EXAMPLES = int(os.environ.get("PYPID_FUZZ_EXAMPLES", "300"))
 SEED = os.environ.get("PYPID_FUZZ_SEED")
@@ -170,7 +170,7 @@ def check(head_bytes: bytes) -> None:
     """The property: pypid leaves the head to gunicorn, or both read it alike."""
     data = head_bytes + NEXT
     end = find_head(data)
-    if end in (NEED_MORE, NOT_PLAIN):
+    if end in (NEED_MORE, BARE_LF):
         return
     head = parse_head(data[:end], LIMITS)
     if head is None:
@@ -199,13 +199,9 @@ def _seeded(test: Any) -> Any:
 
 # Shrinking a failure takes long: only on demand (a long run), not in CI.
 PHASES = [Phase.explicit, Phase.generate] + ([Phase.shrink] if EXAMPLES > 300 else [])
-FIELD_LIMIT_BUG = ("issue 13 (fuzzer): http1.parse_head takes a header line of field_size - 1 "
-                   "or field_size bytes, which gunicorn refuses (its limit counts the CRLF)")
-CLOSE_BUG = ("issue 13 (fuzzer): 'Connection: close, keep-alive' closes in http1, gunicorn's "
-             "should_close() reads only 'close' or 'keep-alive' and keeps the connection")
 
 
-@pytest.mark.xfail(strict=True, reason=f"{FIELD_LIMIT_BUG}; {CLOSE_BUG}")
+
 @_seeded
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED is None, database=None,
           suppress_health_check=list(HealthCheck), phases=PHASES)
@@ -247,20 +243,17 @@ LEFT_TO_GUNICORN = [
 ]
 
 
-DISAGREED = [
-    pytest.param(b"GET / HTTP/1.1\r\n" + _pad_to("X-Pad: ", LIMITS.field_size).encode()
-                 + b"\r\n", marks=pytest.mark.xfail(strict=True, reason=FIELD_LIMIT_BUG)),
-    pytest.param(b"GET / HTTP/1.1\r\n" + _pad_to("X-Pad: ", LIMITS.field_size - 1).encode()
-                 + b"\r\n", marks=pytest.mark.xfail(strict=True, reason=FIELD_LIMIT_BUG)),
-    pytest.param(b"GET / HTTP/1.1\r\nConnection: close, keep-alive\r\n\r\n",
-                 marks=pytest.mark.xfail(strict=True, reason=CLOSE_BUG)),
-    pytest.param(b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
-                 marks=pytest.mark.xfail(strict=True, reason=CLOSE_BUG)),
+# Heads the two read differently until issue 13: now pypid leaves them to gunicorn.
+ONCE_DISAGREED = [
+    b"GET / HTTP/1.1\r\n" + _pad_to("X-Pad: ", LIMITS.field_size).encode() + b"\r\n",
+    b"GET / HTTP/1.1\r\n" + _pad_to("X-Pad: ", LIMITS.field_size - 1).encode() + b"\r\n",
+    b"GET / HTTP/1.1\r\nConnection: close, keep-alive\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
 ]
 
 
-@pytest.mark.parametrize("head", DISAGREED, ids=["field-size", "field-size-1", "close-keep",
-                                                 "keep-close"])
+@pytest.mark.parametrize("head", ONCE_DISAGREED,
+                         ids=["field-size", "field-size-1", "close-keep", "keep-close"])
 def test_pypid_takes_these_heads_only_as_gunicorn_does(head: bytes) -> None:
     check(head)
 

@@ -15,10 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from gunicorn.config import Config
-from gunicorn.http import RequestParser
 
-from pypid.worker import HEAD_TIMEOUT
+from pypid.worker.threads import HEAD_TIMEOUT
 from tests.attack.conftest import GUARDED
 from tests.attack.harness import MIB, Guarded, cpu_seconds, rss, start_guarded
 from tests.attack.raw import Exchange, connect, exchange, split_answers
@@ -31,20 +29,6 @@ CANARY = b"GET /simple/proj0003/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\
 SMUGGLED_SHOWN, CANARY_SHOWN = b"Links for proj0002", b"Links for proj0003"
 FORM = b"Content-Type: multipart/form-data; boundary=b\r\n"
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-
-
-def _gunicorn_refuses_bare_lf() -> bool:
-    """gunicorn 20.1 (Debian 12) reads "Host: x\\nContent-Length: 5" as one header; later
-    ones refuse a bare LF. The worker hands such heads to gunicorn as they are."""
-    head = b"GET / HTTP/1.1\r\nHost: x\nContent-Length: 1\r\n\r\nA"
-    try:
-        next(RequestParser(Config(), iter([head]), ("127.0.0.1", 1)))
-    except Exception:  # noqa: BLE001 - any refusal will do
-        return True
-    return False
-
-
-BARE_LF_PASSES = not _gunicorn_refuses_bare_lf()
 
 
 def _serve(tmp: pytest.TempPathFactory, projects: int, **options: int) -> Guarded:
@@ -174,8 +158,6 @@ def test_slowloris_heads_are_cut_off(open_target: Guarded) -> None:
     assert not open_socks, f"{len(open_socks)} slow heads still open after {waited:.0f} s"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 5: 80 slow bodies hold every thread "
-                   "(no total body deadline, the pool's queue has no bound): /health hangs")
 def test_slow_bodies_do_not_stop_health(open_target: Guarded) -> None:
     srv = open_target.server
     head = (b"POST / HTTP/1.1\r\nHost: x\r\n" + FORM + b"Content-Length: 1000000\r\n\r\n--b")
@@ -218,8 +200,6 @@ def test_many_idle_connections_leave_room_for_health(small_target: Guarded) -> N
     assert health(small_target) == 200
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 6: accept() does not handle EMFILE: "
-                   "with its descriptors exhausted the worker spins at 100% CPU")
 def test_running_out_of_descriptors_neither_spins_nor_sticks(small_target: Guarded) -> None:
     """More connections than the worker's 256 descriptors: it must wait, not spin, and
     serve again once they close."""
@@ -300,16 +280,8 @@ ANSWERED = {  # odd but readable: answered once each (or refused), never out of 
 }
 
 
-def _bare_lf_bug(probe: object, name: str) -> object:
-    return pytest.param(probe, id=name, marks=pytest.mark.xfail(
-        BARE_LF_PASSES, strict=True, reason="issue 13 item 5 (Debian's gunicorn 20.1): a bare "
-        "LF inside a header line reaches gunicorn, which reads no Content-Length there, so "
-        "the request in the body (for a proxy that ends lines at LF) is served"))
-
-
-@pytest.mark.parametrize("probe", [
-    _bare_lf_bug(probe, name) if name == "bare-lf-line" else pytest.param(probe, id=name)
-    for name, probe in ANSWERED.items()])
+@pytest.mark.parametrize("probe", [pytest.param(probe, id=name)
+                                   for name, probe in ANSWERED.items()])
 def test_odd_requests_get_one_answer_each(open_target: Guarded, probe: bytes) -> None:
     seen = send(open_target, probe + CANARY)
     assert seen.closed
@@ -329,9 +301,6 @@ def test_http_1_0_without_keep_alive_is_closed_after_one_answer(open_target: Gua
     assert b"Links for proj0001" in seen.finals[0].body
 
 
-@pytest.mark.xfail(BARE_LF_PASSES, strict=True, reason="issue 13 item 5 (Debian's gunicorn "
-                   "20.1): a head with bare LF line ends waits in gunicorn's parser for a CRLF "
-                   "until the 60 s worker timeout, past the head deadline")
 def test_a_lone_bare_lf_head_is_answered_or_closed_not_held(open_target: Guarded) -> None:
     """Nothing follows the head: it must not wait for a CRLF that never comes."""
     seen = send(open_target, b"GET /simple/proj0001/ HTTP/1.1\nHost: x\n\n",
