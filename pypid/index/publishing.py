@@ -65,17 +65,20 @@ def publish(index: Index, incoming: Incoming, filename: str, *, sha256: str,
 
 def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *,
           overwrite: bool) -> Published:
-    """Under the publish lock: the row, the link, then the other spellings go."""
+    """Under the publish lock: the row, the link, then the other spellings go. A failed
+    link restores the row it replaced (a file replaced in place keeps its upload time)."""
+    old_row = index.cache.get(row.relpath)
     index.cache.put([row])
     try:
         stat = incoming.publish(row.relpath, overwrite=overwrite)
-    except FileExistsError:  # copied in by hand a moment ago
+    except (FileExistsError, StorageError) as exc:
         index.cache.forget([(row.relpath, row.identity)])
-        return Published(False, holder=row.relpath.rsplit("/", 1)[-1],
+        if old_row is not None:
+            index.cache.put([old_row])
+        if isinstance(exc, StorageError):
+            raise
+        return Published(False, holder=row.relpath.rsplit("/", 1)[-1],  # copied in by hand
                          holder_sha256=_sha256_of(index, row.relpath))
-    except StorageError:
-        index.cache.forget([(row.relpath, row.identity)])
-        raise
     for old in replaced:
         index.root.remove(old)
     with index.lock:
