@@ -1,0 +1,194 @@
+"""Faults during uploads: workers killed mid-upload, and a full file system.
+
+Afterwards the package root holds only whole files that were sent (no dot-file, no
+temporary name, no partial file), and the index (``/simple/`` pages, ``/health``)
+matches the disk, while running and after a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from pypid.auth import Htpasswd
+from tests.attack.conftest import LOGIN, PASSWORD, USER
+from tests.attack.forms import post, upload_parts
+from tests.attack.harness import Guarded, start_guarded
+from tests.builders import make_wheel
+from tests.integration.helpers import JSON_TYPE, get
+
+pytestmark = pytest.mark.server
+T = TypeVar("T")
+KILLS = 100
+MIB = 1024 * 1024
+
+
+# -- helpers
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = 15.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def workers(srv: Guarded) -> list[int]:
+    pid = srv.server.proc.pid
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def receiving(pid: int, root: Path) -> bool:
+    """Does pid hold an upload open in root (an unnamed file, or a named temp file)?"""
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith(f"{root}/") and not target.startswith(f"{root}/.pypid"):
+                    return True
+    return False
+
+
+def on_disk(root: Path) -> dict[str, bytes]:
+    """Every entry below root but pypid's own folder, dot-files included, with its bytes."""
+    found: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        dirnames[:] = [d for d in dirnames if not (rel == Path(".") and d == ".pypid")]
+        for name in [*filenames, *dirnames]:
+            path = Path(dirpath, name)
+            found[(rel / name).as_posix()] = path.read_bytes() if path.is_file() else b"<dir>"
+    return found
+
+
+def listed(srv: Guarded, project: str) -> set[str]:
+    resp = get(srv.server.url(f"/simple/{project}/"), Accept=JSON_TYPE)
+    if resp.status == 404:
+        return set()
+    assert resp.status == 200, resp.describe()
+    return {f["filename"] for f in resp.json()["files"]}
+
+
+def assert_index_matches_disk(srv: Guarded, project: str, names: set[str]) -> None:
+    """Every answer (from any worker) for a while lists exactly the files on disk."""
+    def agrees() -> bool:
+        health = get(srv.server.url("/health")).json()
+        return all(listed(srv, project) == names for _ in range(6)) and (
+            health["files"] == len(names) and health["projects"] == (1 if names else 0))
+
+    wait_for(f"/simple/{project}/ and /health to match the disk", agrees)
+    assert all(listed(srv, project) == names for _ in range(20))
+
+
+def start(work: Path, root: Path, workers_: int) -> Guarded:
+    Htpasswd(work / "htpasswd").add(USER, PASSWORD)
+    settings = {"server": {"workers": workers_},
+                "auth": {"htpasswd": str(work / "htpasswd"), "protect": ["upload"]}}
+    return start_guarded(work, root, settings=settings)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[None]:
+    path.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30,
+                       check=False)
+
+
+# -- a full file system
+
+
+def test_full_disk(tmp_path: Path) -> None:
+    """An 8 MiB tmpfs as the root: uploads until 507, nothing partial, earlier files
+    intact and served, and uploads work again once a file is removed."""
+    root = tmp_path / "packages"
+    with tmpfs(root, "8m"):
+        srv = start(tmp_path, root, 1)
+        try:
+            stored, refused = _fill(srv, root, tmp_path / "dist")
+            _recover(srv, root, stored, refused)
+        finally:
+            srv.close()
+
+
+@pytest.mark.xfail(strict=True, reason="pypid/simple/pagepack.py checks the free space only "
+                   "every 16 MiB appended: on a small disk, pages written after it filled take "
+                   "its last bytes until a short write (then it gives them back)")
+def test_page_file_leaves_the_last_space(tmp_path: Path) -> None:
+    """The disk filled by uploads, then the project's pages change (files touched, so read
+    again) and are visited in every variant: the free space never shrinks."""
+    root = tmp_path / "packages"
+    with tmpfs(root, "8m"):
+        srv = start(tmp_path, root, 1)
+        try:
+            stored, _ = _fill(srv, root, tmp_path / "dist")
+            before = os.statvfs(root).f_bavail
+            lowest = before
+            for name in sorted(stored)[:4]:
+                os.utime(root / name)
+                time.sleep(0.5)  # past the watcher's settle time: the pages change
+                _visit_pages(srv)
+                lowest = min(lowest, os.statvfs(root).f_bavail)
+            assert lowest >= before, f"free blocks went from {before} to {lowest}"
+        finally:
+            srv.close()
+
+
+def _fill(srv: Guarded, root: Path, dist: Path) -> tuple[dict[str, bytes], Path]:
+    """Upload 700 KiB wheels until one is refused with 507; what was stored, what was not."""
+    stored: dict[str, bytes] = {}
+    refused = None
+    for i in range(40):
+        wheel = make_wheel(dist, "full", f"1.{i}", payload=os.urandom(700 * 1024))
+        answer = post(srv.server, upload_parts(wheel, "full", f"1.{i}"), LOGIN)
+        if answer.status != 200:
+            assert answer.status == 507, answer.describe()
+            assert answer.text.count("\n") == 1 and answer.text.strip() == answer.reason
+            assert "no space left" in answer.reason
+            refused = wheel
+            break
+        stored[wheel.name] = wheel.read_bytes()
+        _visit_pages(srv)  # the page file stores them while there is room
+    assert refused is not None and len(stored) >= 5
+    assert on_disk(root) == stored  # nothing partial, nothing hidden, earlier files intact
+    assert_index_matches_disk(srv, "full", set(stored))
+    for name, data in stored.items():
+        assert get(srv.server.url(f"/packages/{name}")).body == data
+    return stored, refused
+
+
+def _recover(srv: Guarded, root: Path, stored: dict[str, bytes], refused: Path) -> None:
+    # Space returns: a file removed by hand, and the refused upload goes through.
+    gone = sorted(stored)[0]
+    (root / gone).unlink()
+    del stored[gone]
+    answer = post(srv.server, upload_parts(refused, "full", refused.name.split("-")[1]), LOGIN)
+    assert answer.status == 200, answer.describe()
+    stored[refused.name] = refused.read_bytes()
+    assert on_disk(root) == stored
+    assert_index_matches_disk(srv, "full", set(stored))
+
+
+def _visit_pages(srv: Guarded) -> None:
+    for path in ("/", "/simple/", "/simple/full/"):
+        for accept in ("text/html", JSON_TYPE, "application/vnd.pypi.simple.v1+html"):
+            assert get(srv.server.url(path), Accept=accept).status == 200
