@@ -8,8 +8,12 @@ matches the disk, while running and after a restart.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +22,8 @@ from typing import TypeVar
 import pytest
 
 from pypid.auth import Htpasswd
-from tests.attack.conftest import LOGIN, PASSWORD, USER
-from tests.attack.forms import post, upload_parts
+from tests.attack.conftest import GUARDED, LOGIN, PASSWORD, USER
+from tests.attack.forms import BOUNDARY, body, post, upload_parts
 from tests.attack.harness import Guarded, start_guarded
 from tests.builders import make_wheel
 from tests.integration.helpers import JSON_TYPE, get
@@ -94,10 +98,16 @@ def assert_index_matches_disk(srv: Guarded, project: str, names: set[str]) -> No
 
 
 def start(work: Path, root: Path, workers_: int) -> Guarded:
-    Htpasswd(work / "htpasswd").add(USER, PASSWORD)
+    """A server on root under the suite's limits (and its after-test RSS check)."""
+    work.mkdir(parents=True, exist_ok=True)
+    htpasswd = work / "htpasswd"
+    if not htpasswd.exists():
+        Htpasswd(htpasswd).add(USER, PASSWORD)
     settings = {"server": {"workers": workers_},
-                "auth": {"htpasswd": str(work / "htpasswd"), "protect": ["upload"]}}
-    return start_guarded(work, root, settings=settings)
+                "auth": {"htpasswd": str(htpasswd), "protect": ["upload"]}}
+    guarded = start_guarded(work, root, settings=settings)
+    GUARDED.append(guarded)
+    return guarded
 
 
 @contextlib.contextmanager
@@ -112,6 +122,86 @@ def tmpfs(path: Path, size: str) -> Iterator[None]:
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30,
                        check=False)
+
+
+# -- workers killed in the middle of uploads
+
+
+def test_workers_killed_mid_upload(tmp_path: Path) -> None:
+    """KILLS times: uploads half sent, one worker receiving them SIGKILLed, while other
+    uploads run to the end; then only whole files that were sent are in the root, and
+    the index matches it, while running and after a restart."""
+    root = tmp_path / "packages"
+    root.mkdir()
+    srv = start(tmp_path, root, 2)
+    sent: dict[str, bytes] = {}
+    stored: set[str] = set()
+    done = threading.Event()
+    steady = threading.Thread(target=_steady_uploads, name="steady-uploads",
+                              args=(srv, tmp_path / "dist", sent, stored, done))
+    try:
+        steady.start()
+        for _ in range(KILLS):
+            _kill_one_receiving(srv, root)
+        done.set()
+        steady.join(timeout=60)
+        assert not steady.is_alive()
+        assert len(stored) >= 10, "too few uploads got through to prove anything"
+        disk = on_disk(root)
+        assert {name: sent.get(name) for name in disk} == disk  # whole files that were sent
+        assert stored <= set(disk)
+        assert_index_matches_disk(srv, "steady", set(disk))
+        assert listed(srv, "halfsent") == set()
+    finally:
+        done.set()
+        srv.close()
+    again = start(tmp_path / "again", root, 2)
+    try:
+        assert on_disk(root) == disk
+        assert_index_matches_disk(again, "steady", set(disk))
+        assert listed(again, "halfsent") == set()
+    finally:
+        again.close()
+
+
+def _kill_one_receiving(srv: Guarded, root: Path) -> None:
+    """Start two uploads that stop half way, SIGKILL a worker that receives one, and wait
+    for the master to replace it."""
+    wheel = make_wheel(root.parent / "half", "halfsent", "1.0")
+    parts = upload_parts(wheel, "halfsent", "1.0")
+    head = body(parts).split(wheel.read_bytes()[:64])[0]
+    raw = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(head) + 4 * MIB}\r\n"
+           f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+           f"Authorization: {LOGIN['Authorization']}\r\n\r\n").encode() + head
+    socks = [socket.create_connection((srv.server.host, srv.server.port), timeout=10)
+             for _ in range(2)]
+    try:
+        for sock in socks:
+            sock.sendall(raw + os.urandom(128 * 1024))
+        victim = wait_for("a worker receiving an upload", lambda: next(
+            (pid for pid in workers(srv) if receiving(pid, root)), None))
+        os.kill(victim, signal.SIGKILL)  # a worker of the server this test started
+        wait_for("a new worker", lambda: len(set(workers(srv)) - {victim}) == 2)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _steady_uploads(srv: Guarded, dist: Path, sent: dict[str, bytes], stored: set[str],
+                    done: threading.Event) -> None:
+    """Whole uploads, one after another, until done; a killed worker's are lost."""
+    for i in range(10_000):
+        if done.is_set():
+            return
+        wheel = make_wheel(dist, "steady", f"1.{i}", payload=os.urandom(64 * 1024))
+        sent[wheel.name] = wheel.read_bytes()
+        try:
+            answer = post(srv.server, upload_parts(wheel, "steady", f"1.{i}"), LOGIN,
+                          timeout=20)
+        except (OSError, http.client.HTTPException):
+            continue  # the worker was killed: stored or not, never half
+        if answer.status == 200:
+            stored.add(wheel.name)
 
 
 # -- a full file system
