@@ -12,6 +12,7 @@ uploaded at once cannot both win.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,11 +20,13 @@ from typing import TYPE_CHECKING
 from pypid.distfile import hash_file
 from pypid.index.examine import described
 from pypid.index.slots import holders
-from pypid.storage import Incoming, StorageError
+from pypid.storage import Incoming, NoSpaceError, StorageError
 
 if TYPE_CHECKING:
     from pypid.cachedb import FileRow
     from pypid.index.model import ReadModel as Index
+
+SQLITE_FULL = 13  # "database or disk is full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,12 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
     """Under the publish lock: the row, the link, then the other spellings go. A failed
     link restores the row it replaced (a file replaced in place keeps its upload time)."""
     old_row = index.cache.get(row.relpath)
-    index.cache.put([row])
+    try:
+        index.cache.put([row])
+    except sqlite3.Error as exc:  # the cache shares the root's disk
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+            raise NoSpaceError(f"no space left on the disk of {index.cache.directory}") from None
+        raise StorageError(f"cannot record the upload in {index.cache.directory}: {exc}") from None
     try:
         stat = incoming.publish(row.relpath, overwrite=overwrite)
     except (FileExistsError, StorageError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from pypid.storage import (
     FileIdentity,
     FileStat,
     IncomingFile,
+    NoSpaceError,
     PackageRoot,
     Storage,
     StorageError,
@@ -289,3 +291,20 @@ def test_publish_lock_excludes_other_holders(root: Path) -> None:
 def _hold(storage: PackageRoot, order: list[str]) -> None:
     with storage.publish_lock():
         order.append("second")
+
+
+@pytest.mark.parametrize(("error", "raised"), [
+    (13, NoSpaceError), (8, StorageError)], ids=["disk-full", "read-only"])
+def test_cache_that_cannot_be_written(index: Index, root: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch, error: int,
+                                      raised: type[StorageError]) -> None:
+    """The cache lives on the root's disk: a full disk may fail it before the file."""
+    def full(_rows: object) -> None:
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorcode = error  # type: ignore[attr-defined]
+        raise exc
+
+    monkeypatch.setattr(index.cache, "put", full)
+    with pytest.raises(raised):
+        publish_file(index, make_wheel(tmp_path, "p", "1.0"))
+    assert sorted(p.name for p in root.iterdir()) == [".pypid"]
