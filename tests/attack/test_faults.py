@@ -15,9 +15,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -27,24 +26,14 @@ from tests.attack.forms import BOUNDARY, body, post, upload_parts
 from tests.attack.harness import Guarded, start_guarded
 from tests.builders import make_wheel
 from tests.integration.helpers import JSON_TYPE, get
+from tests.integration.test_uploads import wait_for
 
 pytestmark = pytest.mark.server
-T = TypeVar("T")
 KILLS = 100
 MIB = 1024 * 1024
 
 
 # -- helpers
-
-
-def wait_for(what: str, probe: Callable[[], T], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def workers(srv: Guarded) -> list[int]:

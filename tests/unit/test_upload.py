@@ -16,6 +16,7 @@ from werkzeug.test import stream_encode_multipart
 
 from pypid.auth import Htpasswd
 from pypid.web import upload
+from tests.attack.forms import BOUNDARY, Part, body
 from tests.builders import make_sdist, make_wheel
 from tests.unit.conftest import AppFactory
 
@@ -399,22 +400,13 @@ def test_overwrite_replaces_another_spelling(make_app: AppFactory, htpasswd: Pat
 
 # -- the form: one distribution file part, bounded text
 
-def raw_post(app: Flask, parts: list[tuple[str, str | None, bytes]]) -> Any:
+def raw_post(app: Flask, parts: list[Part]) -> Any:
     """POST a multipart body of (name, filename or None, data) parts, as given."""
-    boundary = "b0undary"
-    body = bytearray()
-    for name, filename, data in parts:
-        disposition = f'form-data; name="{name}"'
-        if filename is not None:
-            disposition += f'; filename="{filename}"'
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
-        body += data + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return app.test_client().post("/", data=bytes(body), headers=basic("alice", "s3cret"),
-                                  content_type=f"multipart/form-data; boundary={boundary}")
+    return app.test_client().post("/", data=body(parts), headers=basic("alice", "s3cret"),
+                                  content_type=f"multipart/form-data; boundary={BOUNDARY}")
 
 
-def fields_of(path: Path) -> list[tuple[str, str | None, bytes]]:
+def fields_of(path: Path) -> list[Part]:
     form = form_for(path, content=None)
     return [(k, None, str(v).encode()) for k, v in form.items()]
 
