@@ -134,7 +134,12 @@ class _TextBudget:
         self._read = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+        return self._count(self._stream.read(size))
+
+    def readline(self, size: int = -1) -> bytes:  # Werkzeug 2.2's LimitedStream binds it
+        return self._count(self._stream.readline(size))
+
+    def _count(self, data: bytes) -> bytes:
         self._read += len(data)
         if self._read - sum(f.size for f in self._files) > MAX_FORM_TEXT + self.SLACK:
             raise FormError(413, f"the form's text fields hold more than "

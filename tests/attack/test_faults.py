@@ -30,6 +30,7 @@ from tests.integration.test_uploads import wait_for
 
 pytestmark = pytest.mark.server
 KILLS = 100
+STABLE = 1.5  # seconds every answer must agree with the disk
 MIB = 1024 * 1024
 
 
@@ -76,14 +77,27 @@ def listed(srv: Guarded, project: str) -> set[str]:
 
 
 def assert_index_matches_disk(srv: Guarded, project: str, names: set[str]) -> None:
-    """Every answer (from any worker) for a while lists exactly the files on disk."""
-    def agrees() -> bool:
+    """Every answer (from any worker) lists exactly the files on disk, for STABLE seconds
+    in a row. A worker forked after a kill answers from the master's snapshot until its
+    catch-up scan ends (about a second): the window this waits out."""
+    deadline = time.monotonic() + 20
+    since: float | None = None
+    seen: tuple[set[str], object] = (set(), None)
+    while time.monotonic() < deadline:
         health = get(srv.server.url("/health")).json()
-        return all(listed(srv, project) == names for _ in range(6)) and (
-            health["files"] == len(names) and health["projects"] == (1 if names else 0))
-
-    wait_for(f"/simple/{project}/ and /health to match the disk", agrees)
-    assert all(listed(srv, project) == names for _ in range(20))
+        seen = (listed(srv, project), health)
+        now = time.monotonic()
+        if seen[0] != names or health["files"] != len(names) or (
+                health["projects"] != (1 if names else 0)):
+            since = None
+        elif since is None:
+            since = now
+        elif now - since >= STABLE:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"the index does not match the disk ({len(names)} files): listed "
+                f"{len(seen[0])}, missing {sorted(names - seen[0])[:5]}, extra "
+                f"{sorted(seen[0] - names)[:5]}; /health: {seen[1]}")
 
 
 def start(work: Path, root: Path, workers_: int) -> Guarded:
