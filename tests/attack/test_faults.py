@@ -26,7 +26,7 @@ from tests.attack.forms import BOUNDARY, body, post, upload_parts
 from tests.attack.harness import Guarded, start_guarded
 from tests.builders import make_wheel
 from tests.integration.helpers import JSON_TYPE, get
-from tests.integration.test_uploads import wait_for
+from tests.integration.test_uploads import wait_for, wait_stable
 
 pytestmark = pytest.mark.server
 KILLS = 100
@@ -80,24 +80,16 @@ def assert_index_matches_disk(srv: Guarded, project: str, names: set[str]) -> No
     """Every answer (from any worker) lists exactly the files on disk, for STABLE seconds
     in a row. A worker forked after a kill answers from the master's snapshot until its
     catch-up scan ends (about a second): the window this waits out."""
-    deadline = time.monotonic() + 20
-    since: float | None = None
-    seen: tuple[set[str], object] = (set(), None)
-    while time.monotonic() < deadline:
+    seen: list[object] = []
+
+    def agrees() -> bool:
         health = get(srv.server.url("/health")).json()
-        seen = (listed(srv, project), health)
-        now = time.monotonic()
-        if seen[0] != names or health["files"] != len(names) or (
-                health["projects"] != (1 if names else 0)):
-            since = None
-        elif since is None:
-            since = now
-        elif now - since >= STABLE:
-            return
-        time.sleep(0.02)
-    pytest.fail(f"the index does not match the disk ({len(names)} files): listed "
-                f"{len(seen[0])}, missing {sorted(names - seen[0])[:5]}, extra "
-                f"{sorted(seen[0] - names)[:5]}; /health: {seen[1]}")
+        seen[:] = [listed(srv, project), health]
+        return seen[0] == names and (health["files"], health["projects"]) == (
+            len(names), 1 if names else 0)
+
+    if not wait_stable(agrees, timeout=20, stable=STABLE):
+        pytest.fail(f"the index does not match the disk ({len(names)} files): {seen}")
 
 
 def start(work: Path, root: Path, workers_: int) -> Guarded:
