@@ -50,7 +50,8 @@ _EOCD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 
-_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+# re.ASCII: with IGNORECASE alone, [A-Z] also matches the Kelvin sign and the long s.
+_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE | re.ASCII)
 _NORMALIZED_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _UNSAFE_CHARS_RE = re.compile(r"[\x00-\x1f\x7f/\\]")
 # PEP 427 escapes every component of a wheel name down to these characters.
@@ -160,6 +161,8 @@ def parse_filename(filename: str) -> DistFile:
     """
     if not is_safe_filename(filename):
         raise InvalidFilenameError(filename, "not a plain file name")
+    if not filename.isascii():  # as PyPI: a Unicode space or digit would make a second name
+        raise InvalidFilenameError(filename, "not an ASCII name")
     if len(filename.encode("utf-8", "surrogateescape")) > MAX_FILENAME_BYTES:
         raise InvalidFilenameError(filename, f"longer than {MAX_FILENAME_BYTES} bytes")
     if filename.endswith(".whl"):

@@ -4,28 +4,38 @@ The cache row is written before the file is linked into place, so every
 worker's watcher applies the file from the row the moment it appears: no
 hashing, no settle delay, no window in which another worker says 404 (or sends
 the name upstream). If the link fails, the row is removed again.
+
+"Already exists" means another file holds the same release slot (see
+``slots``), decided under the storage's publish lock so that two spellings
+uploaded at once cannot both win.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pypid.distfile import hash_file
 from pypid.index.examine import described
-from pypid.storage import Incoming, StorageError
+from pypid.index.slots import holders
+from pypid.storage import Incoming, NoSpaceError, StorageError
 
 if TYPE_CHECKING:
+    from pypid.cachedb import FileRow
     from pypid.index.model import ReadModel as Index
+
+SQLITE_FULL = 13  # "database or disk is full"
 
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """What ``publish`` did: stored the file, or found its name held by a file."""
+    """What ``publish`` did: stored the file, or found its slot held by another file."""
 
     stored: bool
     size: int = 0
+    holder: str | None = None  # not stored: the file name holding the slot
     holder_sha256: str | None = None  # not stored: the holder's sha256 (None: unreadable)
 
 
@@ -34,34 +44,64 @@ def publish(index: Index, incoming: Incoming, filename: str, *, sha256: str,
             upload_time: float | None = None) -> Published:
     """Make ``incoming`` the file ``filename`` (``sha256``, read from it already) and show it.
 
-    Without ``overwrite`` a name already taken is never replaced (two racing
-    uploads cannot both win); the caller compares ``holder_sha256``. Raises
-    UnsafePathError for a bad name, StorageError when the bytes cannot be kept.
+    Without ``overwrite`` a slot already held is never taken (two racing uploads
+    cannot both win); the caller compares ``holder_sha256``. With it, the upload
+    replaces every file holding the slot. Raises UnsafePathError for a bad name
+    (InvalidFilenameError for one that is no distribution), StorageError when the
+    bytes cannot be kept.
     """
     root = index.root
-    existing = index.file(filename)
-    if existing is not None and not overwrite:
-        return Published(False, holder_sha256=existing.sha256)
-    relpath = existing.relpath if existing is not None else root.upload_relpath(filename)
-    if not overwrite and root.exists(relpath):  # not indexed yet (copied in a moment ago)
-        return Published(False, holder_sha256=_sha256_of(index, relpath))
-    row = described(incoming.stat_as(relpath), sha256, metadata, requires_python,
-                    time.time() if upload_time is None else upload_time)
-    index.cache.put([row])
+    relpath = root.upload_relpath(filename)
+    incoming.sync()
+    with root.publish_lock():
+        held = holders(index, filename)
+        if not held or overwrite:
+            if held and held[0].rsplit("/", 1)[-1] == filename:
+                relpath = held[0]  # replaced where it is (maybe a sub-folder)
+            row = described(incoming.stat_as(relpath), sha256, metadata, requires_python,
+                            time.time() if upload_time is None else upload_time)
+            return _link(index, incoming, row, [p for p in held if p != relpath],
+                         overwrite=overwrite)
+    return Published(False, holder=held[0].rsplit("/", 1)[-1],
+                     holder_sha256=_sha256_of(index, held[0]))
+
+
+def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *,
+          overwrite: bool) -> Published:
+    """Under the publish lock: the row, the link, then the other spellings go. A failed
+    link restores the row it replaced (a file replaced in place keeps its upload time)."""
+    old_row = index.cache.get(row.relpath)
     try:
-        stat = incoming.publish(relpath, overwrite=overwrite)
-    except FileExistsError:  # a racing upload won
+        index.cache.put([row])
+    except sqlite3.Error as exc:  # the cache shares the root's disk
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+            raise NoSpaceError(f"no space left on the disk of {index.cache.directory}") from None
+        raise StorageError(f"cannot record the upload in {index.cache.directory}: {exc}") from None
+    try:
+        stat = incoming.publish(row.relpath, overwrite=overwrite)
+    except (FileExistsError, StorageError) as exc:
         index.cache.forget([(row.relpath, row.identity)])
-        return Published(False, holder_sha256=_sha256_of(index, relpath))
-    except StorageError:
-        index.cache.forget([(row.relpath, row.identity)])
-        raise
+        if old_row is not None:
+            index.cache.put([old_row])
+        if isinstance(exc, StorageError):
+            raise
+        return Published(False, holder=row.relpath.rsplit("/", 1)[-1],  # copied in by hand
+                         holder_sha256=_sha256_of(index, row.relpath))
+    for old in replaced:
+        index.root.remove(old)
     with index.lock:
         index.show(stat, row)
+        for old in replaced:
+            index.hide(old, forget=True)
     return Published(True, size=stat.size)
 
 
 def _sha256_of(index: Index, relpath: str) -> str | None:
+    """The holder's sha256: the index's when it describes the file as it is, else read."""
+    entry = index.entry_at(relpath)
+    stat = index.root.stat(relpath) if entry is not None else None
+    if entry is not None and stat is not None and entry.same_file(stat):
+        return entry.sha256
     try:
         with index.root.open(relpath) as handle:
             return hash_file(handle)[0]

@@ -7,7 +7,8 @@ The local directory (``local.PackageRoot``) is the first backend; another
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple, Protocol
@@ -70,6 +71,8 @@ class Incoming(Protocol):
 
     def stat_as(self, relpath: str) -> FileStat: ...
 
+    def sync(self) -> None: ...
+
     def publish(self, relpath: str, *, overwrite: bool) -> FileStat: ...
 
 
@@ -120,4 +123,18 @@ class Storage(Protocol):
 
     def incoming(self, max_bytes: int) -> Incoming:
         """A new, empty file to receive an upload into."""
+        ...
+
+    def upload_neighbours(self, filename: str, keep: Callable[[str], bool]) -> list[str]:
+        """Relative paths of the visible files, in the folder an upload named ``filename``
+        goes to, whose names ``keep`` accepts."""
+        ...
+
+    def publish_lock(self) -> AbstractContextManager[None]:
+        """Held by one upload at a time, in every process: a check and a publish in it
+        cannot be interleaved with another's."""
+        ...
+
+    def remove(self, relpath: str) -> None:
+        """Delete one file durably; a file already gone is no error."""
         ...

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import secrets
 import stat as stat_module
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -165,14 +166,44 @@ class PackageRoot:
         """A new, empty file in the root's file system to receive an upload into."""
         return IncomingFile(self.path, max_bytes)
 
+    def upload_neighbours(self, filename: str, keep: Callable[[str], bool]) -> list[str]:
+        """The visible files at the top of the root (where uploads go) that ``keep`` accepts."""
+        with os.scandir(self.path) as entries:
+            return [entry.name for entry in entries
+                    if entry.name[:1] != "." and keep(entry.name)
+                    and entry.is_file(follow_symlinks=False)]
+
+    @contextlib.contextmanager
+    def publish_lock(self) -> Iterator[None]:
+        """flock on the root folder itself: it needs no file, and every process (and each
+        call: its own descriptor) is excluded until the holder ends or dies."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def remove(self, relpath: str) -> None:
+        path = self.resolve(relpath)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _storage_error(exc, path.parent) from None
+        _fsync_dir(path.parent)
+
     def sweep_temp_files(self) -> int:
-        """Remove named upload temp files left by a killed process (call before serving)."""
+        """Remove named upload temp files left by a killed process, in every visible folder
+        (an overwrite stages its link beside the file it replaces). Call before serving."""
         removed = 0
-        with contextlib.suppress(OSError), os.scandir(self.path) as entries:
-            for entry in entries:
-                if entry.name.startswith(UPLOAD_PREFIX) and entry.is_file(follow_symlinks=False):
+        for directory, dirnames, filenames in os.walk(self.path):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(UPLOAD_PREFIX):
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
+                        os.unlink(os.path.join(directory, name))
                         removed += 1
         if removed:
             log.info("removed %d unfinished upload(s) from %s", removed, self.path)
@@ -208,6 +239,7 @@ class IncomingFile:
             except OSError as exc2:
                 raise _storage_error(exc2, directory) from None
         self._pos = 0
+        self._synced = False
         self.published = False
 
     @property
@@ -278,25 +310,35 @@ class IncomingFile:
             return open(self.name, "rb")  # noqa: SIM115 - the caller closes it
         return open(f"/proc/self/fd/{self._fd}", "rb")  # noqa: SIM115
 
+    def sync(self) -> None:
+        """Make the received bytes durable (before any lock is taken: this is the slow part)."""
+        if not self._synced:
+            try:
+                os.fchmod(self._fd, FILE_MODE)
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise _storage_error(exc, self.directory) from None
+            self._synced = True
+
     def publish(self, relpath: str, *, overwrite: bool) -> FileStat:
         """Make the received bytes ``relpath`` (below the root), durably and atomically.
 
         Raise FileExistsError when it exists and ``overwrite`` is off.
         """
+        self.sync()
         final = self.directory / relpath
         dir_fd = -1
+        staged: str | None = None  # a link of ours to remove if the rename fails
         try:
-            os.fchmod(self._fd, FILE_MODE)
-            os.fsync(self._fd)
             dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
             source = self.name or f"/proc/self/fd/{self._fd}"
             if overwrite:
-                staged = source
                 if self.name is None:  # an unnamed file needs a name to be renamed
                     staged = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
                     _link(source, staged, dir_fd)
-                    staged = str(final.parent / staged)
-                os.replace(staged, final)
+                    source = str(final.parent / staged)
+                os.replace(source, final)
+                staged = None
             else:
                 _link(source, final.name, dir_fd)  # fails, atomically, when final exists
                 if self.name is not None:
@@ -310,6 +352,9 @@ class IncomingFile:
         except OSError as exc:
             raise _storage_error(exc, final.parent) from None
         finally:
+            if staged is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(staged, dir_fd=dir_fd)
             if dir_fd >= 0:
                 os.close(dir_fd)
         return FileStat.of(relpath, st)
@@ -329,6 +374,14 @@ def _link(source: str, name: str, dir_fd: int) -> None:
     """linkat(AT_SYMLINK_FOLLOW): a dir fd makes Python call linkat, which can follow
     /proc/self/fd/N to an O_TMPFILE inode (plain link() would not)."""
     os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _storage_error(exc: OSError, directory: Path) -> StorageError:

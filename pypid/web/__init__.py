@@ -12,8 +12,8 @@ from pypid.web.state import Services, assemble, services
 __all__ = ["Services", "assemble", "create_app", "services"]
 
 # Form fields (twine sends the long description as one) may be large; the file
-# itself is bounded by MAX_CONTENT_LENGTH.
-MAX_FORM_MEMORY = 64 * 1024 * 1024
+# itself is bounded by MAX_CONTENT_LENGTH. UploadRequest applies both form limits.
+MAX_FORM_MEMORY = upload.MAX_FORM_TEXT
 
 
 def create_app(config: Config, *, services: Services | None = None) -> Flask:
@@ -26,7 +26,7 @@ def create_app(config: Config, *, services: Services | None = None) -> Flask:
     app.config.update(
         MAX_CONTENT_LENGTH=config.storage.max_upload_mb * 1024 * 1024 + MAX_FORM_MEMORY,
         MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY,
-        MAX_FORM_PARTS=10_000,  # one part per classifier and per Requires-Dist
+        MAX_FORM_PARTS=upload.MAX_FORM_PARTS,
     )
     app.request_class = upload.UploadRequest
     app.extensions["pypid"] = svc

@@ -9,6 +9,7 @@ is one line, in the status line's reason phrase and in the body.
 from __future__ import annotations
 
 import hmac
+import io
 import logging
 import re
 from functools import cached_property
@@ -27,12 +28,13 @@ from pypid.distfile import (
     DistFile,
     InvalidFilenameError,
     MetadataError,
+    has_dist_suffix,
     is_valid_project_name,
     normalize,
     parse_filename,
     read_core_metadata,
 )
-from pypid.index import publish
+from pypid.index import Published, publish
 from pypid.storage import (
     IncomingFile,
     NoSpaceError,
@@ -50,6 +52,11 @@ ENDPOINT = "upload.upload"
 MIB = 1024 * 1024
 FILETYPES = {"bdist_wheel": WHEEL, "sdist": SDIST}
 SDIST_UPLOAD_SUFFIXES = (".tar.gz", ".zip")  # what PyPI accepts (PEP 625 and before)
+# The form's text (every field but the file) is held in memory: bounded in parts and
+# in bytes, whichever Werkzeug runs (2.2 bounds neither by default).
+MAX_FORM_PARTS = 10_000  # one part per classifier and per Requires-Dist
+MAX_FORM_TEXT = 64 * MIB  # all text fields together (twine sends the description as one)
+MAX_SIDE_FILES = 3  # file parts beside the distribution (kept in memory, as text)
 DIGEST_FIELDS = {"md5_digest": ("md5", 32), "sha256_digest": ("sha256", 64),
                  "blake2_256_digest": ("blake2_256", 64)}
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -62,12 +69,30 @@ class UploadError(Exception):
         self.message = message
 
 
+class FormError(ValueError):
+    """A form this endpoint does not take (raised while it is parsed)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class UploadRequest(Request):
-    """Streams an upload's file parts into the package root instead of /tmp."""
+    """Streams an upload's one file part into the package root instead of /tmp."""
+
+    max_form_parts = MAX_FORM_PARTS
+    max_form_memory_size = MAX_FORM_TEXT
+    side_files = 0
 
     @cached_property
     def incoming_files(self) -> list[IncomingFile]:
         return []
+
+    def _get_stream_for_parsing(self) -> IO[bytes]:
+        stream = super()._get_stream_for_parsing()
+        if self.endpoint != ENDPOINT:
+            return stream
+        return _TextBudget(stream, self.incoming_files)  # type: ignore[return-value]
 
     def make_form_data_parser(self) -> FormDataParser:
         parser = super().make_form_data_parser()
@@ -83,10 +108,43 @@ class UploadRequest(Request):
         if self.endpoint != ENDPOINT:
             return super()._get_file_stream(total_content_length, content_type, filename,
                                             content_length)
+        if not has_dist_suffix(filename or ""):
+            # Not the distribution (an old twine's gpg_signature): in memory, counted as text.
+            self.side_files += 1
+            if self.side_files > MAX_SIDE_FILES:
+                raise FormError(400, f"the form has more than {MAX_SIDE_FILES + 1} file parts")
+            return io.BytesIO()
+        if self.incoming_files:  # each would hold a descriptor and a file until the end
+            raise FormError(400, "an upload has one distribution file part; this form has more")
         svc = services()
         incoming = svc.index.root.incoming(svc.config.storage.max_upload_mb * MIB)
         self.incoming_files.append(incoming)
         return incoming  # type: ignore[return-value]
+
+
+class _TextBudget:
+    """The body as the form parser reads it, refusing more than MAX_FORM_TEXT of it outside
+    the file part: Werkzeug bounds each text field, not their sum."""
+
+    SLACK = 1 * MIB  # what the parser may have read ahead of the file's writes
+
+    def __init__(self, stream: IO[bytes], files: list[IncomingFile]) -> None:
+        self._stream = stream
+        self._files = files
+        self._read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        return self._count(self._stream.read(size))
+
+    def readline(self, size: int = -1) -> bytes:  # Werkzeug 2.2's LimitedStream binds it
+        return self._count(self._stream.readline(size))
+
+    def _count(self, data: bytes) -> bytes:
+        self._read += len(data)
+        if self._read - sum(f.size for f in self._files) > MAX_FORM_TEXT + self.SLACK:
+            raise FormError(413, f"the form's text fields hold more than "
+                            f"{MAX_FORM_TEXT // MIB} MiB")
+        return data
 
 
 @bp.route("/", methods=["POST"])
@@ -115,6 +173,8 @@ def _handle() -> tuple[int, str]:
     if not is_valid_project_name(name):
         raise UploadError(400, f"invalid project name {name!r}")
     try:
+        if not version_text.isascii():  # packaging takes a Unicode space for a space
+            raise InvalidVersion(version_text)
         version = Version(version_text)
     except InvalidVersion:
         raise UploadError(400, f"invalid version {version_text!r} (see PEP 440)") from None
@@ -122,10 +182,12 @@ def _handle() -> tuple[int, str]:
     if kind is None:
         raise UploadError(400, f"filetype must be bdist_wheel or sdist, not {filetype!r}")
     part = files.get("content")
-    if part is None or not isinstance(part.stream, IncomingFile):
+    if part is None:
         raise UploadError(400, "missing the file part 'content'")
     dist = _check_filename(part, name, version, kind, filetype)
     incoming = part.stream
+    if not isinstance(incoming, IncomingFile):  # another part took the distribution's place
+        raise UploadError(400, "the file part 'content' is not the distribution")
     if incoming.size == 0:
         raise UploadError(400, f"{dist.filename} is empty")
     _check_digests(form, incoming)
@@ -141,8 +203,13 @@ def _parse() -> tuple[ImmutableMultiDict[str, str], ImmutableMultiDict[str, File
         raise UploadError(413, f"the upload is larger than max_upload_mb ({max_mb} MiB)")
     try:
         return request.form, request.files
-    except (TooLargeError, RequestEntityTooLarge):
+    except TooLargeError:
         raise UploadError(413, f"the upload is larger than max_upload_mb ({max_mb} MiB)") from None
+    except FormError as exc:
+        raise UploadError(exc.status, str(exc)) from None
+    except RequestEntityTooLarge:  # Werkzeug's own bounds on the form's text
+        raise UploadError(400, f"the form has more than {MAX_FORM_PARTS} parts or a field "
+                          f"larger than {MAX_FORM_TEXT // MIB} MiB") from None
     except NoSpaceError as exc:
         log.error("upload refused: %s", exc)
         raise UploadError(507, str(exc)) from None
@@ -236,16 +303,20 @@ def _store(incoming: IncomingFile, dist: DistFile, meta: CoreMetadata) -> tuple[
         log.error("upload of %s failed: %s", dist.filename, exc)
         raise UploadError(500, str(exc)) from None
     if not published.stored:
-        return _conflict_or_same(dist.filename, published.holder_sha256, sha256)
+        return _conflict_or_same(dist.filename, published, sha256)
     log.info("%s uploaded %s (%d bytes) from %s", g.get("user", "anonymous"), dist.filename,
              published.size, request.remote_addr)
     return 200, f"stored {dist.filename}"
 
 
-def _conflict_or_same(filename: str, existing_sha256: str | None, sha256: str) -> tuple[int, str]:
-    if existing_sha256 is not None and hmac.compare_digest(existing_sha256, sha256):
+def _conflict_or_same(filename: str, published: Published, sha256: str) -> tuple[int, str]:
+    """200 for the same bytes under the same name (CI re-runs); else 409 naming the file
+    that holds the slot (maybe another spelling: ``FOO-1.0.zip`` for ``foo-1.0.tar.gz``)."""
+    holder = published.holder or filename
+    existing = published.holder_sha256
+    if holder == filename and existing is not None and hmac.compare_digest(existing, sha256):
         return 200, f"{filename} is already here, byte for byte"
-    raise UploadError(409, f"File already exists: {filename}")
+    raise UploadError(409, f"File already exists: {holder}")
 
 
 def _describe(exc: Exception) -> str:

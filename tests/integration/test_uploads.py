@@ -268,24 +268,35 @@ def simple_files(srv: Server, project: str) -> dict[str, str]:
     return {f["filename"]: f["hashes"]["sha256"] for f in resp.json()["files"]}
 
 
+def wait_stable(probe: Callable[[], bool], timeout: float = 10.0, stable: float = STABLE) -> bool:
+    """Until probe() holds on every call for ``stable`` seconds in a row; False on timeout."""
+    deadline = time.monotonic() + timeout
+    since: float | None = None
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if not probe():
+            since = None
+        elif since is None:
+            since = now
+        elif now - since >= stable:
+            return True
+        time.sleep(0.03)
+    return False
+
+
 def wait_listed(srv: Server, project: str, filenames: set[str], timeout: float = 10.0) -> None:
     """Until every answer for STABLE seconds (any worker) lists filenames for project: the
     worker that stored a file lists it at once, the others through their root watchers
     (inotify, SETTLE_SECONDS = 0.25) a fraction of a second later."""
-    deadline = time.monotonic() + timeout
-    since: float | None = None
     got: set[str] = set()
-    while time.monotonic() < deadline:
-        got = set(simple_files(srv, project))
-        now = time.monotonic()
-        if not filenames <= got:
-            since = None
-        elif since is None:
-            since = now
-        elif now - since >= STABLE:
-            return
-        time.sleep(0.03)
-    pytest.fail(f"/simple/{project}/ lists {sorted(got)}, not all of {sorted(filenames)}")
+
+    def listed() -> bool:
+        got.clear()
+        got.update(simple_files(srv, project))
+        return filenames <= got
+
+    if not wait_stable(listed, timeout):
+        pytest.fail(f"/simple/{project}/ lists {sorted(got)}, not all of {sorted(filenames)}")
 
 
 # --- 1. publishers ----------------------------------------------------------------------

@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pypid.distfile import InvalidFilenameError
 from pypid.index import Index, Marks, Published, publish
+from pypid.index.slots import file_name_start, release_slot
 from pypid.storage import (
     FileIdentity,
     FileStat,
     IncomingFile,
+    NoSpaceError,
     PackageRoot,
     Storage,
     StorageError,
     UnsafePathError,
 )
-from tests.builders import make_wheel
+from pypid.storage.local import UPLOAD_PREFIX
+from tests.builders import make_sdist, make_wheel
 
 
 @pytest.fixture
@@ -134,3 +140,171 @@ def test_local_root_is_a_storage(root: Path) -> None:
     assert storage.exists("p-1.0.tar.gz")
     with storage.open("p-1.0.tar.gz") as handle:
         assert handle.read() == b"x"
+
+
+# -- release slots: "already exists" compares normalized names and PEP 440 versions
+
+SLOTS = [
+    ("wheel-case", "foo-1.0-py3-none-any.whl", "FOO-1.0-py3-none-any.whl", True),
+    ("wheel-dot-name", "foo_bar-1.0-py3-none-any.whl", "foo.bar-1.0-py3-none-any.whl", True),
+    ("wheel-version-zeros", "foo-1.0-py3-none-any.whl", "foo-1.0.0-py3-none-any.whl", True),
+    ("wheel-tag-order", "foo-1.0-py2.py3-none-any.whl", "foo-1.0-py3.py2-none-any.whl", True),
+    ("wheel-other-tag", "foo-1.0-py3-none-any.whl", "foo-1.0-py2-none-any.whl", False),
+    ("wheel-build-tag", "foo-1.0-py3-none-any.whl", "foo-1.0-1-py3-none-any.whl", False),
+    ("sdist-version-zeros", "foo-1.0.tar.gz", "foo-1.0.0.tar.gz", True),
+    ("sdist-zip-beside-tar", "foo-1.0.tar.gz", "Foo-1.0.zip", True),
+    ("sdist-legacy-name", "foo-bar-1.0.tar.gz", "foo_bar-1.0.0.zip", True),
+    ("sdist-other-version", "foo-1.0.tar.gz", "foo-1.0.post1.tar.gz", False),
+    ("sdist-and-wheel", "foo-1.0.tar.gz", "foo-1.0-py3-none-any.whl", False),
+    ("other-project", "foo-1.0.tar.gz", "foobar-1.0.tar.gz", False),
+]
+
+
+@pytest.mark.parametrize(("case", "one", "other", "same"), SLOTS, ids=[s[0] for s in SLOTS])
+def test_release_slot(case: str, one: str, other: str, same: bool) -> None:
+    assert (release_slot(one) == release_slot(other)) is same
+    start = file_name_start(release_slot(one).project)
+    if same:
+        assert start.match(other)
+
+
+@pytest.mark.parametrize("name", ["foo-1.0\u2003.tar.gz", "\u212aelvin-1.0.tar.gz",
+                                  "foo-1.0.po\u017ft1.tar.gz", "foo-\u0661.0.tar.gz"])
+def test_non_ascii_names_are_not_distributions(name: str) -> None:
+    with pytest.raises(InvalidFilenameError, match="not an ASCII name"):
+        release_slot(name)
+
+
+def publish_as(index: Index, path: Path, filename: str, *, overwrite: bool = False) -> Published:
+    incoming, sha256 = receive(index, path)
+    try:
+        return publish(index, incoming, filename, sha256=sha256, metadata=None,
+                       requires_python=None, overwrite=overwrite)
+    finally:
+        incoming.discard()
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("p-1.0-py3-none-any.whl", "P-1.0-py3-none-any.whl"),
+    ("p-1.0-py3-none-any.whl", "p-1.0.0-py3-none-any.whl"),
+    ("p-1.0.tar.gz", "p-1.0.zip"),
+    ("p-1.0.tar.gz", "P-1.0.0.tar.gz"),
+], ids=["case", "zeros", "zip-after-tar", "sdist-zeros"])
+def test_another_spelling_is_refused_naming_the_holder(index: Index, root: Path, tmp_path: Path,
+                                                      first: str, second: str) -> None:
+    data = make_wheel(tmp_path, "p", "1.0")
+    assert publish_as(index, data, first).stored
+    published = publish_as(index, data, second)  # even the same bytes: the slot is taken
+    assert not published.stored
+    assert published.holder == first
+    assert published.holder_sha256 == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert sorted(p.name for p in root.iterdir()) == [".pypid", first]
+
+
+def test_another_spelling_not_indexed_yet_is_found_on_disk(index: Index, root: Path,
+                                                         tmp_path: Path) -> None:
+    """Another worker's upload of a moment ago: on disk, not yet in this index."""
+    wheel = make_wheel(tmp_path, "p", "1.0")
+    (root / "P-1.0-py3-none-any.whl").write_bytes(wheel.read_bytes())
+    assert index.files("p") is None
+    published = publish_as(index, wheel, "p-1.0-py3-none-any.whl")
+    assert not published.stored and published.holder == "P-1.0-py3-none-any.whl"
+
+
+def test_other_tags_and_subfolder_spellings(index: Index, root: Path, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "p", "1.0")
+    assert publish_as(index, wheel, "p-1.0-py3-none-any.whl").stored
+    assert publish_as(index, wheel, "p-1.0-py2-none-any.whl").stored
+    make_sdist(root / "sub", "p", "2.0")
+    index.load()
+    published = publish_as(index, wheel, "P-2.0.0.tar.gz")
+    assert not published.stored and published.holder == "p-2.0.tar.gz"
+
+
+def test_overwrite_replaces_every_spelling(index: Index, root: Path, tmp_path: Path) -> None:
+    old = make_wheel(tmp_path / "old", "p", "1.0")
+    new = make_wheel(tmp_path / "new", "p", "1.0", payload=b"new bytes")
+    assert publish_as(index, old, "P-1.0.0-py3-none-any.whl").stored
+    published = publish_as(index, new, "p-1.0-py3-none-any.whl", overwrite=True)
+    assert published.stored
+    assert sorted(p.name for p in root.iterdir()) == [".pypid", "p-1.0-py3-none-any.whl"]
+    assert (root / "p-1.0-py3-none-any.whl").read_bytes() == new.read_bytes()
+    assert [e.filename for e in index.files("p") or ()] == ["p-1.0-py3-none-any.whl"]
+    assert index.cache.get("P-1.0.0-py3-none-any.whl") is None
+
+
+def test_overwrite_in_place_keeps_the_subfolder(index: Index, root: Path, tmp_path: Path) -> None:
+    (root / "sub").mkdir()
+    old = make_wheel(root / "sub", "p", "1.0")
+    index.load()
+    new = make_wheel(tmp_path, "p", "1.0", payload=b"new bytes")
+    assert publish_as(index, new, old.name, overwrite=True).stored
+    assert old.read_bytes() == new.read_bytes()
+    assert not (root / old.name).exists()
+
+
+def test_failed_overwrite_leaves_no_staged_link(index: Index, root: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (root / "sub").mkdir()
+    old = make_wheel(root / "sub", "p", "1.0")
+    index.load()
+    new = make_wheel(tmp_path, "p", "1.0", payload=b"new bytes")
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(StorageError):
+        publish_as(index, new, old.name, overwrite=True)
+    assert sorted(p.name for p in (root / "sub").iterdir()) == [old.name]
+    assert index.cache.get(f"sub/{old.name}") is not None  # the old row stays: the old file does
+
+
+def test_sweep_reaches_every_visible_folder(root: Path) -> None:
+    """A worker killed between the staged link and the rename leaves a dot-file beside the
+    file it replaces, in whatever folder that is."""
+    for folder in ("", "sub", "sub/deeper"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / f"{UPLOAD_PREFIX}0123abcd").write_bytes(b"x")
+        (root / folder / "p-1.0.tar.gz").write_bytes(b"keep")
+    (root / ".pypid").mkdir()
+    (root / ".pypid" / f"{UPLOAD_PREFIX}theirs").write_bytes(b"not ours to sweep")
+    assert PackageRoot(root).sweep_temp_files() == 3
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert left == [f".pypid/{UPLOAD_PREFIX}theirs", "p-1.0.tar.gz", "sub/deeper/p-1.0.tar.gz",
+                    "sub/p-1.0.tar.gz"]
+
+
+def test_publish_lock_excludes_other_holders(root: Path) -> None:
+    storage = PackageRoot(root)
+    order: list[str] = []
+    with storage.publish_lock():
+        thread = threading.Thread(target=lambda: _hold(storage, order))
+        thread.start()
+        thread.join(timeout=0.3)
+        assert thread.is_alive()  # waiting for the lock
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"]
+
+
+def _hold(storage: PackageRoot, order: list[str]) -> None:
+    with storage.publish_lock():
+        order.append("second")
+
+
+@pytest.mark.parametrize(("error", "raised"), [
+    (13, NoSpaceError), (8, StorageError)], ids=["disk-full", "read-only"])
+def test_cache_that_cannot_be_written(index: Index, root: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch, error: int,
+                                      raised: type[StorageError]) -> None:
+    """The cache lives on the root's disk: a full disk may fail it before the file."""
+    def full(_rows: object) -> None:
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorcode = error  # type: ignore[attr-defined]
+        raise exc
+
+    monkeypatch.setattr(index.cache, "put", full)
+    with pytest.raises(raised):
+        publish_file(index, make_wheel(tmp_path, "p", "1.0"))
+    assert sorted(p.name for p in root.iterdir()) == [".pypid"]

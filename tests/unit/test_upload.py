@@ -15,6 +15,8 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import stream_encode_multipart
 
 from pypid.auth import Htpasswd
+from pypid.web import upload
+from tests.attack.forms import BOUNDARY, Part, body
 from tests.builders import make_sdist, make_wheel
 from tests.unit.conftest import AppFactory
 
@@ -316,3 +318,145 @@ def test_protected_reads(make_app: AppFactory, htpasswd: Path, root: Path, prote
             assert "WWW-Authenticate" in anonymous.headers
     with client.get(path, headers=basic("alice", "s3cret")) as logged_in:
         assert logged_in.status_code == 200
+
+
+# -- overwrite = false freezes a release: other spellings of a file are the same file
+
+def renamed(path: Path, filename: str, **changes: Any) -> Form:
+    return form_for(path, content=(io.BytesIO(path.read_bytes()), filename), **changes)
+
+
+SPELLINGS: list[tuple[str, str, Callable[[dict[str, Path], Path], Form]]] = [
+    ("wheel-upper-case", "wheel",
+     lambda d, _t: renamed(d["wheel"], "DEMO_PKG-1.0-py3-none-any.whl")),
+    ("wheel-dotted-name", "wheel",
+     lambda d, _t: renamed(d["wheel"], "demo.pkg-1.0-py3-none-any.whl")),
+    ("wheel-1.0.0", "wheel", lambda d, _t: renamed(d["wheel"], "demo_pkg-1.0.0-py3-none-any.whl",
+                                                  version="1.0.0")),
+    ("sdist-1.0.0", "sdist", lambda d, _t: renamed(d["sdist"], "demo_pkg-1.0.0.tar.gz",
+                                                  version="1.0.0")),
+    ("sdist-zip", "sdist", lambda d, t: form_for(make_sdist(t, "demo-pkg", "1.0", fmt="zip"))),
+    ("sdist-legacy-name", "sdist", lambda d, _t: renamed(d["sdist"], "Demo-Pkg-1.0.tar.gz")),
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "make_form"), SPELLINGS, ids=[s[0] for s in SPELLINGS])
+def test_other_spelling_is_409_naming_the_file(app: Flask, dist: dict[str, Path], root: Path,
+                                               tmp_path: Path, case: str, kind: str,
+                                               make_form: Callable[[dict[str, Path], Path], Form]
+                                               ) -> None:
+    assert post(app, form_for(dist[kind])).status_code == 200
+    response = post(app, make_form(dist, tmp_path / "other"))
+    assert response.status == f"409 File already exists: {dist[kind].name}"
+    assert response.get_data(as_text=True).strip() == f"File already exists: {dist[kind].name}"
+    assert all_files(root) == [dist[kind].name]
+    assert post(app, form_for(dist[kind])).status_code == 200  # the same name and bytes
+
+
+def test_other_tags_are_another_file(app: Flask, dist: dict[str, Path], root: Path) -> None:
+    assert post(app, form_for(dist["wheel"])).status_code == 200
+    other = "demo_pkg-1.0-py2.py3-none-any.whl"
+    assert post(app, renamed(dist["wheel"], other)).status_code == 200
+    assert all_files(root) == sorted([dist["wheel"].name, other])
+
+
+NON_ASCII: list[tuple[str, Callable[[dict[str, Path]], Form], str]] = [
+    ("unicode-space-in-file-name", lambda d: renamed(d["sdist"], "demo_pkg-1.0\u2003.tar.gz"),
+     "not an ASCII name"),
+    ("kelvin-sign-in-file-name", lambda d: renamed(d["sdist"], "demo_p\u212ag-1.0.tar.gz"),
+     "not an ASCII name"),
+    ("kelvin-sign-in-name", lambda d: form_for(d["sdist"], name="demo-p\u212ag"),
+     "invalid project name"),
+    ("long-s-in-version", lambda d: form_for(d["sdist"], version="1.0.po\u017ft1"),
+     "invalid version"),
+    ("long-s-in-file-name", lambda d: renamed(d["sdist"], "demo_pkg-1.0.po\u017ft1.tar.gz",
+                                            version="1.0.post1"), "not an ASCII name"),
+]
+
+
+@pytest.mark.parametrize(("case", "make_form", "reason"), NON_ASCII, ids=[n[0] for n in NON_ASCII])
+def test_non_ascii_is_400(app: Flask, dist: dict[str, Path], root: Path, case: str,
+                          make_form: Callable[[dict[str, Path]], Form], reason: str) -> None:
+    assert post(app, form_for(dist["sdist"])).status_code == 200
+    response = post(app, make_form(dist))
+    assert response.status_code == 400
+    assert reason in response.status and reason in response.get_data(as_text=True)
+    assert all_files(root) == [dist["sdist"].name]
+
+
+def test_overwrite_replaces_another_spelling(make_app: AppFactory, htpasswd: Path,
+                                             dist: dict[str, Path], root: Path,
+                                             tmp_path: Path) -> None:
+    app = make_app(auth={"htpasswd": str(htpasswd)}, storage={"overwrite": True,
+                                                              "root": str(root)})
+    assert post(app, form_for(dist["sdist"])).status_code == 200
+    zipped = make_sdist(tmp_path / "zip", "demo-pkg", "1.0", fmt="zip")
+    assert post(app, form_for(zipped)).status_code == 200
+    assert all_files(root) == [zipped.name]
+    page = app.test_client().get("/simple/demo-pkg/",
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert [f["filename"] for f in page.get_json()["files"]] == [zipped.name]
+
+
+# -- the form: one distribution file part, bounded text
+
+def raw_post(app: Flask, parts: list[Part]) -> Any:
+    """POST a multipart body of (name, filename or None, data) parts, as given."""
+    return app.test_client().post("/", data=body(parts), headers=basic("alice", "s3cret"),
+                                  content_type=f"multipart/form-data; boundary={BOUNDARY}")
+
+
+def fields_of(path: Path) -> list[Part]:
+    form = form_for(path, content=None)
+    return [(k, None, str(v).encode()) for k, v in form.items()]
+
+
+def test_two_distribution_parts_are_400(app: Flask, dist: dict[str, Path], root: Path) -> None:
+    sdist = dist["sdist"]
+    part = ("content", sdist.name, sdist.read_bytes())
+    response = raw_post(app, [*fields_of(sdist), part, part])
+    assert response.status == "400 an upload has one distribution file part; this form has more"
+    assert all_files(root) == []
+
+
+def test_thousands_of_file_parts_are_400(app: Flask, dist: dict[str, Path], root: Path) -> None:
+    sdist = dist["sdist"]
+    many = [("content", f"x{i}.tar.gz", b"x") for i in range(5_000)]
+    response = raw_post(app, [*fields_of(sdist), *many])
+    assert response.status_code == 400
+    assert all_files(root) == []
+    signatures = [("gpg_signature", f"s{i}.asc", b"sig") for i in range(5_000)]
+    response = raw_post(app, [*fields_of(sdist), *signatures])
+    assert response.status == "400 the form has more than 4 file parts"
+
+
+def test_a_signature_part_is_taken_and_ignored(app: Flask, dist: dict[str, Path],
+                                               root: Path) -> None:
+    sdist = dist["sdist"]
+    response = raw_post(app, [*fields_of(sdist), ("gpg_signature", sdist.name + ".asc", b"sig"),
+                              ("content", sdist.name, sdist.read_bytes())])
+    assert response.status_code == 200, response.status
+    assert all_files(root) == [sdist.name]
+
+
+def test_ten_thousand_text_parts_are_400(app: Flask, dist: dict[str, Path], root: Path) -> None:
+    sdist = dist["sdist"]
+    junk = [("classifiers", None, b"x")] * 10_001
+    response = raw_post(app, [*fields_of(sdist), *junk, ("content", sdist.name,
+                                                         sdist.read_bytes())])
+    assert response.status == "400 the form has more than 10000 parts or a field larger than 64 MiB"
+    assert all_files(root) == []
+    fewer = raw_post(app, [*fields_of(sdist), *junk[:5_000], ("content", sdist.name,
+                                                              sdist.read_bytes())])
+    assert fewer.status_code == 200
+
+
+def test_text_fields_are_bounded_in_sum(app: Flask, dist: dict[str, Path], root: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upload, "MAX_FORM_TEXT", 2 * 1024 * 1024)
+    sdist = dist["sdist"]
+    fields = [("description", None, b"x" * 1024 * 1024)] * 4  # each under the field limit
+    response = raw_post(app, [*fields_of(sdist), *fields, ("content", sdist.name,
+                                                           sdist.read_bytes())])
+    assert response.status == "413 the form's text fields hold more than 2 MiB"
+    assert all_files(root) == []
