@@ -36,7 +36,6 @@ log = logging.getLogger("pypid.pages")
 MAX_BYTES = 1024**3  # per worker; ~3.5 KB a project for all four variants
 COMPACT_BYTES = 64 * 1024**2  # below this, dead records are not worth a truncation
 MIN_FREE_BYTES = 512 * 1024**2  # leave this much (at most a tenth of the disk) to uploads
-FREE_CHECK_EVERY = 16 * 1024**2  # bytes appended between two free-space checks
 PAUSE_SECONDS = 60.0  # after a disk error
 
 _SERIAL_SHIFT = 72
@@ -71,7 +70,6 @@ class PagePack:
         self._where: dict[str, dict[str, int]] = {}
         self._end = 0
         self._dead = 0
-        self._checked_at = -FREE_CHECK_EVERY  # self._end at the last free-space check
         self._paused_until = 0.0
         self._pid = os.getpid()
 
@@ -150,19 +148,17 @@ class PagePack:
         if self._end + length > self.max_bytes or (
                 self._dead > COMPACT_BYTES and self._dead > live):
             self._truncate()
-        if self._end - self._checked_at >= FREE_CHECK_EVERY:
-            self._checked_at = self._end
-            try:
-                free, total = disk_space(self._fd)
-            except OSError as exc:
-                self._fail(exc)
-                return False
-            # Uploads come first: stop short of a nearly full disk.
-            min_free = min(self.min_free, total // 10)
-            if free < min_free:
-                self._fail(OSError(errno.ENOSPC, f"less than {min_free // 1024**2} MB free "
-                                   "on its disk"))
-                return False
+        # Every write looks (one fstatvfs, far cheaper than the page it stores): uploads
+        # fill the disk between two writes, and they come first.
+        try:
+            free, total = disk_space(self._fd)
+        except OSError as exc:
+            self._fail(exc)
+            return False
+        min_free = min(self.min_free, total // 10)
+        if free < min_free + length:
+            self._fail(OSError(errno.ENOSPC, f"less than {_size(min_free)} free on its disk"))
+            return False
         return True
 
     def _open(self) -> bool:
@@ -192,6 +188,15 @@ class PagePack:
         if self._fd >= 0:
             self._truncate()  # give the space back
         self._paused_until = time.monotonic() + PAUSE_SECONDS
+
+
+def _size(count: int) -> str:
+    """A size for a message.
+
+    >>> _size(512 * 1024**2), _size(819_200)
+    ('512 MB', '800 KB')
+    """
+    return f"{count // 1024**2} MB" if count >= 1024**2 else f"{count // 1024} KB"
 
 
 def disk_space(fd: int) -> tuple[int, int]:

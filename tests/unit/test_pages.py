@@ -126,7 +126,6 @@ def test_a_nearly_full_disk_stops_storing_and_gives_the_space_back(
     pack.put("s", "a", 1, b"stored while there was room")
     assert pack.get("s", "a", 1) is not None
     monkeypatch.setattr(pagepack, "disk_space", lambda fd: (100 << 20, 1 << 40))  # "full"
-    monkeypatch.setattr(pagepack, "FREE_CHECK_EVERY", 0)
     with caplog.at_level(logging.WARNING, "pypid.pages"):
         pack.put("s", "b", 1, b"no room for this")
     assert "free on its disk" in caplog.text
