@@ -37,6 +37,7 @@ THREADS_PER_WORKER = 32  # a download or an upload holds a thread (README, "Perf
 WORKER_CLASS = "pypid.worker.PypidWorker"
 LOGGER_CLASS = "pypid.accesslog.PypidLogger"  # the User-Agent cut to its first product
 GRACEFUL_TIMEOUT = 20  # below the unit's TimeoutStopSec=30
+CATCH_UP_AFTER = 5.0  # seconds after the load past which a new worker catches up first
 JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
 TERMINAL_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms "%(a)s"'
@@ -305,8 +306,10 @@ def _drop_forwarder_headers(worker: Any, req: Any) -> None:
 
 
 def _post_worker_init(worker: Any) -> None:
-    """Each worker follows changes in the root from its first moment."""
-    worker.app.services.index.start_watching()
+    """Each worker follows changes in the root from its first moment. One forked long
+    after the load (a replacement for a killed worker) catches up before it answers."""
+    index = worker.app.services.index
+    index.start_watching(catch_up_first=time.monotonic() - index.loaded_at > CATCH_UP_AFTER)
 
 
 def _when_ready(server: Any) -> None:

@@ -39,7 +39,11 @@ class Follower:
         self._thread: threading.Thread | None = None
         self._feed: ChangeFeed | None = None
 
-    def start(self) -> None:
+    def start(self, catch_up_first: bool = False) -> None:
+        """Watch, then catch up with what changed since the snapshot: in the thread (a
+        worker forked right after the load answers at once), or first, here (a worker
+        started later, after a crash, must not answer from an old snapshot: it would
+        say 404 for a new project, or send its name upstream)."""
         if self.active:
             return
         with self.index.lock:
@@ -48,10 +52,10 @@ class Follower:
             self.active = True
             self._stop = threading.Event()
             root = self.index.root
-            feed = ChangeFeed(root.path, root.directories)
-            # The catch-up scan runs in the thread: a worker answers at once from the
-            # snapshot it was forked with, and is current within a second or so.
-            self._thread = threading.Thread(target=self._run, args=(feed,),
+            feed = ChangeFeed(root.path, root.directories)  # watching before the scan
+            if catch_up_first:
+                self._catch_up()
+            self._thread = threading.Thread(target=self._run, args=(feed, not catch_up_first),
                                             name="pypid-watch", daemon=True)
             self._thread.start()
 
@@ -62,12 +66,10 @@ class Follower:
         """After fork: the parent's thread does not exist in this process."""
         self.active = False
 
-    def _run(self, feed: ChangeFeed) -> None:
+    def _run(self, feed: ChangeFeed, catch_up: bool) -> None:
         self._feed = feed
-        try:
-            self.resync()
-        except Exception as exc:  # noqa: BLE001 - the loop below recovers
-            self._recover(exc)
+        if catch_up:
+            self._catch_up()
         marks_version = -1  # the first check reads marks committed before this thread began
         next_marks_check = time.monotonic()
         while not self._stop.is_set():
@@ -84,6 +86,12 @@ class Follower:
             except Exception as exc:  # the watcher must outlive any one bad event
                 self._recover(exc)
         feed.close()
+
+    def _catch_up(self) -> None:
+        try:
+            self.resync()
+        except Exception as exc:  # noqa: BLE001 - recovered from (and retried) here
+            self._recover(exc)
 
     def apply(self, change: Change) -> None:
         index = self.index

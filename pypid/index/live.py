@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pypid.cachedb import CacheDB
 from pypid.index import loading
 from pypid.index.follow import Follower
@@ -15,14 +17,17 @@ class Index(ReadModel):
     def __init__(self, root: Storage, cache: CacheDB | None = None) -> None:
         super().__init__(root, cache)
         self._follower = Follower(self)
+        self.loaded_at = time.monotonic()
 
     def load(self, progress: Progress | None = None) -> None:
         """Scan the whole root; hash only what the cache does not already know."""
         loading.load(self, progress)
+        self.loaded_at = time.monotonic()
 
-    def start_watching(self) -> None:
-        """Follow changes in this process from now on (once per process; cheap to repeat)."""
-        self._follower.start()
+    def start_watching(self, catch_up_first: bool = False) -> None:
+        """Follow changes in this process from now on (once per process; cheap to repeat);
+        with ``catch_up_first``, be current before returning (see ``Follower.start``)."""
+        self._follower.start(catch_up_first)
 
     def close(self) -> None:
         """Stop watching and drop this thread's cache connection."""

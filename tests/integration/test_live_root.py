@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from functools import partial
@@ -12,7 +13,9 @@ from typing import TypeVar
 
 import pytest
 
+from pypid.server import CATCH_UP_AFTER
 from tests.builders import TAR_MTIME, make_sdist, make_wheel
+from tests.integration.harness import start_server, stop
 from tests.integration.helpers import (
     JSON_TYPE,
     Server,
@@ -133,3 +136,28 @@ def test_hand_copied_files_appear_and_disappear(server: Server, tmp_path: Path) 
     finally:
         for path in copies:
             path.unlink(missing_ok=True)
+
+
+def test_a_worker_started_after_a_crash_is_current_before_it_answers(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A replacement worker is forked from the master's snapshot of the start; it must
+    not answer 404 (or send the name upstream) for a project added since."""
+    work = tmp_path_factory.mktemp("crash")
+    root = work / "packages"
+    root.mkdir()
+    make_wheel(root, "old", "1.0")
+    srv = start_server(work, root, upstream="redirect", settings={"server": {"workers": 1}})
+    try:
+        time.sleep(CATCH_UP_AFTER + 0.5)  # later than a start: the new worker catches up first
+        make_wheel(root, "brand-new", "1.0")
+        deadline = time.monotonic() + LIVE_TIMEOUT
+        while get(srv.url("/simple/brand-new/")).status != 200:  # 302 upstream until seen
+            assert time.monotonic() < deadline, "the copied file never showed"
+            time.sleep(0.05)
+        worker = int(Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children")
+                     .read_text().split()[0])
+        os.kill(worker, signal.SIGKILL)
+        first = get(srv.url("/simple/brand-new/"))  # waits in the backlog for the new worker
+        assert first.status == 200, first.describe()
+    finally:
+        stop(srv.proc)
