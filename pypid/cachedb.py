@@ -1,4 +1,4 @@
-"""The sidecar cache beside the files: hashes, metadata facts, upload times, yank marks.
+"""The sidecar cache beside the files: hashes, metadata facts, upload times.
 
 A SQLite file in ``<root>/.pypid/``, shared by the master and every worker. All
 of it but the yank marks can be rebuilt from the files; losing it costs one
@@ -37,11 +37,6 @@ CREATE TABLE IF NOT EXISTS files (
     error TEXT,
     project TEXT,
     version TEXT
-);
-CREATE TABLE IF NOT EXISTS yanks (
-    filename TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    time REAL NOT NULL
 );
 """
 
@@ -148,10 +143,6 @@ class CacheDB:
             conn.close()
         self._local = threading.local()
 
-    def data_version(self) -> int:
-        """Changes whenever another connection commits (PRAGMA data_version)."""
-        return int(self.conn().execute("PRAGMA data_version").fetchone()[0])
-
     def iter_files(self) -> Iterator[FileRow]:
         """Every row, one at a time (a large root must not be held twice in memory)."""
         conn = self.conn()
@@ -176,19 +167,6 @@ class CacheDB:
             conn.executemany(
                 "DELETE FROM files WHERE relpath = ? AND size = ? AND mtime_ns = ? AND inode = ?",
                 [(relpath, *identity) for relpath, identity in versions])
-
-    def yanks(self) -> dict[str, str]:
-        return dict(self.conn().execute("SELECT filename, reason FROM yanks"))
-
-    def set_yank(self, filename: str, reason: str | None) -> None:
-        """Mark (reason is a string, maybe empty) or unmark (None) a file as yanked."""
-        conn = self.conn()
-        with _transaction(conn):
-            if reason is None:
-                conn.execute("DELETE FROM yanks WHERE filename = ?", (filename,))
-            else:
-                conn.execute("INSERT OR REPLACE INTO yanks VALUES (?, ?, ?)",
-                             (filename, reason, time.time()))
 
 
 class _transaction:

@@ -110,6 +110,7 @@ class EventLog:
         self.directory = Path(directory)
         self.path = self.directory / LOG_NAME
         self.head_path = self.directory / HEAD_NAME
+        self._warned = False
 
     # -- writing
 
@@ -199,6 +200,9 @@ class EventLog:
                 data = handle.read()
         except FileNotFoundError:
             return [], 0
+        except OSError as exc:
+            self._warn_unreadable(exc)
+            return [], offset
         end = data.rfind(b"\n") + 1
         events = []
         for line in data[:end].split(b"\n")[:-1]:
@@ -213,6 +217,15 @@ class EventLog:
             return self.path.stat().st_size
         except FileNotFoundError:
             return 0
+        except OSError as exc:
+            self._warn_unreadable(exc)
+            return 0
+
+    def _warn_unreadable(self, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("cannot read the audit log %s (%s): serving without its marks",
+                        self.path, exc.strerror or exc)
 
     def verify(self) -> tuple[int, str | None]:
         """(entries checked, None) when the chain holds, else (N, "line N: what is wrong")."""

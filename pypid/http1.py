@@ -17,14 +17,16 @@ BARE_LF = -2  # a line ends with a bare LF: refused (parsers differ on it: smugg
 
 # The plain request line: GET or HEAD, an origin-form path of unreserved characters
 # (no percent escapes: the path is used as it is), an optional query, HTTP/1.1.
+# Matched against the head decoded as latin-1 (one byte, one character): anything
+# outside ASCII fails these patterns, so the text is the bytes.
 _REQUEST_LINE = re.compile(
-    rb"(GET|HEAD) (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([A-Za-z0-9._~!$&'()*+,;=:@/?%-]*))?"
-    rb" HTTP/1\.1")
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(rb"[\t\x20-\x7e]*")
+    r"(GET|HEAD) (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([A-Za-z0-9._~!$&'()*+,;=:@/?%-]*))?"
+    r" HTTP/1\.1")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
 # Headers that make a request one for gunicorn: a body, a protocol switch.
-_NOT_PLAIN = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade",
-                        b"http2-settings", b"trailer"))
+_NOT_PLAIN = frozenset(("content-length", "transfer-encoding", "expect", "upgrade",
+                        "http2-settings", "trailer"))
 
 
 class Limits(NamedTuple):
@@ -38,19 +40,19 @@ class Limits(NamedTuple):
 GUNICORN_LIMITS = Limits()
 
 
-class PlainHead(NamedTuple):
+class PlainHead:
     """A request head in the plain form."""
 
-    method: str
-    path: str
-    query: str  # without "?"; "" when there is none
-    headers: dict[bytes, bytes]  # lower-cased names
-    close: bool  # the client asked to close after the answer
-    raw: bytes  # as received, without the final blank line
+    __slots__ = ("method", "path", "query", "headers", "close", "raw")
 
-    def header(self, name: bytes) -> str | None:
-        value = self.headers.get(name)
-        return None if value is None else value.decode("ascii")
+    def __init__(self, method: str, path: str, query: str, headers: dict[str, str], *,
+                 close: bool, raw: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.query = query  # without "?"; "" when there is none
+        self.headers = headers  # lower-case names, values stripped
+        self.close = close  # the client asked to close after the answer
+        self.raw = raw  # as received, without the final blank line
 
 
 def find_head(buf: bytes | bytearray) -> int:
@@ -62,46 +64,46 @@ def find_head(buf: bytes | bytearray) -> int:
     a body from any proxy that reads it as one header.
     """
     end = buf.find(b"\r\n\r\n")
-    head = buf[:end] if end >= 0 else buf
-    if head.count(b"\n") != head.count(b"\r\n"):
+    stop = end if end >= 0 else len(buf)
+    if buf.count(b"\n", 0, stop) != buf.count(b"\r\n", 0, stop):
         return BARE_LF
     return end if end >= 0 else NEED_MORE
 
 
 def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> PlainHead | None:
     """A request head (without its final blank line) in the plain form, or None."""
-    lines = head.split(b"\r\n")
+    lines = head.decode("latin-1").split("\r\n")
     within = len(lines[0]) <= limits.line and len(lines) - 1 <= limits.fields
     match = _REQUEST_LINE.fullmatch(lines[0]) if within else None
     if match is None:
         return None
-    headers: dict[bytes, bytes] = {}
+    headers: dict[str, str] = {}
     for line in lines[1:]:
         if len(line) + 2 > limits.field_size:  # gunicorn counts the CRLF
             return None
-        name, colon, value = line.partition(b":")
+        name, colon, value = line.partition(":")
         if not colon or _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
             return None
-        name = name.lower()
-        if name in headers or name in _NOT_PLAIN:
+        key = name.lower()
+        if key in headers or key in _NOT_PLAIN:
             return None
-        headers[name] = value.strip(b" \t")
-    close = _close_asked(headers.get(b"connection"))
+        headers[key] = value.strip(" \t")
+    close = _close_asked(headers.get("connection"))
     if close is None:
         return None
     method, path, query = match.groups()
-    return PlainHead(method.decode(), path.decode(), (query or b"").decode(), headers, close, head)
+    return PlainHead(method, path, query or "", headers, close=close, raw=head)
 
 
-def _close_asked(connection: bytes | None) -> bool | None:
+def _close_asked(connection: str | None) -> bool | None:
     """Does ``Connection`` ask to close? None: anything but one plain token (an
     upgrade, or a list, which gunicorn reads otherwise), for gunicorn to decide."""
     if connection is None:
         return False
-    token = connection.strip().lower()
-    if token not in (b"close", b"keep-alive"):
+    option = connection.strip().lower()
+    if option not in ("close", "keep-alive"):
         return None
-    return token == b"close"
+    return option == "close"
 
 
 def answer_head(status_line: str, headers: list[tuple[str, str]], *, server: bytes,

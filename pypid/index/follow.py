@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING
 
 from pypid.distfile import has_dist_suffix, is_temp_name
-from pypid.index.records import Marks
 from pypid.storage import FileStat
 from pypid.watch import WRITING_GRACE, Arrived, Change, ChangeFeed, Gone, Rescan, Settled
 
@@ -70,7 +69,6 @@ class Follower:
         self._feed = feed
         if catch_up:
             self._catch_up()
-        marks_version = -1  # the first check reads marks committed before this thread began
         next_marks_check = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -79,13 +77,16 @@ class Follower:
                 now = time.monotonic()
                 if now >= next_marks_check:
                     next_marks_check = now + MARKS_CHECK_SECONDS
-                    version = self.index.cache.data_version()
-                    if version != marks_version:
-                        marks_version = version
-                        self.index.apply_marks(Marks.from_cache(self.index.cache))
+                    self.follow_marks()
             except Exception as exc:  # the watcher must outlive any one bad event
                 self._recover(exc)
         feed.close()
+
+    def follow_marks(self) -> None:
+        """New lines in the event log (from any process): new marks for the pages."""
+        ledger = self.index.ledger
+        if ledger.catch_up():
+            self.index.apply_marks(ledger.marks)
 
     def _catch_up(self) -> None:
         try:
@@ -157,7 +158,7 @@ class Follower:
             for relpath in [p for p in index.relpaths() if p not in seen]:
                 index.hide(relpath, forget=True)
             index.keep_unusable_only(seen)
-            index.apply_marks(Marks.from_cache(index.cache))
+            self.follow_marks()
 
     def _update_unless_fresh(self, stat: FileStat) -> None:
         """Read a file a scan found, unless it was written to a moment ago: a file still

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pypid.cachedb import FileRow
-from pypid.index.records import Marks
 from pypid.storage import FileStat
 
 if TYPE_CHECKING:
@@ -24,7 +23,8 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None) -> No
     A file whose cached row still matches its identity costs one stat; the rest
     are read (``progress(done, total)`` after each) and their rows cached.
     """
-    index.apply_marks(Marks.from_cache(index.cache))
+    index.ledger.catch_up()
+    index.apply_marks(index.ledger.marks)
     with index.loading():
         stats = {stat.relpath: stat for stat in index.root.iter_files()}
         to_read: list[tuple[FileStat, FileRow | None]] = []

@@ -24,7 +24,9 @@ from packaging.version import Version
 
 from pypid.cachedb import CacheDB, FileRow
 from pypid.distfile import InvalidFilenameError, NormalizedName, parse_filename
+from pypid.events import EventLog
 from pypid.index.examine import examine
+from pypid.index.ledger import Ledger
 from pypid.index.records import FileEntry, Marks
 from pypid.storage import FileIdentity, FileStat, Storage
 
@@ -52,6 +54,7 @@ class ReadModel:
         self._unusable: dict[str, FileIdentity] = {}  # not read again until the file changes
         self._warned: set[tuple[str, str]] = set()
         self._marks = Marks()
+        self.ledger = Ledger(EventLog(root.cache_dir))
         self._serial = 0
         self.projects_serial = 0
         self.lock = threading.RLock()
@@ -93,11 +96,20 @@ class ReadModel:
             return
         with self.lock:
             changed = self._marks.changed_files(marks)
+            projects = self._marks.changed_projects(marks)
             self._marks = marks
             for name in changed:
                 entry = self._by_filename.get(name)
                 if entry is not None:
                     self._put(replace(entry, yanked=marks.yanks.get(name)))
+            for project in projects:  # its page shows the status: render it again
+                if project in self._by_project:
+                    self._changing_files(NormalizedName(project))
+                    self._touch(NormalizedName(project))
+
+    @property
+    def marks(self) -> Marks:
+        return self._marks
 
     def refresh(self, relpath: str) -> None:
         """Bring one path up to date: added, changed or removed."""

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from pypid.cachedb import CacheDB
 from pypid.distfile import SDIST, WHEEL, NormalizedName
 from pypid.storage import FileIdentity, FileStat
 
@@ -53,26 +52,32 @@ class FileEntry:
         return self.identity == stat.identity
 
 
-_NO_YANKS: Mapping[str, str] = MappingProxyType({})
+STATUSES = ("active", "archived", "quarantined", "deprecated")  # PEP 792
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_STATUSES: Mapping[str, tuple[str, str]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class Marks:
-    """The facts about files and projects that the files themselves do not hold.
+    """The facts about files and projects that pages show and the files do not hold.
 
-    Yank marks today (file name -> reason, "" for none); project statuses and
-    owners belong here too. Immutable: a change is a whole new snapshot, given
-    to ``Index.apply_marks``.
+    Yank marks (file name -> reason, "" for none) and PEP 792 statuses other than
+    active (project -> (status, reason)). Immutable: a change is a whole new
+    snapshot, given to ``Index.apply_marks``.
     """
 
-    yanks: Mapping[str, str] = field(default_factory=lambda: _NO_YANKS)
-
-    @classmethod
-    def from_cache(cls, cache: CacheDB) -> Marks:
-        """Today's source of marks: the cache's yank table."""
-        return cls(yanks=MappingProxyType(cache.yanks()))
+    yanks: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    statuses: Mapping[str, tuple[str, str]] = field(default_factory=lambda: _NO_STATUSES)
 
     def changed_files(self, other: Marks) -> set[str]:
         """File names whose marks differ between the two snapshots."""
         old, new = self.yanks, other.yanks
         return {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
+
+    def changed_projects(self, other: Marks) -> set[str]:
+        """Projects whose status differs between the two snapshots."""
+        old, new = self.statuses, other.statuses
+        return {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
+
+    def status(self, project: str) -> tuple[str, str]:
+        return self.statuses.get(project, ("active", ""))

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
@@ -59,22 +59,50 @@ METADATA_CACHE_BYTES = 16 * 1024 * 1024  # per worker
 FILE_HEADERS_CACHED = 4096
 
 
-@dataclass(frozen=True, slots=True)
 class SimpleRequest:
-    """What the simple API looks at in a request."""
+    """What the simple API looks at in a request: method, path (decoded, below the URL
+    prefix), raw query, the prefix as the client sees it (for Location headers), the
+    headers (``get`` by lower-case name) and the client's address (for the log)."""
 
-    method: str
-    path: str  # decoded, below the URL prefix
-    query: str = ""  # raw, without "?"
-    script_root: str = ""  # the prefix as the client sees it, for Location headers
-    accept: str | None = None
-    accept_encoding: str | None = None
-    if_none_match: str | None = None
-    if_modified_since: str | None = None
-    range: str | None = None
-    if_range: str | None = None
-    authorization: str | None = None
-    client: str = "-"  # the client's address, for the log
+    __slots__ = ("method", "path", "query", "script_root", "headers", "client")
+
+    def __init__(self, method: str, path: str, query: str = "", script_root: str = "", *,
+                 headers: Mapping[str, str] | None = None, client: str = "-") -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.script_root = script_root
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.client = client
+
+    # The few headers that matter, read when a decision needs them.
+    @property
+    def accept(self) -> str | None:
+        return self.headers.get("accept")
+
+    @property
+    def accept_encoding(self) -> str | None:
+        return self.headers.get("accept-encoding")
+
+    @property
+    def if_none_match(self) -> str | None:
+        return self.headers.get("if-none-match")
+
+    @property
+    def if_modified_since(self) -> str | None:
+        return self.headers.get("if-modified-since")
+
+    @property
+    def range(self) -> str | None:
+        return self.headers.get("range")
+
+    @property
+    def if_range(self) -> str | None:
+        return self.headers.get("if-range")
+
+    @property
+    def authorization(self) -> str | None:
+        return self.headers.get("authorization")
 
 
 class SimpleAPI:
@@ -163,14 +191,14 @@ class SimpleAPI:
 
     def _project(self, req: SimpleRequest, rest: str) -> Reply:
         """``/simple/<rest>``: a project's page, or the way to it."""
-        if "/" in rest[:-1]:
-            return _not_found("no such page")
         project = rest[:-1] if rest.endswith("/") else rest
+        if "/" in project:
+            return _not_found("no such page")
+        if rest.endswith("/") and is_normalized(project):  # the usual case: one regex
+            return self._page(req, "project", project)
         if not is_valid_project_name(project):
             return _not_found("not a valid project name")
-        if not rest.endswith("/") or not is_normalized(project):
-            return self._moved(req, f"/simple/{normalize(project)}/")
-        return self._page(req, "project", project)
+        return self._moved(req, f"/simple/{normalize(project)}/")
 
     # -- pages
 
@@ -232,6 +260,8 @@ class SimpleAPI:
         entry = self.index.file(filename)
         if entry is None:
             return _not_found("no such file here")
+        if self.index.marks.status(entry.project)[0] == "quarantined":
+            return _not_found(f"{entry.project} is quarantined: its files are not served")
         path = f"{self.root_dir}/{entry.relpath}"
         try:
             st = os.stat(path)

@@ -1,4 +1,5 @@
-"""The PEP 691 (API 1.1) shape of the index: the one dict both renderers work from."""
+"""The PEP 691 shape of the index (API 1.4: PEP 700's fields, PEP 792's project status):
+the one dict both renderers work from."""
 
 from __future__ import annotations
 
@@ -10,22 +11,26 @@ from urllib.parse import quote
 
 from pypid.index import FileEntry, Index
 
-API_VERSION = "1.1"
+API_VERSION = "1.4"
 _URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]+")  # what quote() leaves alone
 
 
 def project_page(index: Index, project: str) -> dict[str, Any] | None:
-    """The detail page of a project, or None if it has no files."""
+    """The detail page of a project, or None if it has no files. A quarantined project
+    lists none (PEP 792): its page says so, and its files are not served."""
     entries = index.files(project)
     if entries is None:
         return None
-    files = [file_dict(entry) for entry in entries]
-    versions = list(dict.fromkeys(entry.version for entry in entries))  # in Version order
+    status, reason = index.marks.status(project)
+    if status == "quarantined":
+        entries = ()
+    project_status = {"status": status, "reason": reason} if reason else {"status": status}
     return {
         "meta": {"api-version": API_VERSION},
         "name": project,
-        "files": files,
-        "versions": versions,
+        "project-status": project_status,
+        "files": [file_dict(entry) for entry in entries],
+        "versions": list(dict.fromkeys(entry.version for entry in entries)),  # Version order
     }
 
 

@@ -22,10 +22,16 @@ def render(media: str, page: dict[str, Any]) -> bytes:
     return project_html(page).encode()
 
 
-def _head(api_version: str, title: str) -> str:
+def _head(api_version: str, title: str, status: dict[str, str] | None = None) -> str:
+    meta = ""
+    if status is not None:  # PEP 792
+        meta = f"    <meta name=\"pypi:project-status\" content=\"{escape(status['status'])}\">\n"
+        if status.get("reason"):
+            meta += ("    <meta name=\"pypi:project-status-reason\" "
+                     f"content=\"{escape(status['reason'])}\">\n")
     return ("<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n"
             f"    <meta name=\"pypi:repository-version\" content=\"{escape(api_version)}\">\n"
-            f"    <title>{escape(title)}</title>\n  </head>\n  <body>\n")
+            f"{meta}    <title>{escape(title)}</title>\n  </head>\n  <body>\n")
 
 
 _TAIL = "  </body>\n</html>\n"
@@ -69,7 +75,7 @@ data-yanked="bad &lt;build&gt;" data-upload-time="2026-01-01T00:00:00.000000Z" d
 a-1.0.tar.gz</a><br>
     """
     name = page["name"]
-    parts = [_head(page["meta"]["api-version"], f"Links for {name}"),
+    parts = [_head(page["meta"]["api-version"], f"Links for {name}", page.get("project-status")),
              f"    <h1>Links for {escape(name)}</h1>\n"]
     for file in page["files"]:
         attrs = [f'href="{escape(file["url"])}#sha256={escape(file["hashes"]["sha256"])}"']

@@ -65,8 +65,10 @@ class FilePart:
         return FileIdentity.of(os.fstat(fd)) == self.identity
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
+    """Read-only once made (not frozen: one is made per request, and frozen costs)."""
+
     kind: Kind
     status: int
     headers: Headers
@@ -77,7 +79,9 @@ class Reply:
     @property
     def status_line(self) -> str:
         """``"200 OK"``, or the status with this reply's own reason phrase."""
-        return f"{self.status} {self.reason or _phrase(self.status)}"
+        if self.reason:
+            return f"{self.status} {self.reason}"
+        return _status_line(self.status)
 
     def for_head(self) -> Reply:
         """The same headers, no body (HEAD)."""
@@ -85,8 +89,8 @@ class Reply:
 
 
 @functools.lru_cache(maxsize=64)
-def _phrase(status: int) -> str:
-    return HTTPStatus(status).phrase
+def _status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
 
 
 def text(kind: Kind, status: int, message: str, *, reason: bool = False,

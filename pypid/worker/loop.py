@@ -52,12 +52,13 @@ from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enab
 RECV_SIZE = 64 * 1024
 MAX_HEAD = 32 * 1024  # a longer request head is refused (431), as nginx's defaults do
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
+JOIN_BELOW = 16 * 1024  # answers are joined into one buffer below this; above, sendmsg
 QUEUE_PER_THREAD = 2  # requests waiting for a thread, per thread, before new ones get 503
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of descriptors
 NOTIFY_EVERY = 1.0  # heartbeat to the arbiter at most this often
 STOP_LINGER = 2.0  # a stopping worker still answers requests already on their way this long
 SERVER = (getattr(gunicorn, "SERVER", None) or gunicorn.SERVER_SOFTWARE).encode()
-_FORWARDED = (b"x-forwarded-", b"forwarded")
+_FORWARDED = ("x-forwarded-", "forwarded")
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT)
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -269,14 +270,9 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
         forwarded = any(n.startswith(_FORWARDED) for n in head.headers)
         if forwarded and self.access_logging:
             return None  # the logged client address comes from the trusted-proxy layer
-        header = head.header
         try:
             reply = self.simple.decide(SimpleRequest(
-                method=head.method, path=path, query=head.query, script_root=self.prefix,
-                accept=header(b"accept"), accept_encoding=header(b"accept-encoding"),
-                if_none_match=header(b"if-none-match"),
-                if_modified_since=header(b"if-modified-since"), range=header(b"range"),
-                if_range=header(b"if-range"), authorization=header(b"authorization"),
+                head.method, path, head.query, self.prefix, headers=head.headers,
                 client=address(conn.client)), may_block=False)
         except Exception:
             self.log.exception("Error answering %s %s; the app answers it", head.method, path)
@@ -322,11 +318,14 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
         must not hold the loop), and ``then`` runs there after it; without
         unsent bytes ``then`` goes to a thread at once.
         """
-        out, conn.out, conn.out_bytes = conn.out, [], 0
+        out, size = conn.out, conn.out_bytes
+        conn.out, conn.out_bytes = [], 0
         rest: list[memoryview] = []
         if out:
+            if len(out) > 1 and size <= JOIN_BELOW:  # one copy beats an iovec when small
+                out = [b"".join(out)]
             try:
-                sent = conn.sock.sendmsg(out)
+                sent = conn.sock.send(out[0]) if len(out) == 1 else conn.sock.sendmsg(out)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:

@@ -144,9 +144,8 @@ class ThreadedRequests:
                    "RAW_URI": target, "PATH_INFO": head.path, "QUERY_STRING": head.query,
                    "SERVER_PROTOCOL": "HTTP/1.1"}
         for name, value in head.headers.items():
-            environ["HTTP_" + name.decode().upper().replace("-", "_")] = value.decode("ascii")
-        headers = [(name.decode().upper(), value.decode()) for name, value in
-                   head.headers.items()]
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+        headers = [(name.upper(), value) for name, value in head.headers.items()]
         self.log.access(Logged(str(reply.status), reply.headers, sent), headers, environ,
                         datetime.now() - started)
 

@@ -36,8 +36,8 @@ SEED = os.environ.get("PYPID_FUZZ_SEED")
 CFG = Config()
 LIMITS = Limits(CFG.limit_request_line, CFG.limit_request_fields, CFG.limit_request_field_size)
 # What the loop reads of a head (worker._decide); Connection is compared as close/keep-alive.
-MATTER = (b"accept", b"accept-encoding", b"if-none-match", b"if-modified-since", b"range",
-          b"if-range", b"authorization")
+MATTER = ("accept", "accept-encoding", "if-none-match", "if-modified-since", "range",
+          "if-range", "authorization")
 NEXT = b"GET /next HTTP/1.1\r\nHost: n\r\n\r\n"  # follows every head: where does it start?
 
 # -- the generator: mostly plain heads with a few odd parts, so both sides of the
@@ -161,8 +161,8 @@ def gunicorn_reads(data: bytes) -> tuple[Any, int]:
     return req, len(data) - len(rest)
 
 
-def _values(req: Any, name: bytes) -> list[str]:
-    wanted = name.decode().upper()
+def _values(req: Any, name: str) -> list[str]:
+    wanted = name.upper()
     return [value.rstrip(" \t") for key, value in req.headers if key == wanted]
 
 
@@ -188,7 +188,7 @@ def assert_same(head: PlainHead, req: Any) -> None:
     assert req.version == (1, 1)
     assert not req.fragment
     for name in MATTER:
-        mine = head.header(name)
+        mine = head.headers.get(name)
         assert _values(req, name) == ([] if mine is None else [mine]), name
     assert head.close == req.should_close(), f"close: pypid {head.close}, gunicorn says not"
 

@@ -86,7 +86,7 @@ def test_root_index_html(server: Server, corpus: Corpus) -> None:
     assert_type(resp, TEXT_HTML)
     assert_vary_accept(resp)
     page = parse_page(resp.text)
-    assert page.meta.get("pypi:repository-version") == "1.1"
+    assert page.meta.get("pypi:repository-version") == "1.4"
     links = {urljoin(resp.url, a.attrs.get("href") or ""): a.text.strip() for a in page.anchors}
     expected = {server.url(f"/simple/{p}/") for p in corpus.projects}
     assert set(links) == expected, links
@@ -100,7 +100,7 @@ def test_root_index_json(server: Server, corpus: Corpus) -> None:
     assert_type(resp, JSON_TYPE)
     assert_vary_accept(resp)
     body = resp.json()
-    assert body["meta"]["api-version"] == "1.1"
+    assert body["meta"]["api-version"] == "1.4"
     names = {normalize(p["name"]) for p in body["projects"]}
     assert names == corpus.projects
 
@@ -181,9 +181,9 @@ def test_negotiation(
     assert_type(resp, str(expected))
     assert_vary_accept(resp)
     if expected == JSON_TYPE:
-        assert resp.json()["meta"]["api-version"] == "1.1"
+        assert resp.json()["meta"]["api-version"] == "1.4"
     else:
-        assert parse_page(resp.text).meta.get("pypi:repository-version") == "1.1"
+        assert parse_page(resp.text).meta.get("pypi:repository-version") == "1.4"
 
 
 def test_unknown_format_never_5xx(server: Server) -> None:
@@ -212,7 +212,7 @@ def test_project_json(server: Server, corpus: Corpus, project: str) -> None:
     assert_vary_accept(resp)
     body = resp.json()
     assert body["name"] == project
-    assert body["meta"]["api-version"] == "1.1"
+    assert body["meta"]["api-version"] == "1.4"
     dists = corpus.project(project)
     assert set(body["versions"]) == {d.version for d in dists}
     files = {f["filename"]: f for f in body["files"]}
@@ -248,7 +248,7 @@ def test_project_html(server: Server, corpus: Corpus, project: str) -> None:
     assert_type(resp, TEXT_HTML)
     assert_vary_accept(resp)
     page = parse_page(resp.text)
-    assert page.meta.get("pypi:repository-version") == "1.1"
+    assert page.meta.get("pypi:repository-version") == "1.4"
     anchors = {a.text.strip(): a.attrs for a in page.anchors}
     dists = corpus.project(project)
     assert set(anchors) == {d.filename for d in dists}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pypid.cachedb import CacheDB
+from pypid.events import EventLog
 from pypid.index import Index
 from pypid.index import examine as examine_module
 from pypid.index.follow import Follower
@@ -180,12 +180,13 @@ def test_duplicate_names_in_subfolders(root: Path, open_index: Callable[[], Inde
                     and e.relpath == "b/dup-1.0.tar.gz")
 
 
-def test_yank_marks_reach_other_processes_through_the_cache(
+def test_yank_marks_reach_other_processes_through_the_event_log(
         root: Path, open_index: Callable[[], Index]) -> None:
     make_wheel(root, "y", "1.0")
     index = open_index()
     index.start_watching()
-    CacheDB(root / CACHE_DIRNAME).set_yank("y-1.0-py3-none-any.whl", "bad build")
+    EventLog(root / CACHE_DIRNAME).append("yank", user="cli:root", project="y",
+                                          file="y-1.0-py3-none-any.whl", reason="bad build")
     assert wait_for(lambda: (e := index.file("y-1.0-py3-none-any.whl")) is not None
                     and e.yanked == "bad build", timeout=3.0)
 

@@ -16,7 +16,6 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from pypid.auth import Htpasswd
-from pypid.index import Marks
 from pypid.simple.negotiate import HTML, JSON
 from tests.builders import make_sdist, make_wheel
 from tests.unit.conftest import AppFactory
@@ -48,11 +47,11 @@ def test_project_list_html_and_json(make_app: AppFactory, corpus: dict[str, Path
     assert html.headers["Content-Type"] == "text/html; charset=utf-8"
     assert html.headers["Vary"] == "Accept, Accept-Encoding"
     body = html.get_data(as_text=True)
-    assert '<meta name="pypi:repository-version" content="1.1">' in body
+    assert '<meta name="pypi:repository-version" content="1.4">' in body
     assert re.findall(r'<a href="([^"]+)">', body) == ["foo-bar/", "other/"]
     data = client.get("/simple/", headers={"Accept": JSON})
     assert data.headers["Content-Type"] == JSON
-    assert data.get_json() == {"meta": {"api-version": "1.1"},
+    assert data.get_json() == {"meta": {"api-version": "1.4"},
                                "projects": [{"name": "foo-bar"}, {"name": "other"}]}
 
 
@@ -61,7 +60,8 @@ def test_project_json(make_app: AppFactory, corpus: dict[str, Path]) -> None:
     page = response.get_json()
     assert page["name"] == "foo-bar"
     assert page["versions"] == ["1.0", "1.2", "1.10"]  # PEP 440 order, not text order
-    assert page["meta"] == {"api-version": "1.1"}
+    assert page["meta"] == {"api-version": "1.4"}
+    assert page["project-status"] == {"status": "active"}
     files = {f["filename"]: f for f in page["files"]}
     assert list(files) == ["foo_bar-1.0-py3-none-any.whl", "foo_bar-1.2.tar.gz",
                            "foo_bar-1.10-py3-none-any.whl"]
@@ -104,9 +104,12 @@ def test_project_html(make_app: AppFactory, corpus: dict[str, Path]) -> None:
 def test_yanked_file(make_app: AppFactory, corpus: dict[str, Path]) -> None:
     app = make_app()
     index = app.extensions["pypid"].index
-    index.cache.set_yank("foo_bar-1.0-py3-none-any.whl", "broken <build>")
-    index.cache.set_yank("foo_bar-1.2.tar.gz", "")
-    index.apply_marks(Marks.from_cache(index.cache))
+    events = index.ledger.events
+    events.append("yank", user="cli:root", project="foo-bar",
+                  file="foo_bar-1.0-py3-none-any.whl", reason="broken <build>")
+    events.append("yank", user="cli:root", project="foo-bar", file="foo_bar-1.2.tar.gz")
+    index.ledger.catch_up()
+    index.apply_marks(index.ledger.marks)
     client = app.test_client()
     files = client.get("/simple/foo-bar/", headers={"Accept": JSON}).get_json()["files"]
     assert [f["yanked"] for f in files] == ["broken <build>", True, False]
