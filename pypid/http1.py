@@ -57,17 +57,23 @@ class PlainHead:
 
 def find_head(buf: bytes | bytearray) -> int:
     """Where the first head in ``buf`` ends (the index of its CRLF CRLF), or
-    ``NEED_MORE``, or ``BARE_LF`` when a line of it ends with a bare line feed.
+    ``NEED_MORE``, or ``BARE_LF`` when no head ends yet and a line ends with a bare LF.
+    A complete head that ``parse_head`` refuses must be checked with ``bare_lf``.
 
     A bare LF is refused, not passed on: gunicorn 20.1 takes it as the end of a line
     inside a header value, so ``Host: x\nContent-Length: 44`` would hide a request in
     a body from any proxy that reads it as one header.
     """
     end = buf.find(b"\r\n\r\n")
-    stop = end if end >= 0 else len(buf)
-    if buf.count(b"\n", 0, stop) != buf.count(b"\r\n", 0, stop):
-        return BARE_LF
-    return end if end >= 0 else NEED_MORE
+    if end >= 0:
+        # A bare LF before it makes the head not plain: see bare_lf (only then looked for).
+        return end
+    return BARE_LF if bare_lf(buf, len(buf)) else NEED_MORE
+
+
+def bare_lf(buf: bytes | bytearray, end: int) -> bool:
+    """Does a line of ``buf[:end]`` end with a bare LF?"""
+    return buf.count(b"\n", 0, end) != buf.count(b"\r\n", 0, end)
 
 
 def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> PlainHead | None:
@@ -106,13 +112,15 @@ def _close_asked(connection: str | None) -> bool | None:
     return option == "close"
 
 
-def answer_head(status_line: str, headers: list[tuple[str, str]], *, server: bytes,
-                date: bytes, close: bool) -> bytes:
-    """Status line and headers, as gunicorn writes them (Server, Date, Connection first)."""
-    lines = [b"HTTP/1.1 ", status_line.encode("latin-1"), b"\r\nServer: ", server,
-             b"\r\nDate: ", date, b"\r\nConnection: ", b"close" if close else b"keep-alive",
-             b"\r\n"]
-    for name, value in headers:
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-    lines.append(b"\r\n")
-    return b"".join(lines)
+def common_headers(server: bytes, date: bytes, close: bool) -> bytes:
+    """The headers every answer starts with, as gunicorn writes them (the loop makes
+    these once a second)."""
+    return (b"\r\nServer: " + server + b"\r\nDate: " + date + b"\r\nConnection: "
+            + (b"close" if close else b"keep-alive") + b"\r\n")
+
+
+def answer_head(status_line: str, headers: list[tuple[str, str]], common: bytes) -> bytes:
+    """Status line and headers: ``common`` (see ``common_headers``) first, then ``headers``."""
+    text = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return b"HTTP/1.1 " + status_line.encode("latin-1") + common + text.encode("latin-1") + \
+        b"\r\n"

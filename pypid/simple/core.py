@@ -55,6 +55,7 @@ from pypid.simple.reply import (
 from pypid.storage import FileIdentity
 
 METADATA_SUFFIX = ".metadata"
+_READS = frozenset(("GET", "HEAD"))
 METADATA_CACHE_BYTES = 16 * 1024 * 1024  # per worker
 FILE_HEADERS_CACHED = 4096
 
@@ -122,27 +123,28 @@ class SimpleAPI:
     def decide(self, req: SimpleRequest, *, may_block: bool = True) -> Reply | None:
         """The answer, or None: not a request of the simple API (or, without
         ``may_block``, one that needs blocking work: a password check, a file read)."""
-        reply = self._decide(req, may_block)
+        path = req.path
+        if req.method not in _READS:
+            return None
+        if path.startswith(("/simple/", "/packages/")) or path == "/simple":
+            action = "download" if path[1] == "p" else "list"
+            if action in self.logins.protect:
+                if not may_block:
+                    return None
+                login = self.logins.authenticate(action, req.authorization, req.client)
+                if isinstance(login, Reply):
+                    return login.for_head() if req.method == "HEAD" else login
+            if path[-1] == "/" and path[1] == "s" and is_normalized(project := path[8:-1]):
+                reply = self._page(req, "project", project)  # the usual request, directly
+            else:
+                reply = self._route(req, path, may_block)
+        elif path == "/health":
+            reply = self._health(req, may_block)
+        else:
+            return None
         if reply is not None and req.method == "HEAD":
             return reply.for_head()
         return reply
-
-    def _decide(self, req: SimpleRequest, may_block: bool) -> Reply | None:
-        path = req.path
-        if req.method not in ("GET", "HEAD"):
-            return None
-        if path == "/health":
-            return self._health(req, may_block)
-        if not path.startswith(("/simple", "/packages/")):
-            return None
-        action = "download" if path.startswith("/packages/") else "list"
-        if self.logins.needed(action):
-            if not may_block:
-                return None
-            login = self.logins.authenticate(action, req.authorization, req.client)
-            if isinstance(login, Reply):
-                return login
-        return self._route(req, path, may_block)
 
     def _health(self, req: SimpleRequest, may_block: bool) -> Reply | None:
         """200 while the root can be read, else 503. With ``list`` protected, only the
@@ -185,8 +187,6 @@ class SimpleAPI:
             return self._moved(req, "/simple/")
         if path == "/simple/":
             return self._page(req, INDEX, "")
-        if not path.startswith("/simple/"):
-            return None  # /simplex...: not ours
         return self._project(req, path[8:])
 
     def _project(self, req: SimpleRequest, rest: str) -> Reply:
@@ -203,7 +203,7 @@ class SimpleAPI:
     # -- pages
 
     def _page(self, req: SimpleRequest, space: str, project: str) -> Reply:
-        media = negotiate(req.accept, _format_param(req.query))
+        media = negotiate(req.accept, _format_param(req.query) if req.query else None)
         if media is None:
             return text(Kind.NOT_ACCEPTABLE, 406,
                         "no acceptable format; this index offers " + ", ".join(OFFERS),
@@ -366,8 +366,6 @@ def _changing(filename: str) -> Reply:
 
 
 def _format_param(query: str) -> str | None:
-    if not query:
-        return None
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "format":
             return value

@@ -18,13 +18,14 @@ class State(enum.Enum):
 class Conn:
     """A client connection and what the loop holds for it."""
 
-    __slots__ = ("sock", "fd", "client", "server", "buf", "state", "deadline", "out",
-                 "out_bytes")
+    __slots__ = ("sock", "fd", "client", "address", "server", "buf", "state", "deadline",
+                 "out", "out_bytes")
 
     def __init__(self, sock: socket.socket, client: Any, server: Any) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.client = client
+        self.address = address(client)  # for the log and the login limit
         self.server = server
         self.buf = bytearray()
         self.state = State.IN_THREAD  # until the loop watches it

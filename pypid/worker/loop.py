@@ -1,13 +1,12 @@
 """pypid's gunicorn worker: one event loop reads every connection and answers what the
 simple API can decide without blocking; everything else goes to a thread.
 
-A request whose head is in the plain form (``pypid.http1``) and that
-``SimpleAPI.decide(..., may_block=False)`` answers (a page, a 304, a redirect,
-a 404, a file's headers) is answered by the loop. The rest (uploads, logins,
-Range, anything unusual) goes, with the bytes already read, to a thread that
-runs gunicorn's own parser, WSGI environ and response, as gthread does; the
-Flask views there ask the same ``SimpleAPI``. File bodies are sent by a thread
-(sendfile), so a slow reader never holds the loop.
+A plain head (``pypid.http1``) that ``SimpleAPI.decide(..., may_block=False)``
+answers (a page, a 304, a redirect, a 404, a file's headers) is answered by the
+loop. The rest (uploads, logins, anything unusual) goes, with the bytes read, to
+a thread running gunicorn's parser and the Flask app, whose views ask the same
+``SimpleAPI``. File bodies are sent by a thread (sendfile): a slow reader never
+holds the loop.
 
 A connection serves its next pipelined request only while its unsent answers
 are small, so pipelining cannot multiply memory. Idle keep-alive connections
@@ -41,16 +40,18 @@ from pypid.http1 import (
     Limits,
     PlainHead,
     answer_head,
+    bare_lf,
+    common_headers,
     find_head,
     parse_head,
 )
 from pypid.simple.core import SimpleAPI, SimpleRequest
-from pypid.simple.reply import Kind, Reply, text
-from pypid.worker.connection import Conn, State, address, unsent
+from pypid.simple.reply import Reply
+from pypid.worker.answers import BARE_LF_HEAD, BUSY, HEAD_TOO_LARGE, LOCATED, MAX_HEAD, forwarded
+from pypid.worker.connection import Conn, State, unsent
 from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enabled
 
 RECV_SIZE = 64 * 1024
-MAX_HEAD = 32 * 1024  # a longer request head is refused (431), as nginx's defaults do
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
 JOIN_BELOW = 16 * 1024  # answers are joined into one buffer below this; above, sendmsg
 QUEUE_PER_THREAD = 2  # requests waiting for a thread, per thread, before new ones get 503
@@ -58,15 +59,8 @@ ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of descriptors
 NOTIFY_EVERY = 1.0  # heartbeat to the arbiter at most this often
 STOP_LINGER = 2.0  # a stopping worker still answers requests already on their way this long
 SERVER = (getattr(gunicorn, "SERVER", None) or gunicorn.SERVER_SOFTWARE).encode()
-_FORWARDED = ("x-forwarded-", "forwarded")
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT)
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-BUSY = text(Kind.DENIED, 503, "the server is busy; retry in a second",
-            headers=[("Retry-After", "1")])
-BARE_LF_HEAD = text(Kind.ERROR, 400, "Bad Request: a line of the request head ends with a "
-                    "bare LF (HTTP wants CRLF)")
-HEAD_TOO_LARGE = text(Kind.ERROR, 431, f"the request head is larger than {MAX_HEAD} bytes")
 
 # Markers in the selector's key data.
 _ACCEPT = "accept"
@@ -97,7 +91,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
         self.waiting_jobs = 0  # handed to the pool, not started yet
         self.max_waiting = self.cfg.threads * QUEUE_PER_THREAD
         self.last_notify = 0.0
-        self._date = (0, b"")
+        self._common = (0, b"", b"")  # the second they are for; keep-alive; close
         self.access_logging = access_log_enabled(self.log, self.cfg)
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
         for listener in self.sockets:
@@ -222,15 +216,17 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 self._leave_selector(conn, State.PAUSED)
                 return
             end = find_head(conn.buf)
-            if end == BARE_LF or (end == NEED_MORE and len(conn.buf) > MAX_HEAD):
-                self._refuse(conn, BARE_LF_HEAD if end == BARE_LF else HEAD_TOO_LARGE)
-                return
             if end == NEED_MORE:
-                if conn.buf and conn.state is State.WAITING:
+                if len(conn.buf) > MAX_HEAD:
+                    self._refuse(conn, HEAD_TOO_LARGE)
+                elif conn.buf and conn.state is State.WAITING:
                     conn.state = State.READING  # one head must arrive within HEAD_TIMEOUT
                     conn.deadline = time.monotonic() + HEAD_TIMEOUT
                 return
-            head = parse_head(bytes(conn.buf[:end]), self.limits)
+            head = parse_head(bytes(conn.buf[:end]), self.limits) if end >= 0 else None
+            if head is None and (end == BARE_LF or bare_lf(conn.buf, end)):
+                self._refuse(conn, BARE_LF_HEAD)
+                return
             started = datetime.now() if self.access_logging else None
             reply = self._decide(head, conn) if head is not None else None
             if head is None or reply is None:
@@ -267,27 +263,26 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             if not path.startswith(self.prefix + "/"):
                 return None
             path = path[len(self.prefix):]
-        forwarded = any(n.startswith(_FORWARDED) for n in head.headers)
-        if forwarded and self.access_logging:
+        if self.access_logging and forwarded(head):
             return None  # the logged client address comes from the trusted-proxy layer
         try:
             reply = self.simple.decide(SimpleRequest(
                 head.method, path, head.query, self.prefix, headers=head.headers,
-                client=address(conn.client)), may_block=False)
+                client=conn.address), may_block=False)
         except Exception:
             self.log.exception("Error answering %s %s; the app answers it", head.method, path)
             return None
-        if forwarded and reply is not None and reply.headers and any(
-                name == "Location" for name, _ in reply.headers):
+        if reply is not None and reply.kind in LOCATED and forwarded(head):
             return None  # a trusted proxy's prefix belongs in the Location: the app's job
         return reply
 
     def _answer_head(self, reply: Reply, close: bool) -> bytes:
         now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, formatdate(now, usegmt=True).encode())
-        return answer_head(reply.status_line, reply.headers, server=SERVER, date=self._date[1],
-                           close=close)
+        if self._common[0] != now:
+            date = formatdate(now, usegmt=True).encode()
+            self._common = (now, common_headers(SERVER, date, False),
+                            common_headers(SERVER, date, True))
+        return answer_head(reply.status_line, reply.headers, self._common[2 if close else 1])
 
     # -- sending: once per turn of the loop, so that answers to many connections
     # leave together. The client then wakes once for a batch of answers instead
@@ -331,7 +326,8 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             except OSError:
                 self._close(conn)
                 return False
-            rest = unsent(out, sent)
+            if sent < size:
+                rest = unsent(out, sent)
         closing = conn.state is State.CLOSING
         if rest:
             self._hand_over(conn, partial(self._send_rest, rest=rest, close=closing, then=then))

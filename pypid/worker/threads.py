@@ -18,7 +18,7 @@ from gunicorn.http.errors import NoMoreData
 
 from pypid.http1 import PlainHead
 from pypid.simple.reply import Reply
-from pypid.worker.connection import Conn, address
+from pypid.worker.connection import Conn
 
 HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head
 MIN_BODY_RATE = 16 * 1024  # bytes/s a request body must average (after HEAD_TIMEOUT's grace)
@@ -140,7 +140,7 @@ class ThreadedRequests:
     def _log_access(self, conn: Conn, head: PlainHead, reply: Reply, sent: int,
                     started: datetime) -> None:
         target = head.path + ("?" + head.query if head.query else "")
-        environ = {"REMOTE_ADDR": address(conn.client), "REQUEST_METHOD": head.method,
+        environ = {"REMOTE_ADDR": conn.address, "REQUEST_METHOD": head.method,
                    "RAW_URI": target, "PATH_INFO": head.path, "QUERY_STRING": head.query,
                    "SERVER_PROTOCOL": "HTTP/1.1"}
         for name, value in head.headers.items():

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from pypid.http1 import BARE_LF, NEED_MORE, Limits, answer_head, find_head, parse_head
+from pypid.http1 import (
+    BARE_LF,
+    NEED_MORE,
+    Limits,
+    answer_head,
+    bare_lf,
+    common_headers,
+    find_head,
+    parse_head,
+)
 
 H = b"Host: x"
 
@@ -89,21 +98,34 @@ def test_headers_are_read_lower_cased_and_stripped() -> None:
     (b"GET / HTTP/1.1\r\n\r\n", 14),
     (b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", 14),
     (b"GET / HTTP/1.1\n\n", BARE_LF),  # refused: parsers disagree on bare LF
-    (b"GET / HTTP/1.1\nHost: x\n\nGET / HTTP/1.1\r\n\r\n", BARE_LF),
-    (b"GET / HTTP/1.1\r\nHost: x\nContent-Length: 44\r\n\r\n", BARE_LF),
     (b"GET / HTTP/1.1\r\nHost: x\n", BARE_LF),  # before the head is even complete
     (b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\n\n", 14),  # the first head is plain
+    # A head that ends, with a bare LF inside: parse_head refuses it, bare_lf finds why.
+    (b"GET / HTTP/1.1\nHost: x\n\nGET / HTTP/1.1\r\n\r\n", 38),
+    (b"GET / HTTP/1.1\r\nHost: x\nContent-Length: 44\r\n\r\n", 42),
 ])
 def test_find_head(buf: bytes, expected: int) -> None:
     assert find_head(buf) == expected
 
 
+@pytest.mark.parametrize(("head", "bare"), [
+    (b"GET / HTTP/1.1\r\nHost: x", False),
+    (b"GET / HTTP/1.1\nHost: x", True),
+    (b"GET / HTTP/1.1\r\nHost: x\nContent-Length: 44", True),
+    (b"GET / HTTP/1.1\r\nX: a\rb", False),  # a lone CR: not plain either, but no bare LF
+])
+def test_bare_lf(head: bytes, bare: bool) -> None:
+    assert bare_lf(head, len(head)) is bare
+    if bare:
+        assert parse_head(head) is None  # never plain: the worker refuses it, not gunicorn
+
+
 def test_answer_head_is_gunicorns_layout() -> None:
-    head = answer_head("200 OK", [("Content-Type", "text/html"), ("Content-Length", "3")],
-                       server=b"gunicorn", date=b"Sat, 05 Dec 2026 00:00:00 GMT", close=False)
+    common = common_headers(b"gunicorn", b"Sat, 05 Dec 2026 00:00:00 GMT", close=False)
+    head = answer_head("200 OK", [("Content-Type", "text/html"), ("Content-Length", "3")], common)
     assert head == (b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: Sat, 05 Dec 2026 00:00:00 GMT"
                     b"\r\nConnection: keep-alive\r\nContent-Type: text/html\r\n"
                     b"Content-Length: 3\r\n\r\n")
-    closing = answer_head("304 Not Modified", [], server=b"s", date=b"d", close=True)
+    closing = answer_head("304 Not Modified", [], common_headers(b"s", b"d", close=True))
     assert closing == (b"HTTP/1.1 304 Not Modified\r\nServer: s\r\nDate: d\r\n"
                        b"Connection: close\r\n\r\n")
