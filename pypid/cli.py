@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pypid import __version__
+from pypid import __version__, cli_manage
 from pypid.auth import (
     Htpasswd,
     HtpasswdError,
@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if not getattr(args, "command", None):
         parser.print_usage(sys.stderr)
-        print("pypid: error: a command is required (serve, check-config, reload, user)",
+        print("pypid: error: a command is required (serve, check-config, reload, user, "
+              "yank, unyank, status, audit)",
               file=sys.stderr)
         return EXIT_USAGE
     return _run(args)
@@ -178,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
                        "Print one user name per line (exit 1 if the file cannot be read).",
                        "example:\n  pypid user list")
     listing.set_defaults(handler=_user_list)
+    cli_manage.add_commands(commands, _command)
     return parser
 
 

@@ -155,6 +155,7 @@ class EventLog:
         except OSError as exc:
             raise EventLogError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
         try:
+            _same_owner_as_folder(fd, self.directory)
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield fd
         finally:
@@ -260,6 +261,17 @@ class EventLog:
         if seq == count and digest != last_hash:
             return f"line {count}: altered (it is not the line that was written)"
         return None
+
+
+def _same_owner_as_folder(fd: int, directory: Path) -> None:
+    """root (the CLI) writing into the service's folder: the log stays the service's, so
+    the server (user pypid) can still append to it."""
+    if os.geteuid() != 0:
+        return
+    with contextlib.suppress(OSError):
+        folder, st = os.stat(directory), os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (folder.st_uid, folder.st_gid):
+            os.fchown(fd, folder.st_uid, folder.st_gid)
 
 
 def _rfind_newline(fd: int, end: int) -> int:

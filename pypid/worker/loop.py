@@ -75,7 +75,11 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
         services = getattr(self.app, "services", None)  # pypid's application; else all to threads
         self.simple: SimpleAPI | None = services.simple if services is not None else None
         self.prefix = services.config.server.url_prefix if services is not None else ""
-        cfg = self.cfg  # 0 means "no limit" to gunicorn; the loop still stops at MAX_HEAD
+        cfg = self.cfg  # read once: a gunicorn setting costs a Python call on every read
+        self.keepalive = bool(cfg.keepalive)
+        self.idle_timeout = max(cfg.keepalive, 1)  # seconds a kept-alive connection may idle
+        self.max_connections = cfg.worker_connections
+        # 0 means "no limit" to gunicorn; the loop still stops at MAX_HEAD
         self.limits = Limits(cfg.limit_request_line or MAX_HEAD,
                              cfg.limit_request_fields or MAX_HEAD,
                              cfg.limit_request_field_size or MAX_HEAD)
@@ -122,7 +126,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 if self.ppid != os.getppid():
                     self.log.info("Parent changed, shutting down: %s", self)
                     return
-            self._set_accepting(self.alive and len(self.conns) < self.cfg.worker_connections
+            self._set_accepting(self.alive and len(self.conns) < self.max_connections
                                 and now >= self.accept_paused_until)
             timeout = (0.0 if self.outbox else 0.05 if stopping or not self.accepting
                        else NOTIFY_EVERY)
@@ -180,12 +184,12 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             conn = Conn(sock, client, listener.getsockname())
             self.conns[conn.fd] = conn
             self._watch(conn, time.monotonic())
-            if len(self.conns) >= self.cfg.worker_connections:
+            if len(self.conns) >= self.max_connections:
                 return
 
     def _watch(self, conn: Conn, now: float) -> None:
         """Back in the selector: wait for the next request (at most ``keepalive`` seconds)."""
-        conn.deadline = now + (max(self.cfg.keepalive, 1) if self.alive else STOP_LINGER)
+        conn.deadline = now + (self.idle_timeout if self.alive else STOP_LINGER)
         conn.state = State.WAITING
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
 
@@ -210,7 +214,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
 
     def _serve(self, conn: Conn) -> None:
         """Answer the complete request heads in ``conn.buf`` while the loop can."""
-        while True:
+        while conn.buf:  # empty: all answered, wait for the next request
             if conn.out_bytes > OUT_LIMIT:
                 # The rest waits until these answers have left (see _flush_all).
                 self._leave_selector(conn, State.PAUSED)
@@ -219,7 +223,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             if end == NEED_MORE:
                 if len(conn.buf) > MAX_HEAD:
                     self._refuse(conn, HEAD_TOO_LARGE)
-                elif conn.buf and conn.state is State.WAITING:
+                elif conn.state is State.WAITING:
                     conn.state = State.READING  # one head must arrive within HEAD_TIMEOUT
                     conn.deadline = time.monotonic() + HEAD_TIMEOUT
                 return
@@ -234,7 +238,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 return
             del conn.buf[: end + 4]
             self._count_request()
-            close = head.close or not self.alive or not self.cfg.keepalive
+            close = head.close or not self.alive or not self.keepalive
             if reply.file is not None:
                 self._to_thread(conn, partial(self._send_file, head=head, reply=reply,
                                               close=close, started=started))
@@ -246,7 +250,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 self._leave_selector(conn, State.CLOSING)
                 return
             conn.state = State.WAITING
-            conn.deadline = time.monotonic() + max(self.cfg.keepalive, 1)
+            conn.deadline = time.monotonic() + self.idle_timeout
 
     def _refuse(self, conn: Conn, reply: Reply) -> None:
         """Answer a head no parser should be trusted with, and close."""
