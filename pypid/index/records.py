@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -47,6 +48,11 @@ class FileEntry:
     def identity(self) -> FileIdentity:
         """The file version this entry describes."""
         return FileIdentity(self.size, self.mtime_ns, self.inode)
+
+    def is_stat_of(self, st: os.stat_result) -> bool:
+        """Is ``st`` this entry's version of the file? (No allocation: every download asks.)"""
+        return (st.st_ino == self.inode and st.st_size == self.size
+                and st.st_mtime_ns == self.mtime_ns)
 
     def same_file(self, stat: FileStat) -> bool:
         return self.identity == stat.identity

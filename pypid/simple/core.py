@@ -40,7 +40,6 @@ from pypid.simple.reply import (
     PAGE_CACHE_CONTROL,
     VARY,
     FilePart,
-    Headers,
     Kind,
     Reply,
     accepts_gzip,
@@ -52,12 +51,11 @@ from pypid.simple.reply import (
     not_modified_since,
     text,
 )
-from pypid.storage import FileIdentity
 
 METADATA_SUFFIX = ".metadata"
 _READS = frozenset(("GET", "HEAD"))
 METADATA_CACHE_BYTES = 16 * 1024 * 1024  # per worker
-FILE_HEADERS_CACHED = 4096
+FILE_REPLIES_CACHED = 4096
 
 
 class SimpleRequest:
@@ -117,7 +115,7 @@ class SimpleAPI:
         self.upstream_redirect = upstream_redirect  # None: unknown projects are a 404
         self.overwrite = overwrite
         self.root_dir = str(index.root.path)
-        self._file_headers: dict[tuple[str, FileIdentity], Headers] = {}
+        self._file_replies: dict[str, tuple[FileEntry, Reply]] = {}
         self._metadata = _BytesLRU(METADATA_CACHE_BYTES)
 
     def decide(self, req: SimpleRequest, *, may_block: bool = True) -> Reply | None:
@@ -267,7 +265,7 @@ class SimpleAPI:
             st = os.stat(path)
         except OSError:
             return _not_found("no such file here")
-        if FileIdentity.of(st) != entry.identity:
+        if not entry.is_stat_of(st):
             return _changing(filename)
         return entry, path
 
@@ -276,15 +274,16 @@ class SimpleAPI:
         if isinstance(found, Reply):
             return found
         entry, path = found
+        plain = not (req.if_none_match or req.if_modified_since or req.range)
+        if plain:  # the usual download: one Reply per file version, made once
+            cached = self._file_replies.get(entry.filename)
+            if cached is not None and cached[0] is entry:  # a change makes a new entry
+                return cached[1]
         identity = entry.identity
         mtime = entry.mtime_ns / 1e9
-        plain = not (req.if_none_match or req.if_modified_since or req.range)
-        key = (entry.filename, identity)
-        headers = self._file_headers.get(key) if plain else None
-        if headers is None:
-            headers = file_headers(entry.sha256, mtime, overwrite=self.overwrite)
-            if not plain and not_modified(entry.sha256, mtime, req.if_none_match,
-                                          req.if_modified_since):
+        headers = file_headers(entry.sha256, mtime, overwrite=self.overwrite)
+        if not plain:
+            if not_modified(entry.sha256, mtime, req.if_none_match, req.if_modified_since):
                 # RFC 9110: a 304 carries the validators and caching headers, not Last-Modified.
                 return Reply(Kind.FILE, 304, [h for h in headers if h[0] != "Last-Modified"])
             part = self._range(req, entry, mtime)
@@ -298,12 +297,14 @@ class SimpleAPI:
                     ("Content-Range", f"bytes {offset}-{offset + length - 1}/{entry.size}"),
                     ("Content-Length", str(length))],
                     file=FilePart(path, identity, offset, length))
-            headers = [*headers, ("Content-Type", OCTETS), ("Content-Length", str(entry.size))]
-            if plain:
-                if len(self._file_headers) >= FILE_HEADERS_CACHED:
-                    self._file_headers.clear()
-                self._file_headers[key] = headers
-        return Reply(Kind.FILE, 200, headers, file=FilePart(path, identity, 0, entry.size))
+        reply = Reply(Kind.FILE, 200, [*headers, ("Content-Type", OCTETS),
+                                       ("Content-Length", str(entry.size))],
+                      file=FilePart(path, identity, 0, entry.size))
+        if plain:
+            if len(self._file_replies) >= FILE_REPLIES_CACHED:
+                self._file_replies.clear()
+            self._file_replies[entry.filename] = (entry, reply)
+        return reply
 
     @staticmethod
     def _range(req: SimpleRequest, entry: FileEntry, mtime: float) -> tuple[int, int] | None | bool:

@@ -46,7 +46,7 @@ class Kind(enum.Enum):
     ERROR = "error"  # any other refusal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FilePart:
     """Bytes of a file to send after the headers: ``length`` from ``offset``.
 
@@ -62,7 +62,9 @@ class FilePart:
 
     def matches(self, fd: int) -> bool:
         """Is the opened ``fd`` still the file this part was decided for?"""
-        return FileIdentity.of(os.fstat(fd)) == self.identity
+        st, identity = os.fstat(fd), self.identity
+        return (st.st_ino == identity.inode and st.st_size == identity.size
+                and st.st_mtime_ns == identity.mtime_ns)
 
 
 @dataclass(slots=True)

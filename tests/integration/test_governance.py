@@ -58,11 +58,17 @@ def page(server: Server, project: str) -> dict[str, object]:
     return resp.json()  # type: ignore[no-any-return]
 
 
-def until(probe: object, what: str) -> None:
+def until(probe: object, what: str, streak: int = 8) -> None:
+    """Poll until ``streak`` answers in a row pass (so every worker has it), within LIVE."""
     deadline = time.monotonic() + LIVE
-    while not probe():  # type: ignore[operator]
+    passed = 0
+    while passed < streak:
+        if probe():  # type: ignore[operator]
+            passed += 1
+            continue
+        passed = 0
         assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def yanked(server: Server) -> dict[str, object]:
