@@ -54,7 +54,7 @@ from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enab
 RECV_SIZE = 64 * 1024
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
 JOIN_BELOW = 16 * 1024  # answers are joined into one buffer below this; above, sendmsg
-QUEUE_PER_THREAD = 2  # requests waiting for a thread, per thread, before new ones get 503
+QUEUE_PER_THREAD = 8  # requests waiting for a thread, per thread, before new ones get 503
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of descriptors
 NOTIFY_EVERY = 1.0  # heartbeat to the arbiter at most this often
 STOP_LINGER = 2.0  # a stopping worker still answers requests already on their way this long

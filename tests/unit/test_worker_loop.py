@@ -1,0 +1,97 @@
+"""The worker's loop driven in-process over a socket pair (no gunicorn arbiter): what it
+answers itself before any thread or Flask is involved."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gunicorn.config import Config as GunicornConfig
+from gunicorn.glogging import Logger
+
+from pypid.config import defaults
+from pypid.web import create_app
+from pypid.worker import PypidWorker
+from pypid.worker.connection import Conn
+from tests.builders import make_wheel
+
+
+class _Application:
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Iterator[tuple[PypidWorker, Conn, socket.socket]]:
+    root = tmp_path / "packages"
+    make_wheel(root, "demo", "1.0")
+    config = defaults()
+    config = dataclasses.replace(config, storage=dataclasses.replace(config.storage,
+                                                                     root=str(root)))
+    app = create_app(config)
+    cfg = GunicornConfig()
+    cfg.set("threads", 2)
+    worker = PypidWorker.__new__(PypidWorker)
+    worker.cfg, worker.log, worker.app, worker.wsgi = cfg, Logger(cfg), _Application(
+        app.extensions["pypid"]), app
+    worker.sockets, worker.alive, worker.nr, worker.max_requests = [], True, 0, 10**9
+    worker.PIPE, worker.ppid = os.pipe(), os.getppid()
+    worker._loop = lambda: None  # type: ignore[method-assign]  # run() only sets up
+    worker._stop = lambda: None  # type: ignore[method-assign]
+    worker.run()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.settimeout(5)
+    conn = Conn(ours, ("127.0.0.1", 1), None)
+    worker.conns[conn.fd] = conn
+    worker._watch(conn, time.monotonic())
+    yield worker, conn, theirs
+    worker.pool.shutdown(wait=False)
+    theirs.close()
+    ours.close()
+    app.extensions["pypid"].index.close()
+
+
+def exchange(worker: PypidWorker, conn: Conn, client: socket.socket, request: bytes) -> bytes:
+    client.sendall(request)
+    worker._readable(conn)
+    worker._flush_all()
+    return client.recv(65536)
+
+
+def test_a_page_is_answered_by_the_loop(loop: tuple[PypidWorker, Conn, socket.socket]) -> None:
+    worker, conn, client = loop
+    answer = exchange(worker, conn, client, b"GET /simple/demo/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Links for demo" in answer
+    assert worker.waiting_jobs == 0  # no thread was asked
+
+
+def test_threads_with_a_full_queue_get_503_not_more_queue(
+        loop: tuple[PypidWorker, Conn, socket.socket]) -> None:
+    worker, conn, client = loop
+    worker.waiting_jobs = worker.max_waiting  # every thread busy, the queue full
+    answer = exchange(worker, conn, client,
+                      b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nRetry-After: 1\r\n" in answer and b"\r\nConnection: close\r\n" in answer
+    assert client.recv(1) == b""  # closed
+    assert worker.waiting_jobs == worker.max_waiting  # nothing was queued
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"GET /simple/ HTTP/1.1\r\nHost: x\nContent-Length: 5\r\n\r\nhello", b"400"),
+    (b"GET /simple/ HTTP/1.1\r\nX: " + b"a" * 40_000, b"431"),
+])
+def test_heads_no_parser_should_judge_are_refused_and_closed(
+        loop: tuple[PypidWorker, Conn, socket.socket], head: bytes, status: bytes) -> None:
+    worker, conn, client = loop
+    answer = exchange(worker, conn, client, head)
+    assert answer.startswith(b"HTTP/1.1 " + status)
+    assert b"\r\nConnection: close\r\n" in answer
