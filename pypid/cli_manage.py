@@ -21,21 +21,21 @@ MakeCommand = Callable[..., argparse.ArgumentParser]
 
 def add_commands(commands: Any, command: MakeCommand) -> None:
     """Add the commands to ``commands`` with the CLI's own ``command`` helper."""
-    yank = command(
-        commands, "yank", "mark files as yanked (PEP 592): installers skip them unless pinned",
-        "Yank a file, or every file of a release. pip and uv then pick another version,\n"
-        "except for a requirement that pins exactly this one (==).",
-        "examples:\n  pypid yank demo==2.0 --reason 'breaks on Python 3.13'\n"
-        "  pypid yank demo-2.0-py3-none-any.whl")
-    yank.add_argument("spec", metavar="SPEC", help="a file name, or PROJECT==VERSION")
-    yank.add_argument("--reason", default="", help="shown to installers (default: none)")
-    yank.set_defaults(handler=_yank)
-
-    unyank = command(commands, "unyank", "take yank marks back",
-                     "Remove the yank mark of a file, or of every file of a release.",
-                     "example:\n  pypid unyank demo==2.0")
-    unyank.add_argument("spec", metavar="SPEC", help="a file name, or PROJECT==VERSION")
-    unyank.set_defaults(handler=_unyank)
+    for name, handler, help_, description, epilog in (
+        ("yank", _yank, "mark files as yanked (PEP 592): installers skip them unless pinned",
+         "Yank a file, or every file of a release. pip and uv then pick another version,\n"
+         "except for a requirement that pins exactly this one (==).",
+         "examples:\n  pypid yank demo==2.0 --reason 'breaks on Python 3.13'\n"
+         "  pypid yank demo-2.0-py3-none-any.whl"),
+        ("unyank", _unyank, "take yank marks back",
+         "Remove the yank mark of a file, or of every file of a release.",
+         "example:\n  pypid unyank demo==2.0"),
+    ):
+        marks = command(commands, name, help_, description, epilog)
+        marks.add_argument("spec", metavar="SPEC", help="a file name, or PROJECT==VERSION")
+        if name == "yank":
+            marks.add_argument("--reason", default="", help="shown to installers (default: none)")
+        marks.set_defaults(handler=handler)
 
     status = command(
         commands, "status", "set a project's status (PEP 792)",

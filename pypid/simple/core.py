@@ -58,6 +58,10 @@ METADATA_CACHE_BYTES = 16 * 1024 * 1024  # per worker
 FILE_REPLIES_CACHED = 4096
 
 
+def _header(name: str) -> property:
+    return property(lambda req: req.headers.get(name), doc=f"The {name} header, or None.")
+
+
 class SimpleRequest:
     """What the simple API looks at in a request: method, path (decoded, below the URL
     prefix), raw query, the prefix as the client sees it (for Location headers), the
@@ -75,33 +79,13 @@ class SimpleRequest:
         self.client = client
 
     # The few headers that matter, read when a decision needs them.
-    @property
-    def accept(self) -> str | None:
-        return self.headers.get("accept")
-
-    @property
-    def accept_encoding(self) -> str | None:
-        return self.headers.get("accept-encoding")
-
-    @property
-    def if_none_match(self) -> str | None:
-        return self.headers.get("if-none-match")
-
-    @property
-    def if_modified_since(self) -> str | None:
-        return self.headers.get("if-modified-since")
-
-    @property
-    def range(self) -> str | None:
-        return self.headers.get("range")
-
-    @property
-    def if_range(self) -> str | None:
-        return self.headers.get("if-range")
-
-    @property
-    def authorization(self) -> str | None:
-        return self.headers.get("authorization")
+    accept = _header("accept")
+    accept_encoding = _header("accept-encoding")
+    if_none_match = _header("if-none-match")
+    if_modified_since = _header("if-modified-since")
+    range = _header("range")
+    if_range = _header("if-range")
+    authorization = _header("authorization")
 
 
 class SimpleAPI:
