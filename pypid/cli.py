@@ -31,6 +31,9 @@ from pypid.config import (
     load_config,
     render_toml,
 )
+from pypid.events import EventLog, EventLogError
+from pypid.manage import cli_actor
+from pypid.storage import PackageRoot
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -244,6 +247,20 @@ def _user_add(args: argparse.Namespace) -> int:
         print(f"pypid: user add: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"{'added' if new else 'changed the password of'} {args.name} in {htpasswd.path}")
+    return _audit_user(args, "user-add", args.name, None if new else "new password")
+
+
+def _audit_user(args: argparse.Namespace, action: str, name: str, reason: str | None) -> int:
+    """The audit line of a user change, when the package root exists (the log lives there)."""
+    config = load_config(args.config)
+    if not config.root.is_dir():
+        return EXIT_OK
+    events = EventLog(PackageRoot(config.root).cache_dir)
+    try:
+        events.append(action, user=cli_actor().user, owner=name, reason=reason)
+    except EventLogError as exc:
+        print(f"pypid: the audit log could not record it: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -290,7 +307,7 @@ def _user_remove(args: argparse.Namespace) -> int:
         print(f"pypid: user remove: no user {args.name!r} in {htpasswd.path}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"removed {args.name} from {htpasswd.path}")
-    return EXIT_OK
+    return _audit_user(args, "user-remove", args.name, None)
 
 
 def _user_list(args: argparse.Namespace) -> int:

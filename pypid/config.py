@@ -132,6 +132,14 @@ def _protect(value: Any) -> tuple[str, ...]:
     return items
 
 
+def _users(value: Any) -> tuple[str, ...]:
+    items = _str_list(value)
+    for item in items:
+        if not item or ":" in item or any(c.isspace() for c in item):
+            raise ValueError(f"{item!r} is not a user name")
+    return tuple(dict.fromkeys(items))
+
+
 def _upstream_url(value: Any) -> str:
     value = _str(value)
     parts = urlsplit(value)
@@ -177,6 +185,11 @@ SCHEMA: tuple[Key, ...] = (
         "Apache htpasswd file (pypid user add NAME)"),
     Key("auth", "protect", ("upload",), _protect,
         'which actions need a login: any of "upload", "download", "list"'),
+    Key("auth", "admins", (), _users,
+        "users who may manage every project (yank, remove, status, owners, audit)"),
+    Key("auth", "project_owners", True, _bool,
+        "only a project's owners and admins may upload to it or manage it (the first "
+        "uploader owns a new project); false: any logged-in user may"),
     Key("upstream", "url", "https://pypi.org/simple/", _upstream_url,
         "where unknown projects are sent"),
     Key("upstream", "mode", "redirect", _one_of(UPSTREAM_MODES),
@@ -210,6 +223,8 @@ class StorageConfig:
 class AuthConfig:
     htpasswd: str
     protect: tuple[str, ...]
+    admins: tuple[str, ...]
+    project_owners: bool
 
 
 @dataclass(frozen=True)

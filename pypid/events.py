@@ -35,6 +35,7 @@ log = logging.getLogger("pypid.audit")
 LOG_NAME = "audit.jsonl"
 HEAD_NAME = "audit.head"
 ZERO_HASH = "0" * 64
+ANONYMOUS = "(anonymous)"  # the user of an upload made with no login (uploads left open)
 KEYS = ("seq", "time", "user", "client", "action", "project", "file", "sha256", "size",
         "reason", "status", "owner", "prev")
 ACTIONS = frozenset(("upload", "remove", "yank", "unyank", "status", "owner-add",

@@ -26,6 +26,7 @@ from pypid.auth import Htpasswd, process_user, pypid_command
 from pypid.config import Config, ConfigError, load_config
 from pypid.index import Index
 from pypid.limits import raise_open_files_limit
+from pypid.manage import prepare_root, report_ownerless
 from pypid.storage import PackageRoot, StorageError
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
 from pypid.web import Services, assemble, create_app
@@ -86,9 +87,10 @@ def bind_address(host: str, port: int) -> str:
 
 def build_app(config: Config, progress: Callable[[int, int], None] | None = None) -> Flask:
     """Index the root and build the app, in this (the master) process."""
-    PackageRoot(config.root).sweep_temp_files()  # no worker exists yet: any temp file is a leftover
+    prepare_root(PackageRoot(config.root))  # no worker exists yet: any temp file is a leftover
     services = assemble(config, progress=progress)
     warn_at_start(config.auth.protect, services.htpasswd.problem())
+    report_ownerless(services.manager)
     app = create_app(config, services=services)
     services.index.cache.close()  # SQLite connections must not cross fork
     return app

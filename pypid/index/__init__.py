@@ -7,7 +7,7 @@ copy current, ``live`` joins those three as ``Index``, ``publishing`` adds an up
 
 from pypid.index.live import Index
 from pypid.index.model import Progress
-from pypid.index.publishing import Published, publish
+from pypid.index.publishing import Gate, Published, publish
 from pypid.index.records import FileEntry, Marks
 
-__all__ = ["FileEntry", "Index", "Marks", "Progress", "Published", "publish"]
+__all__ = ["FileEntry", "Gate", "Index", "Marks", "Progress", "Published", "publish"]

@@ -1,22 +1,36 @@
-"""The event log folded into what the pages need: yank marks and project statuses.
+"""The event log folded into the facts that are not files' bytes.
+
+Yank marks and project statuses (what the pages show, handed to the index as an
+immutable ``Marks``), and what governance decides with: each project's owners,
+each file's uploader, and the names of removed files (a name never means two
+different files).
 
 Every process keeps its own ``Ledger`` and follows the log by offset (only new
 lines are read), so a change written by any worker or by the CLI reaches every
-page within a poll. The result is handed to the index as an immutable ``Marks``.
-(Owners, uploaders and removed names join when something reads them: issue 14.)
+page within a poll. A decision that must see every change before it (an upload
+claiming a project) calls ``catch_up`` under the storage's publish lock.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Mapping
 from types import MappingProxyType
 
-from pypid.events import Event, EventLog
+from pypid.events import ANONYMOUS, Event, EventLog
 from pypid.index.records import Marks
+
+_NONE: Mapping[str, str] = MappingProxyType({})
+
+
+def is_login(user: str) -> bool:
+    """A user who logged in over HTTP (not the CLI, not an anonymous upload)."""
+    return bool(user) and user != ANONYMOUS and not user.startswith("cli:")
 
 
 class Ledger:
-    """The marks the log describes, as of the last ``catch_up``."""
+    """What the log describes, as of the last ``catch_up``."""
 
     def __init__(self, events: EventLog) -> None:
         self.events = events
@@ -25,6 +39,10 @@ class Ledger:
         self._yanks: dict[str, str] = {}
         self._statuses: dict[str, tuple[str, str]] = {}
         self._marks = Marks()
+        # project -> its owners; a project in here was claimed (maybe no owner is left)
+        self._owners: dict[str, set[str]] = {}
+        self._uploaders: dict[str, str] = {}  # file name -> login
+        self._removed: dict[str, dict[str, str]] = {}  # project -> {file name: sha256}
 
     @property
     def marks(self) -> Marks:
@@ -44,6 +62,27 @@ class Ledger:
                                     statuses=MappingProxyType(dict(self._statuses)))
             return changed
 
+    # -- governance's questions (answers as of the last catch_up)
+
+    def owners(self, project: str) -> frozenset[str] | None:
+        """The project's owners; None if ownership was never recorded (the next upload
+        by a login claims it). An empty set: claimed, but only admins are left."""
+        owners = self._owners.get(project)
+        return None if owners is None else frozenset(owners)
+
+    def claimed(self) -> frozenset[str]:
+        return frozenset(self._owners)
+
+    def uploader(self, filename: str) -> str | None:
+        return self._uploaders.get(filename)
+
+    def removed(self, project: str) -> Mapping[str, str]:
+        """The project's removed files: name -> sha256 (names that stay taken)."""
+        removed = self._removed.get(project)
+        return MappingProxyType(removed) if removed else _NONE
+
+    # -- folding
+
     def _fold(self, event: Event) -> bool:
         """Apply one event; True when it changed a mark (a page changes)."""
         action, name, project = event.action, event.get("file"), event.get("project")
@@ -58,4 +97,23 @@ class Ledger:
                 return self._statuses.pop(project, None) is not None
             self._statuses[project] = (status, event.get("reason") or "")
             return True
+        if project:
+            self._fold_governance(event, project, name)
         return False
+
+    def _fold_governance(self, event: Event, project: str, name: str | None) -> None:
+        action, user = event.action, sys.intern(event.user)
+        if action in ("upload", "import") and name:
+            removed = self._removed.get(project)
+            if removed is not None:
+                removed.pop(name, None)
+            if is_login(user):
+                self._uploaders[name] = user
+                if project not in self._owners:
+                    self._owners[project] = {user}  # the first upload claims the project
+        elif action == "remove" and name:
+            self._removed.setdefault(project, {})[name] = event.get("sha256") or ""
+        elif action == "owner-add" and event.get("owner"):
+            self._owners.setdefault(project, set()).add(sys.intern(event.get("owner")))
+        elif action == "owner-remove" and event.get("owner"):
+            self._owners.setdefault(project, set()).discard(event.get("owner"))

@@ -12,10 +12,11 @@ uploaded at once cannot both win.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pypid.distfile import hash_file
 from pypid.index.examine import described
@@ -27,6 +28,17 @@ if TYPE_CHECKING:
     from pypid.index.model import ReadModel as Index
 
 SQLITE_FULL = 13  # "database or disk is full"
+
+
+class Gate(Protocol):
+    """What decides and records an upload beside the bytes (governance), called under
+    the publish lock so that no other upload or removal comes between."""
+
+    def admit(self, filename: str, sha256: str) -> None:
+        """Before anything is stored: raise to refuse the upload."""
+
+    def record(self, filename: str, sha256: str, size: int) -> None:
+        """Once the file is in place: raise to take it away again (the upload fails)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +53,21 @@ class Published:
 
 def publish(index: Index, incoming: Incoming, filename: str, *, sha256: str,
             metadata: bytes | None, requires_python: str | None, overwrite: bool,
-            upload_time: float | None = None) -> Published:
+            upload_time: float | None = None, gate: Gate | None = None) -> Published:
     """Make ``incoming`` the file ``filename`` (``sha256``, read from it already) and show it.
 
     Without ``overwrite`` a slot already held is never taken (two racing uploads
     cannot both win); the caller compares ``holder_sha256``. With it, the upload
     replaces every file holding the slot. Raises UnsafePathError for a bad name
     (InvalidFilenameError for one that is no distribution), StorageError when the
-    bytes cannot be kept.
+    bytes cannot be kept. ``gate`` admits and records the upload (its errors pass through).
     """
     root = index.root
     relpath = root.upload_relpath(filename)
     incoming.sync()
     with root.publish_lock():
+        if gate is not None:
+            gate.admit(filename, sha256)
         held = holders(index, filename)
         if not held or overwrite:
             if held and held[0].rsplit("/", 1)[-1] == filename:
@@ -61,15 +75,16 @@ def publish(index: Index, incoming: Incoming, filename: str, *, sha256: str,
             row = described(incoming.stat_as(relpath), sha256, metadata, requires_python,
                             time.time() if upload_time is None else upload_time)
             return _link(index, incoming, row, [p for p in held if p != relpath],
-                         overwrite=overwrite)
+                         overwrite=overwrite, gate=gate, sha256=sha256)
     return Published(False, holder=held[0].rsplit("/", 1)[-1],
                      holder_sha256=_sha256_of(index, held[0]))
 
 
 def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *,
-          overwrite: bool) -> Published:
-    """Under the publish lock: the row, the link, then the other spellings go. A failed
-    link restores the row it replaced (a file replaced in place keeps its upload time)."""
+          overwrite: bool, gate: Gate | None, sha256: str) -> Published:
+    """Under the publish lock: the row, the link, the record, then the other spellings go.
+    A failed link restores the row it replaced (a file replaced in place keeps its upload
+    time); a failed record takes the new file away again."""
     old_row = index.cache.get(row.relpath)
     try:
         index.cache.put([row])
@@ -87,6 +102,14 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
             raise
         return Published(False, holder=row.relpath.rsplit("/", 1)[-1],  # copied in by hand
                          holder_sha256=_sha256_of(index, row.relpath))
+    if gate is not None:
+        try:
+            gate.record(row.relpath.rsplit("/", 1)[-1], sha256, stat.size)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                index.root.remove(row.relpath)
+            index.cache.forget([(row.relpath, row.identity)])
+            raise
     for old in replaced:
         index.root.remove(old)
     with index.lock:

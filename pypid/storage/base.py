@@ -138,3 +138,7 @@ class Storage(Protocol):
     def remove(self, relpath: str) -> None:
         """Delete one file durably; a file already gone is no error."""
         ...
+
+    def removing(self, relpath: str) -> AbstractContextManager[None]:
+        """Remove one file unless the block raises (then it is back as it was)."""
+        ...

@@ -30,6 +30,7 @@ from pypid.storage.base import (
 log = logging.getLogger("pypid.storage")
 
 UPLOAD_PREFIX = ".pypid-upload-"  # named temp files (only where O_TMPFILE is missing)
+ASIDE_PREFIX = ".pypid-removing-"  # a file being removed, until its audit line is written
 FILE_MODE = 0o644
 
 
@@ -194,9 +195,35 @@ class PackageRoot:
             raise _storage_error(exc, path.parent) from None
         _fsync_dir(path.parent)
 
-    def sweep_temp_files(self) -> int:
-        """Remove named upload temp files left by a killed process, in every visible folder
-        (an overwrite stages its link beside the file it replaces). Call before serving."""
+    @contextlib.contextmanager
+    def removing(self, relpath: str) -> Iterator[None]:
+        """Remove a file so that the block can still refuse it: the file is renamed to a
+        dot-name beside it (no reader sees it), put back if the block raises, and
+        deleted when it ends. One killed in between is sorted out by ``put_back_asides``."""
+        path = self.resolve(relpath)
+        aside = path.with_name(ASIDE_PREFIX + path.name)
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            raise StorageError(f"{relpath} is no longer in {self.path}") from None
+        except OSError as exc:
+            raise _storage_error(exc, path.parent) from None
+        try:
+            yield
+        except BaseException:
+            os.rename(aside, path)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            aside.unlink()
+        _fsync_dir(path.parent)
+
+    def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
+        """Clear what a killed process left, in every visible folder; call before serving.
+
+        Named upload temp files go (an overwrite stages its link beside the file it
+        replaces). A file left half removed is deleted if its removal was recorded
+        (``was_removed(relpath)``), else put back. Returns the temp files removed.
+        """
         removed = 0
         for directory, dirnames, filenames in os.walk(self.path):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -205,9 +232,28 @@ class PackageRoot:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(directory, name))
                         removed += 1
+                elif name.startswith(ASIDE_PREFIX):
+                    self._settle_aside(directory, name, was_removed or (lambda _path: False))
         if removed:
             log.info("removed %d unfinished upload(s) from %s", removed, self.path)
         return removed
+
+    def _settle_aside(self, directory: str, name: str,
+                      was_removed: Callable[[str], bool]) -> None:
+        aside = os.path.join(directory, name)
+        original = os.path.join(directory, name[len(ASIDE_PREFIX):])
+        relpath = os.path.relpath(original, self.path)
+        try:
+            if was_removed(relpath) or os.path.exists(original):
+                os.unlink(aside)
+                log.info("finished the interrupted removal of %s", relpath)
+            else:
+                os.rename(aside, original)
+                log.warning("put back %s: its removal was interrupted before it was "
+                            "recorded", relpath)
+        except OSError as exc:
+            log.warning("cannot finish the interrupted removal of %s: %s", relpath,
+                        exc.strerror or exc)
 
 
 class IncomingFile:

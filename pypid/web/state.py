@@ -11,6 +11,7 @@ from flask import current_app
 from pypid.auth import Htpasswd
 from pypid.config import Config
 from pypid.index import Index
+from pypid.manage import Manager, for_server
 from pypid.simple.core import SimpleAPI
 from pypid.simple.logins import Logins
 from pypid.simple.pagecache import PageCache
@@ -27,6 +28,7 @@ class Services:
     htpasswd: Htpasswd
     logins: Logins
     simple: SimpleAPI
+    manager: Manager
 
     @property
     def pages(self) -> PageCache:
@@ -47,7 +49,18 @@ def assemble(config: Config, *, index: Index | None = None,
     simple = SimpleAPI(index, PageCache(pack=pack), logins,
                        upstream_redirect=upstream.url if upstream.mode == "redirect" else None,
                        overwrite=config.storage.overwrite)
-    return Services(config=config, index=index, htpasswd=htpasswd, logins=logins, simple=simple)
+    manager = for_server(config, index, htpasswd, changed=lambda removed: _apply(index, removed))
+    return Services(config=config, index=index, htpasswd=htpasswd, logins=logins, simple=simple,
+                    manager=manager)
+
+
+def _apply(index: Index, removed: list[str]) -> None:
+    """A change this process made shows here at once (others follow the log and the disk)."""
+    index.apply_marks(index.ledger.marks)
+    if removed:
+        with index.lock:
+            for relpath in removed:
+                index.hide(relpath, forget=True)
 
 
 def services() -> Services:

@@ -1,4 +1,5 @@
-"""POST /, /legacy, /legacy/: the legacy upload API that twine and every publisher speak.
+"""POST /, /legacy, /legacy/: the legacy upload API that twine and every publisher speak,
+and pypiserver's ``:action=remove_pkg`` (kept for its users' scripts).
 
 The file part is streamed straight into the package root's file system,
 hashed and size-checked on the way (see ``UploadRequest``), checked against
@@ -34,7 +35,11 @@ from pypid.distfile import (
     parse_filename,
     read_core_metadata,
 )
+from pypid.events import EventLogError
+from pypid.events import NoSpaceError as LogFullError
 from pypid.index import Published, publish
+from pypid.manage import ManageError
+from pypid.simple.reply import Reply
 from pypid.storage import (
     IncomingFile,
     NoSpaceError,
@@ -43,6 +48,7 @@ from pypid.storage import (
     UnsafePathError,
 )
 from pypid.web import errors
+from pypid.web.replies import response
 from pypid.web.state import services
 
 log = logging.getLogger("pypid.upload")
@@ -155,7 +161,15 @@ def upload() -> Response:
         status, message = _handle()
     except UploadError as exc:
         return errors.plain_error(exc.status, exc.message, reason=True)
+    except _Refused as exc:
+        return response(exc.reply)
     return Response(message + "\n", status=status, mimetype="text/plain")
+
+
+class _Refused(Exception):  # noqa: N818 - carries the login's refusal
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.reason)
+        self.reply = reply
 
 
 @bp.teardown_app_request
@@ -166,7 +180,8 @@ def _discard_incoming(_exc: BaseException | None) -> None:
 
 def _handle() -> tuple[int, str]:
     form, files = _parse()
-    _check_action(form)
+    if _check_action(form) == "remove_pkg":
+        return _remove_pkg(form)
     name = _required(form, "name")
     version_text = _required(form, "version")
     filetype = _required(form, "filetype")
@@ -220,14 +235,57 @@ def _parse() -> tuple[ImmutableMultiDict[str, str], ImmutableMultiDict[str, File
         raise UploadError(400, f"malformed upload body ({_describe(exc)})") from None
 
 
-def _check_action(form: ImmutableMultiDict[str, str]) -> None:
+def _check_action(form: ImmutableMultiDict[str, str]) -> str:
     action = form.get(":action") or request.args.get(":action")
-    if action != "file_upload":
-        raise UploadError(400, f"unsupported :action {action!r}; this server takes file_upload"
+    if action not in ("file_upload", "remove_pkg"):
+        raise UploadError(400, f"unsupported :action {action!r}; this server takes "
+                          "file_upload and remove_pkg"
                           if action else "missing :action (file_upload)")
     protocol = form.get("protocol_version") or request.args.get("protocol_version")
     if protocol not in (None, "", "1"):
         raise UploadError(400, f"unknown protocol_version {protocol!r}")
+    return action
+
+
+def _remove_pkg(form: ImmutableMultiDict[str, str]) -> tuple[int, str]:
+    """pypiserver's remove action: every file of release ``name`` ``version``."""
+    name = _required(form, "name")
+    version_text = _required(form, "version")
+    try:
+        version = Version(version_text)
+    except InvalidVersion:
+        raise UploadError(400, f"invalid version {version_text!r} (see PEP 440)") from None
+    manager = services().manager
+    user = _login("remove")
+    if user is None:
+        raise _Refused(services().logins.refusal("remove", "a login is needed"))
+    actor = manager.policy.actor(user, request.remote_addr)
+    try:
+        events = manager.remove(actor, manager.release(name, version))
+    except ManageError as exc:
+        raise UploadError(exc.status, str(exc)) from None
+    except (EventLogError, StorageError) as exc:
+        log.error("remove_pkg %s %s refused: %s", name, version_text, exc)
+        raise UploadError(507 if isinstance(exc, (LogFullError, NoSpaceError)) else 500,
+                          str(exc)) from None
+    return 200, "removed " + ", ".join(event.get("file") for event in events)
+
+
+def _login(action: str, *, refuse: bool = True) -> str | None:
+    """The request's login: checked already when uploads need one, else checked now if
+    one was sent (a change needs to know who makes it). A wrong one is refused, or
+    (``refuse`` False: uploads are open) taken as no login."""
+    if "user" in g:
+        return g.user  # type: ignore[no-any-return]
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    login = services().logins.authenticate(action, header, request.remote_addr or "-")
+    if isinstance(login, Reply):
+        if refuse:
+            raise _Refused(login)
+        return None
+    return login
 
 
 def _required(form: ImmutableMultiDict[str, str], field: str) -> str:
@@ -290,10 +348,22 @@ def _check_archive(incoming: IncomingFile, dist: DistFile) -> CoreMetadata:
 def _store(incoming: IncomingFile, dist: DistFile, meta: CoreMetadata) -> tuple[int, str]:
     svc = services()
     sha256 = incoming.digests.hexdigest("sha256")
+    checked = svc.logins.needed("upload")
+    user = g.get("user") if checked else _login("upload", refuse=False)
+    gate = svc.manager.upload_gate(svc.manager.policy.actor(user, request.remote_addr),
+                                   checked=checked)
     try:
         published = publish(svc.index, incoming, dist.filename, sha256=sha256,
                             metadata=meta.metadata, requires_python=meta.requires_python,
-                            overwrite=svc.config.storage.overwrite)
+                            overwrite=svc.config.storage.overwrite, gate=gate)
+    except ManageError as exc:
+        raise UploadError(exc.status, str(exc)) from None
+    except LogFullError as exc:
+        log.error("upload of %s refused: %s", dist.filename, exc)
+        raise UploadError(507, str(exc)) from None
+    except EventLogError as exc:
+        log.error("upload of %s refused: %s", dist.filename, exc)
+        raise UploadError(500, str(exc)) from None
     except UnsafePathError as exc:
         raise UploadError(400, str(exc)) from None
     except NoSpaceError as exc:
@@ -304,7 +374,7 @@ def _store(incoming: IncomingFile, dist: DistFile, meta: CoreMetadata) -> tuple[
         raise UploadError(500, str(exc)) from None
     if not published.stored:
         return _conflict_or_same(dist.filename, published, sha256)
-    log.info("%s uploaded %s (%d bytes) from %s", g.get("user", "anonymous"), dist.filename,
+    log.info("%s uploaded %s (%d bytes) from %s", user or "anonymous", dist.filename,
              published.size, request.remote_addr)
     return 200, f"stored {dist.filename}"
 

@@ -164,7 +164,7 @@ BAD: list[tuple[str, Callable[[dict[str, Path]], Form], int, str]] = [
     ("filetype-unknown", lambda d: form_for(d["wheel"], filetype="bdist_egg"), 400,
      "filetype must be"),
     ("no-action", lambda d: form_for(d["wheel"], **{":action": None}), 400, "missing :action"),
-    ("other-action", lambda d: form_for(d["wheel"], **{":action": "remove_pkg"}), 400,
+    ("other-action", lambda d: form_for(d["wheel"], **{":action": "doc_upload"}), 400,
      "unsupported :action"),
     ("protocol", lambda d: form_for(d["wheel"], protocol_version="2"), 400, "protocol_version"),
     ("no-content", lambda d: form_for(d["wheel"], content=None), 400, "missing the file part"),
