@@ -118,7 +118,7 @@ class EventLog:
     def append(self, action: str, *, user: str, client: str | None = None,
                **fields: Any) -> Event:
         """Write one entry (fsynced) and return it; NoSpaceError on a full disk."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         with self._locked() as fd:
             end, seq, prev = self._tail(fd)
             line = encode(seq + 1, action, fields, when=utc_now(), user=user, client=client,
@@ -139,6 +139,20 @@ class EventLog:
         event = decode(line)
         log.info("%s", line.decode())  # the journal's copy
         return event
+
+    def _make_directory(self) -> None:
+        """The log's folder; made by root (the CLI), it belongs to the owner of the folder
+        above (the package root's: the service's), which keeps its caches there too."""
+        if self.directory.is_dir():
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EventLogError(f"cannot make {self.directory}: {exc.strerror or exc}") from exc
+        if os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                above = os.stat(self.directory.parent)
+                os.chown(self.directory, above.st_uid, above.st_gid)
 
     def repair(self) -> bool:
         """Cut a torn last line (left by a writer that died mid-line); True if it did."""
@@ -213,6 +227,24 @@ class EventLog:
             except ValueError:
                 log.warning("audit log %s: skipping a line that is not an entry", self.path)
         return events, offset + end
+
+    def scan(self) -> Iterator[Event]:
+        """Every whole line, oldest first, read as it goes (memory does not grow with the log)."""
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._warn_unreadable(exc)
+            return
+        with handle:
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    return  # a line being written (or torn)
+                try:
+                    yield decode(raw[:-1])
+                except ValueError:
+                    log.warning("audit log %s: skipping a line that is not an entry", self.path)
 
     def size(self) -> int:
         try:

@@ -17,8 +17,7 @@ def entries(events: EventLog, project: str | None = None, since: str | None = No
     """The log's entries, oldest first, for one project and/or from a time on."""
     wanted = normalize(project) if project else None
     start = parse_since(since, label) if since else None
-    found, _ = events.read()
-    for event in found:
+    for event in events.scan():
         if wanted is not None and event.get("project") != wanted:
             continue
         if start is not None and event.time < start:

@@ -18,7 +18,9 @@ from pypid.web.state import services
 log = logging.getLogger("pypid.auth")
 
 # The action of each endpoint; any other (a page that does not exist too) is "list".
-# The simple API's views check their own logins (pypid.simple.core); /health is open.
+# The simple API's views check their own logins (pypid.simple.core), and so does the
+# management API (pypid.web.api: a change needs a login whatever ``protect`` says);
+# /health is open.
 ACTIONS = {"upload.upload": "upload"}
 SELF_CHECKED = frozenset(("simple.simple_api", "home.health"))
 
@@ -30,7 +32,7 @@ def register(app: Flask) -> None:
 def require_login() -> None:
     """Stop the request with 401 unless its action is open or the login is good."""
     endpoint = request.endpoint or ""
-    if endpoint in SELF_CHECKED:
+    if endpoint in SELF_CHECKED or endpoint.startswith("api."):
         return
     action = ACTIONS.get(endpoint, "list")
     logins = services().logins
