@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -39,6 +41,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus=
+SYSLOG_SOCKET = "/dev/log"
 TRACEBACK_ENV = "PYPID_TRACEBACK"  # set to 1: an unexpected error shows its traceback
 
 
@@ -51,10 +54,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_usage(sys.stderr)
         print("pypid: error: a command is required (serve, check-config, reload, user, "
-              "yank, unyank, status, audit)",
+              "yank, unyank, remove, status, owner, audit)",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.command != "serve":
+        _audit_to_journal()
     return _run(args)
+
+
+def _audit_to_journal() -> None:
+    """The command line's audit lines also go to the journal (the server's go there through
+    its standard error), when there is a syslog socket."""
+    if not os.path.exists(SYSLOG_SOCKET):
+        return
+    try:
+        handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+    except OSError:
+        return
+    handler.ident = "pypid: "
+    logger = logging.getLogger("pypid.audit")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ log = logging.getLogger("pypid.watch")
 
 SETTLE_SECONDS = 0.25  # a created file with no further writes is taken as complete after this
 WRITING_GRACE = 2.0  # a file written to within this is still being copied in
+SCANNED_QUIET = 0.5  # a fresh file a scan found, in a folder now watched: this without writes
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
@@ -259,9 +260,11 @@ class ChangeFeed:
 
     def settle_later(self, relpath: str) -> None:
         """A file found by a scan that may still be being written: report it as Settled
-        once it has had no writes for ``WRITING_GRACE`` (its close ends the wait too)."""
+        once it has had no writes for ``SCANNED_QUIET`` (its folder is watched by now, so
+        a write would be seen; its close ends the wait too). Not the full WRITING_GRACE:
+        a file copied into a folder just made must still show within two seconds."""
         now = time.monotonic()
-        self._written[relpath] = now
+        self._written[relpath] = now - WRITING_GRACE + SCANNED_QUIET
         self._pending.setdefault(relpath, now + SETTLE_SECONDS)
 
     def _classify(self, event: Event, now: float) -> Change | None:

@@ -70,6 +70,11 @@ class Ledger:
         owners = self._owners.get(project)
         return None if owners is None else frozenset(owners)
 
+    def knows(self, project: str) -> bool:
+        """Did this index ever hold the project (owners recorded, or files removed)? Such a
+        name is never sent upstream, even with no files left (dependency confusion)."""
+        return project in self._owners or project in self._removed
+
     def claimed(self) -> frozenset[str]:
         return frozenset(self._owners)
 

@@ -219,6 +219,8 @@ class SimpleAPI:
         return Reply(Kind.PAGE, 200, headers, body)
 
     def _unknown_project(self, project: str) -> Reply:
+        if self.index.ledger.knows(project):
+            return _not_found(f"{project!r} has no files here now")
         if self.upstream_redirect is not None:
             location = self.upstream_redirect + project + "/"
             return text(Kind.UPSTREAM, 302, f"Redirecting to {location}",

@@ -63,7 +63,7 @@ def gov(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Governed]:
         shutil.copy(sdist, root / f"Odd.Name-{version}.tar.gz")
     shutil.copy(make_wheel(work / "hand", "odd.name", "1.0"), root)
     cfg = work / "pypid.toml"
-    write_config(cfg, root, url_prefix="", upstream="off", settings={
+    write_config(cfg, root, url_prefix="", upstream="redirect", settings={
         "server": {"workers": 2},
         "auth": {"htpasswd": str(work / "htpasswd"), "admins": ["root-admin"]},
     })
@@ -253,7 +253,9 @@ def test_a_removed_name_stays_taken_and_the_same_bytes_restore_it(gov: Governed,
     assert call(gov, "DELETE", f"/api/v1/files/{wheel.name}", "alice").status == 204
     assert get(gov.url(f"/packages/{wheel.name}")).status == 404  # this worker: at once
     until(lambda: get(gov.url(f"/packages/{wheel.name}")).status == 404, "still served")
+    # Its name is this index's: never sent upstream, though it has no files now.
     until(lambda: get(gov.url("/simple/team-f/")).status == 404, "still listed")
+    assert get(gov.url("/simple/never-here/")).status == 302
     other = make_wheel(tmp_path / "other", "team-f", "1.0", payload=b"other bytes")
     assert other.name == wheel.name
     proc = twine(gov, tmp_path, "alice", other, ok=False)
