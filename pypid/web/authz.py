@@ -8,10 +8,11 @@ The simple API checks its own logins (``pypid.simple.core``); both use the same
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from flask import Flask, abort, g, request
 
-from pypid.simple.reply import Reply
+from pypid.simple.reply import Kind, Reply, text
 from pypid.web.replies import response
 from pypid.web.state import services
 
@@ -25,8 +26,30 @@ ACTIONS = {"upload.upload": "upload"}
 SELF_CHECKED = frozenset(("simple.simple_api", "home.health"))
 
 
+SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+
+
 def register(app: Flask) -> None:
+    app.before_request(refuse_cross_site)
     app.before_request(require_login)
+
+
+def refuse_cross_site() -> None:
+    """A change a browser sends for another site is refused (403): browsers attach the
+    Basic login they remember to any site's form posting here, so without this a page
+    elsewhere could upload or remove in the name of whoever visits it. Publishers,
+    pip and curl send neither header."""
+    if request.method in SAFE_METHODS:
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    foreign = site == "cross-site" or (
+        origin is not None and urlsplit(origin).netloc.lower() != request.host.lower())
+    if foreign:
+        log.warning("refused a cross-site %s %s from %s (Origin %s)", request.method,
+                    request.path, request.remote_addr, origin or "-")
+        abort(response(text(Kind.DENIED, 403, "cross-site requests may not change this "
+                            "index", reason=True)))
 
 
 def require_login() -> None:

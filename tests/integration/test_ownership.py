@@ -319,3 +319,22 @@ def test_the_audit_api_serves_json_lines_to_admins(gov: Governed) -> None:
             "since 'yesterday'")
     users = [line for line in audit(gov) if line["action"] == "user-add"]
     assert [line["owner"] for line in users] == list(PASSWORDS)
+
+
+def test_a_change_a_browser_sends_from_another_site_is_refused(gov: Governed) -> None:
+    """Browsers attach a remembered Basic login to any site's form posting here."""
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        conn = http.client.HTTPConnection("127.0.0.1", gov.server.port, timeout=30)
+        body = b":action=remove_pkg&name=team-a&version=1.0"
+        conn.request("POST", "/", body=body, headers={
+            **auth("root-admin"), **headers,
+            "Content-Type": "application/x-www-form-urlencoded"})
+        resp = conn.getresponse()
+        assert resp.status == 403 and b"cross-site" in resp.read(), headers
+        conn.close()
+    assert filenames(gov, "team-a")  # nothing removed
+    same = {"Origin": f"http://127.0.0.1:{gov.server.port}"}
+    conn = http.client.HTTPConnection("127.0.0.1", gov.server.port, timeout=30)
+    conn.request("GET", "/api/v1/projects/team-a", headers={**auth("alice"), **same})
+    assert conn.getresponse().status == 200
+    conn.close()
