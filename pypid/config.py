@@ -145,7 +145,8 @@ def _requirement_specs(value: Any) -> tuple[str, ...]:
         try:
             requirement = Requirement(item)
         except InvalidRequirement:
-            raise ValueError(f"{item!r} is not a requirement spec, e.g. \"urllib3==2.5.1\"") from None
+            raise ValueError(f"{item!r} is not a requirement spec, "
+                             'e.g. "urllib3==2.5.1"') from None
         if not requirement.specifier:
             raise ValueError(f"{item!r} names no versions; e.g. \"{requirement.name}==1.0\"")
     return items

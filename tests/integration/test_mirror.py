@@ -1,0 +1,266 @@
+"""The caching mirror (upstream.mode = "cache") end to end, with no internet: the upstream is
+a second real pypid on loopback behind a fault-injecting proxy; pip and uv install through
+the mirror with upstream up, then with it stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.builders import make_sdist, make_wheel
+from tests.integration.faultproxy import CORRUPT, DROP, FAIL, HANG, PASS, SLOW, FaultProxy
+from tests.integration.harness import STARTED, start_server, stop
+from tests.integration.helpers import (
+    JSON_TYPE,
+    Server,
+    client_tool,
+    get,
+    installed_versions,
+    parse_page,
+    request,
+    run_client,
+)
+
+OLD = time.time() - 30 * 86400  # upload times (file mtimes upstream) past the cooldown
+COOLDOWN_DAYS = 3
+BIG = 6 * 1024 * 1024
+
+
+@dataclass
+class World:
+    upstream: Server
+    proxy: FaultProxy
+    mirror: Server
+    cache: Path
+    wheels: dict[str, bytes]  # upstream file name -> bytes
+
+
+def _upstream_root(root: Path) -> dict[str, bytes]:
+    def wheel(name: str, version: str, *, fresh: bool = False, **options: object) -> Path:
+        path = make_wheel(root, name, version, **options)
+        if not fresh:
+            os.utime(path, (OLD, OLD))
+        return path
+
+    wheel("mirrored-lib", "1.0")
+    wheel("mirrored-lib", "1.1", requires_python=">=3.8")
+    os.utime(make_sdist(root, "mirrored-lib", "1.1"), (OLD, OLD))
+    wheel("mirrored-app", "1.0", requires_dist=("mirrored-lib>=1.0",))
+    wheel("private-name", "9.0")  # a namesake of a local project: dependency confusion
+    wheel("corp-merged", "2.0")
+    wheel("fresh-pkg", "1.0")
+    wheel("fresh-pkg", "2.0", fresh=True)
+    wheel("exempt-pkg", "2.0", fresh=True)
+    wheel("big-pkg", "1.0", payload=os.urandom(BIG))
+    for name in ("drop-pkg", "corrupt-pkg", "stale-pkg", "hang-pkg", "gone-pkg"):
+        wheel(name, "1.0", payload=os.urandom(256 * 1024))
+    return {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    base = tmp_path_factory.mktemp("mirror")
+    wheels = _upstream_root(base / "upstream-root")
+    upstream = start_server(base / "upstream", base / "upstream-root",
+                            settings={"server": {"workers": 1}})
+    STARTED.append(upstream)
+    proxy = FaultProxy(upstream.host, upstream.port)
+    local = base / "local-root"
+    make_wheel(local, "private-name", "1.0")
+    make_wheel(local, "corp-merged", "1.0")
+    cache = base / "cache"
+    mirror = None
+    try:
+        mirror = start_server(base / "mirror", local, upstream="cache", settings={"upstream": {
+            "url": proxy.url(), "cache_root": str(cache), "page_ttl": 0, "timeout": 3,
+            "file_hosts": [], "min_age_days": COOLDOWN_DAYS,
+            "min_age_exempt": ["exempt-pkg==2.0"], "merge": ["corp-*"]}})
+        STARTED.append(mirror)
+        yield World(upstream, proxy, mirror, cache, wheels)
+    finally:
+        if mirror is not None:
+            stop(mirror.proc)
+        proxy.close()
+        stop(upstream.proc)
+
+
+def _json(world: World, project: str) -> dict:
+    resp = get(world.mirror.url(f"/simple/{project}/"), Accept=JSON_TYPE)
+    assert resp.status == 200, resp.describe() + resp.text
+    return resp.json()
+
+
+def test_page_is_upstreams_with_links_here(world: World) -> None:
+    page = _json(world, "mirrored-lib")
+    names = {f["filename"] for f in page["files"]}
+    assert names == {n for n in world.wheels if n.startswith("mirrored_lib")}
+    assert page["meta"]["api-version"] == "1.4"
+    for f in page["files"]:
+        assert f["url"].startswith("../../packages/mirrored-lib/"), f
+        assert f["hashes"]["sha256"] == hashlib.sha256(world.wheels[f["filename"]]).hexdigest()
+        assert f["size"] == len(world.wheels[f["filename"]])
+        assert f["upload-time"].endswith("Z")
+    wheel = next(f for f in page["files"] if f["filename"].startswith("mirrored_lib-1.1-"))
+    assert wheel["requires-python"] == ">=3.8"
+    assert wheel["core-metadata"]["sha256"]
+    html = get(world.mirror.url("/simple/mirrored-lib/"))
+    assert html.status == 200 and "mirrored_lib-1.0-py3-none-any.whl" in html.text
+    assert all(href.startswith("../../packages/mirrored-lib/")
+               for href in (a.attrs["href"] for a in parse_page(html.text).anchors))
+
+
+def test_file_streamed_then_served_from_cache(world: World) -> None:
+    name = next(n for n in world.wheels if n.startswith("mirrored_lib-1.0"))
+    url = world.mirror.url(f"/packages/mirrored-lib/{name}")
+    first = get(url)
+    assert first.status == 200 and first.body == world.wheels[name]
+    assert (world.cache / "files" / "mirrored-lib" / name).read_bytes() == world.wheels[name]
+    before = world.proxy.requests[f"/packages/{name}"]
+    again = get(url, Range="bytes=0-9")
+    assert again.status == 206 and again.body == world.wheels[name][:10]
+    tag = again.header("ETag")
+    assert tag == f'"{hashlib.sha256(world.wheels[name]).hexdigest()}"'
+    assert get(url, If_None_Match=tag).status == 304
+    assert world.proxy.requests[f"/packages/{name}"] == before  # no second download
+    meta = get(url + ".metadata")
+    assert meta.status == 200 and meta.body.startswith(b"Metadata-Version")
+
+
+def test_many_askers_cause_one_download(world: World) -> None:
+    name = next(n for n in world.wheels if n.startswith("big_pkg"))
+    world.proxy.mode = SLOW
+    results: list[bytes] = []
+    try:
+        def fetch() -> None:
+            results.append(request(world.mirror.url(f"/packages/big-pkg/{name}"),
+                                   timeout=60).body)
+        threads = [threading.Thread(target=fetch) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=90)
+    finally:
+        world.proxy.mode = PASS
+    assert len(results) == 8
+    assert all(body == world.wheels[name] for body in results)
+    assert world.proxy.requests[f"/packages/{name}"] == 1
+
+
+def test_local_project_hides_its_upstream_namesake(world: World) -> None:
+    page = _json(world, "private-name")
+    assert [f["filename"] for f in page["files"]] == ["private_name-1.0-py3-none-any.whl"]
+    upstream_name = next(n for n in world.wheels if n.startswith("private_name-9.0"))
+    assert get(world.mirror.url(f"/packages/private-name/{upstream_name}")).status == 404
+
+
+def test_merged_project_lists_both(world: World) -> None:
+    files = [f["filename"] for f in _json(world, "corp-merged")["files"]]
+    assert "corp_merged-1.0-py3-none-any.whl" in files
+    assert "corp_merged-2.0-py3-none-any.whl" in files
+
+
+def test_cooldown_hides_young_files_unless_exempt(world: World) -> None:
+    files = [f["filename"] for f in _json(world, "fresh-pkg")["files"]]
+    assert files == ["fresh_pkg-1.0-py3-none-any.whl"]
+    refused = get(world.mirror.url("/packages/fresh-pkg/fresh_pkg-2.0-py3-none-any.whl"))
+    assert refused.status == 403 and "min_age_days" in refused.text
+    assert [f["filename"] for f in _json(world, "exempt-pkg")["files"]] == [
+        "exempt_pkg-2.0-py3-none-any.whl"]
+
+
+def test_index_lists_mirrored_projects(world: World) -> None:
+    _json(world, "mirrored-app")
+    deadline = time.monotonic() + 5  # the list is rescanned once a second
+    names: set[str] = set()
+    while time.monotonic() < deadline and "mirrored-app" not in names:
+        names = {p["name"] for p in get(world.mirror.url("/simple/"),
+                                        Accept=JSON_TYPE).json()["projects"]}
+        time.sleep(0.2)
+    assert {"mirrored-app", "private-name", "corp-merged"} <= names
+
+
+@pytest.mark.parametrize("mode", [DROP, CORRUPT])
+def test_bad_download_is_never_kept_or_sent_whole(world: World, mode: str) -> None:
+    project = "drop-pkg" if mode == DROP else "corrupt-pkg"
+    name = next(n for n in world.wheels if n.startswith(project.replace("-", "_")))
+    _json(world, project)
+    world.proxy.mode = mode
+    try:
+        try:
+            resp = request(world.mirror.url(f"/packages/{project}/{name}"), timeout=20)
+            assert resp.status == 502 or resp.body != world.wheels[name]
+        except OSError:
+            pass  # cut before the end: what DESIGN asks once bytes were sent
+    finally:
+        world.proxy.mode = PASS
+    assert not (world.cache / "files" / project / name).exists()
+    assert not [p for p in (world.cache / "files" / project).iterdir()]
+    assert "nothing kept" in world.mirror.log_text()
+    again = get(world.mirror.url(f"/packages/{project}/{name}"))
+    assert again.status == 200 and again.body == world.wheels[name]
+
+
+def test_upstream_failing_serves_the_stale_page(world: World) -> None:
+    before = _json(world, "stale-pkg")
+    for mode in (FAIL, HANG):
+        world.proxy.page_mode = mode
+        try:
+            assert _json(world, "stale-pkg")["files"] == before["files"]
+        finally:
+            world.proxy.page_mode = PASS
+    assert "serving the cached page of stale-pkg" in world.mirror.log_text()
+
+
+def test_uncached_with_upstream_down_is_502_or_504(world: World) -> None:
+    world.proxy.page_mode = FAIL
+    try:
+        resp = get(world.mirror.url("/simple/hang-pkg/"))
+        assert resp.status == 502 and len(resp.text.splitlines()) == 1
+    finally:
+        world.proxy.page_mode = PASS
+    world.proxy.page_mode = HANG
+    try:
+        started = time.monotonic()
+        resp = request(world.mirror.url("/simple/gone-pkg/"), timeout=30)
+        assert resp.status == 504, resp.text
+        # the loop kept answering local pages meanwhile (checked after: no timed assertion)
+        assert time.monotonic() - started < 30
+        assert get(world.mirror.url("/simple/private-name/")).status == 200
+    finally:
+        world.proxy.page_mode = PASS
+    health = get(world.mirror.url("/health")).json()
+    assert set(health["upstream"]) == {"reachable", "last_success"}
+    assert health["upstream"]["last_success"] is not None
+
+
+def test_unknown_upstream_is_404(world: World) -> None:
+    assert get(world.mirror.url("/simple/no-such-project/")).status == 404
+
+
+def test_pip_and_uv_install_through_the_mirror_then_offline(world: World, tmp_path: Path) -> None:
+    index = world.mirror.index_url
+    pip = client_tool("pip")
+    run_client([pip, "install", "--no-cache-dir", "--index-url", index,
+                "--target", str(tmp_path / "pip"), "mirrored-app"], tmp_path)
+    assert installed_versions(tmp_path / "pip") == {"mirrored-app": "1.0", "mirrored-lib": "1.1"}
+    uv = client_tool("uv")
+    run_client([uv, "pip", "install", "--index-url", index, "--target",
+                str(tmp_path / "uv"), "mirrored-app"], tmp_path)
+    assert installed_versions(tmp_path / "uv")["mirrored-app"] == "1.0"
+    world.proxy.page_mode = world.proxy.mode = FAIL  # upstream gone: the cache serves
+    try:
+        run_client([pip, "install", "--no-cache-dir", "--index-url", index,
+                    "--target", str(tmp_path / "pip2"), "mirrored-app"], tmp_path)
+        run_client([uv, "pip", "install", "--no-cache", "--index-url", index, "--target",
+                    str(tmp_path / "uv2"), "mirrored-app"], tmp_path)
+    finally:
+        world.proxy.page_mode = world.proxy.mode = PASS
+    assert installed_versions(tmp_path / "pip2") == {"mirrored-app": "1.0", "mirrored-lib": "1.1"}
+    assert installed_versions(tmp_path / "uv2")["mirrored-lib"] == "1.1"
