@@ -64,7 +64,11 @@ class Mirror:
     def record(self, project: str) -> PageRecord | None:
         """The page of ``project`` (blocking: disk, upstream); None when upstream has no
         such project. Raises UpstreamError when upstream fails and nothing is cached."""
-        record = self._records.get(project) or self.store.load(project)
+        record = self._records.get(project)
+        if record is None or not self._usable(project, record, time.time()):
+            stored = self.store.load(project)  # another worker may have revalidated it
+            if stored is not None and (record is None or stored.checked > record.checked):
+                record = stored
         if record is not None and self._usable(project, record, time.time()):
             return self._remember(record)
         if self.offline:
@@ -85,6 +89,7 @@ class Mirror:
             fetched = self.upstream.page(project, record.etag if record else "",
                                          record.last_modified if record else "")
             if fetched.status == 404:
+                self._forget(project)
                 return None
             now = time.time()
             if fetched.status == 304 and record is not None:
@@ -97,6 +102,8 @@ class Mirror:
                 record = PageRecord(page, fetched.header("ETag"),
                                     fetched.header("Last-Modified"), now)
         except (UpstreamError, PageError) as exc:
+            if isinstance(exc, PageError):
+                log.warning("mirror: refused upstream's page of %s: %s", project, exc)
             if record is None:
                 raise exc if isinstance(exc, UpstreamError) else UpstreamError(str(exc)) from None
             log.warning("mirror: serving the cached page of %s: %s", project, exc)
@@ -117,6 +124,12 @@ class Mirror:
                 self._records.popitem(last=False)
         return record
 
+    def _forget(self, project: str) -> None:
+        """Upstream no longer has ``project``: drop its page (its files go with eviction)."""
+        with self._lock:
+            self._records.pop(project, None)
+        self.store.remove(project)
+
     def _project_lock(self, project: str) -> threading.Lock:
         with self._lock:
             if len(self._locks) > 4 * RECORDS_KEPT:
@@ -134,12 +147,15 @@ class Mirror:
                 "versions": list(dict.fromkeys(item.version for item in items))}
 
     def visible(self, record: PageRecord, now: float) -> list[UpstreamFile]:
-        """The files a page lists: none of a quarantined project, none held back."""
+        """The files a page lists: none of a quarantined project, none held back, and
+        offline only those the cache holds (pip would pick an uncached newer one)."""
         if record.page.status == "quarantined":
             return []
         project = record.page.project
+        cached = set(self.store.cached_files(project)) if self.offline else None
         return [item for item in record.page.files
-                if self.cooldown.refusal(project, item.version, item.upload_time, now) is None]
+                if (cached is None or item.filename in cached)
+                and self.cooldown.refusal(project, item.version, item.upload_time, now) is None]
 
     # -- files
 

@@ -7,6 +7,8 @@ stays under the root.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -28,7 +30,7 @@ class UnsafeNameError(ValueError):
     """A project or file name that must not become a path."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PageRecord:
     """A mirrored page and when upstream last confirmed it (``checked``, epoch seconds)."""
 
@@ -37,9 +39,9 @@ class PageRecord:
     last_modified: str
     checked: float
 
-    @property
+    @functools.cached_property
     def serial(self) -> int:
-        """Changes whenever the page may render differently."""
+        """Changes whenever the page may render differently (this process only)."""
         return hash((self.page, self.etag, self.last_modified)) & 0x7FFFFFFFFFFF
 
 
@@ -77,6 +79,10 @@ class MirrorStore:
             "checked": record.checked, "files": [f.as_record() for f in page.files]}
         self._write(self._page_path(page.project), json.dumps(data).encode())
 
+    def remove(self, project: str) -> None:
+        with contextlib.suppress(OSError):
+            self._page_path(project).unlink()
+
     def projects(self) -> list[str]:
         """The projects the cache holds a page of (rescanned at most once a second)."""
         now = time.monotonic()
@@ -107,6 +113,13 @@ class MirrorStore:
         if path.parent.parent != self.files:  # belt and braces: one level, no escapes
             raise UnsafeNameError(f"unsafe mirrored file name: {project}/{filename[:100]!r}")
         return path
+
+    def cached_files(self, project: str) -> list[str]:
+        """The names of ``project``'s files the cache holds whole."""
+        try:
+            return sorted(n for n in os.listdir(self.files / project) if n[0] != ".")
+        except OSError:
+            return []
 
     def put_bytes(self, path: Path, data: bytes) -> None:
         """A small cached file (a wheel's METADATA), written whole or not at all."""

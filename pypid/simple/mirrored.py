@@ -94,6 +94,8 @@ class MirrorReplies:
         serial = record.serial
         if self.mirror.cooldown.active:
             serial ^= int(now // COOLDOWN_STEP)
+        if self.mirror.offline:  # the page lists what the cache holds
+            serial ^= zlib.crc32(" ".join(self.mirror.store.cached_files(project)).encode())
         local = self.index.files(project)
         if local is not None:
             serial ^= (self.index.project_serial(project) or 0) << 20
@@ -219,7 +221,7 @@ def _relay(follower: Follower, filename: str) -> Iterator[bytes]:
     try:
         yield from follower.chunks()
     except BrokenDownload as exc:
-        log.warning("mirror: %s: cut the client off before the end: %s", filename, exc)
+        log.debug("mirror: %s: cut the client off before the end: %s", filename, exc)
         raise BrokenStream(str(exc)) from None
     finally:
         follower.close()

@@ -22,6 +22,7 @@ class FaultProxy:
         self.target = (upstream_host, upstream_port)
         self.mode = PASS
         self.page_mode = PASS
+        self.html_only = False  # ask upstream for PEP 503 HTML, as if it had no JSON
         self.requests: Counter[str] = Counter()
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
@@ -33,6 +34,8 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._sock.close()
         self._thread.join(timeout=5)
@@ -78,6 +81,8 @@ class FaultProxy:
             return
         keep = {k: v for k, v in headers.items()
                 if k.lower() in ("accept", "if-none-match", "if-modified-since", "range")}
+        if self.html_only:
+            keep = {"Accept": "text/html"}
         upstream = http.client.HTTPConnection(*self.target, timeout=10)
         try:
             upstream.request("GET", path, headers=keep)

@@ -226,15 +226,20 @@ def test_uncached_with_upstream_down_is_502_or_504(world: World) -> None:
     finally:
         world.proxy.page_mode = PASS
     world.proxy.page_mode = HANG
+    hung: list[int] = []
     try:
-        started = time.monotonic()
-        resp = request(world.mirror.url("/simple/gone-pkg/"), timeout=30)
-        assert resp.status == 504, resp.text
-        # the loop kept answering local pages meanwhile (checked after: no timed assertion)
-        assert time.monotonic() - started < 30
+        asker = threading.Thread(target=lambda: hung.append(
+            request(world.mirror.url("/simple/gone-pkg/"), timeout=30).status))
+        asker.start()
+        while not world.proxy.requests["/simple/gone-pkg/"] and asker.is_alive():
+            time.sleep(0.05)  # until upstream holds the request
+        # Meanwhile local pages, and mirrored pages in memory, are answered.
         assert get(world.mirror.url("/simple/private-name/")).status == 200
+        assert get(world.mirror.url("/health")).status == 200
+        asker.join(timeout=30)
     finally:
         world.proxy.page_mode = PASS
+    assert hung == [504]
     health = get(world.mirror.url("/health")).json()
     assert set(health["upstream"]) == {"reachable", "last_success"}
     assert health["upstream"]["last_success"] is not None
@@ -242,6 +247,18 @@ def test_uncached_with_upstream_down_is_502_or_504(world: World) -> None:
 
 def test_unknown_upstream_is_404(world: World) -> None:
     assert get(world.mirror.url("/simple/no-such-project/")).status == 404
+
+
+def test_upstream_with_html_only(world: World) -> None:
+    world.proxy.html_only = True
+    try:
+        page = _json(world, "mirrored-app")
+    finally:
+        world.proxy.html_only = False
+    (only,) = page["files"]
+    assert only["filename"] == "mirrored_app-1.0-py3-none-any.whl"
+    assert only["url"] == "../../packages/mirrored-app/mirrored_app-1.0-py3-none-any.whl"
+    assert only["core-metadata"]["sha256"] and only["size"] > 0
 
 
 def test_pip_and_uv_install_through_the_mirror_then_offline(world: World, tmp_path: Path) -> None:
@@ -254,13 +271,32 @@ def test_pip_and_uv_install_through_the_mirror_then_offline(world: World, tmp_pa
     run_client([uv, "pip", "install", "--index-url", index, "--target",
                 str(tmp_path / "uv"), "mirrored-app"], tmp_path)
     assert installed_versions(tmp_path / "uv")["mirrored-app"] == "1.0"
-    world.proxy.page_mode = world.proxy.mode = FAIL  # upstream gone: the cache serves
-    try:
-        run_client([pip, "install", "--no-cache-dir", "--index-url", index,
-                    "--target", str(tmp_path / "pip2"), "mirrored-app"], tmp_path)
-        run_client([uv, "pip", "install", "--no-cache", "--index-url", index, "--target",
-                    str(tmp_path / "uv2"), "mirrored-app"], tmp_path)
-    finally:
-        world.proxy.page_mode = world.proxy.mode = PASS
+    world.proxy.close()  # upstream gone: connections refused; the cache serves
+    stop(world.upstream.proc)
+    run_client([pip, "install", "--no-cache-dir", "--index-url", index,
+                "--target", str(tmp_path / "pip2"), "mirrored-app"], tmp_path)
+    run_client([uv, "pip", "install", "--no-cache", "--index-url", index, "--target",
+                str(tmp_path / "uv2"), "mirrored-app"], tmp_path)
     assert installed_versions(tmp_path / "pip2") == {"mirrored-app": "1.0", "mirrored-lib": "1.1"}
     assert installed_versions(tmp_path / "uv2")["mirrored-lib"] == "1.1"
+    health = get(world.mirror.url("/health")).json()["upstream"]
+    assert health["reachable"] is False and health["last_success"]
+
+
+def test_offline_lists_only_what_the_cache_holds(world: World, tmp_path: Path) -> None:
+    offline = start_server(tmp_path / "offline", world.mirror.root, upstream="cache", settings={
+        "upstream": {"url": "http://127.0.0.1:9/simple/", "cache_root": str(world.cache),
+                     "offline": True}})
+    STARTED.append(offline)
+    try:
+        files = [f["filename"] for f in get(offline.url("/simple/mirrored-lib/"),
+                                            Accept=JSON_TYPE).json()["files"]]
+        cached = sorted(p.name for p in (world.cache / "files" / "mirrored-lib").iterdir()
+                        if not p.name.endswith(".metadata"))
+        assert sorted(files) == cached
+        run_client([client_tool("pip"), "install", "--no-cache-dir", "--index-url",
+                    offline.index_url, "--target", str(tmp_path / "t"), "mirrored-app"],
+                   tmp_path)
+        assert get(offline.url("/simple/never-seen/")).status == 502
+    finally:
+        stop(offline.proc)
