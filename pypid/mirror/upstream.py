@@ -128,10 +128,13 @@ class Upstream:
     # -- reachability, shared by the workers through two marker files
 
     def note(self, ok: bool) -> None:
-        """Record that upstream answered (``ok``) or failed now."""
+        """Record that upstream answered (``ok``) or failed now. (File times are too coarse
+        to compare two markers: a success removes the failure's.)"""
         marker = self._state_dir / (_OK if ok else _FAILED)
         try:
             marker.touch()
+            if ok:
+                (self._state_dir / _FAILED).unlink(missing_ok=True)
         except FileNotFoundError:
             try:
                 self._state_dir.mkdir(parents=True, exist_ok=True)
@@ -146,8 +149,7 @@ class Upstream:
         ok = _mtime(self._state_dir / _OK)
         failed = _mtime(self._state_dir / _FAILED)
         last = None if ok is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ok))
-        return {"reachable": ok is not None and (failed is None or ok >= failed),
-                "last_success": last}
+        return {"reachable": ok is not None and failed is None, "last_success": last}
 
 
 def read_bounded(response: http.client.HTTPResponse, limit: int, timeout: float) -> bytes:
