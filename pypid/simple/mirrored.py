@@ -80,16 +80,9 @@ class MirrorReplies:
 
     def page(self, media: str, project: str, may_block: bool) -> Page | Reply | None:
         """The page of a project the index does not have, or merges with upstream's."""
-        record = self.mirror.fresh(project)
-        if record is None:
-            if not may_block:
-                return None
-            try:
-                record = self.mirror.record(project)
-            except UpstreamError as exc:
-                return _upstream_failed(exc)
-            if record is None:
-                return text(Kind.NOT_FOUND, 404, f"no project named {project!r} here or upstream")
+        record = self._record(project, may_block)
+        if not isinstance(record, PageRecord):
+            return record
         now = time.time()
         serial = record.serial
         if self.mirror.cooldown.active:
@@ -101,6 +94,22 @@ class MirrorReplies:
             serial ^= (self.index.project_serial(project) or 0) << 20
         return self.pages.get(media, project, serial,
                               lambda: render(media, self._page_dict(record, local, now)))
+
+    def _record(self, project: str, may_block: bool) -> PageRecord | Reply | None:
+        """Upstream's page of ``project``; None if that needs blocking work and
+        ``may_block`` is off; else the reason it has none (404, 502, 504)."""
+        record = self.mirror.fresh(project)
+        if record is not None:
+            return record
+        if not may_block:
+            return None
+        try:
+            record = self.mirror.record(project)
+        except UpstreamError as exc:
+            return _upstream_failed(exc)
+        if record is None:
+            return _not_found(f"no project named {project!r} here or upstream")
+        return record
 
     def _page_dict(self, record: PageRecord, local: tuple[FileEntry, ...] | None,
                    now: float) -> dict[str, Any]:
@@ -127,18 +136,13 @@ class MirrorReplies:
             return _not_found("no such file here")
         if self.index.files(project) is not None and not self.mirror.merges(project):
             return _not_found(f"{project} is a local project: upstream's files are not served")
-        record = self.mirror.fresh(project)
-        if record is None:
-            if not may_block:
-                return None
-            try:
-                record = self.mirror.record(project)
-            except UpstreamError as exc:
-                return _upstream_failed(exc)
-        item = record.page.file(filename) if record is not None else None
+        record = self._record(project, may_block)
+        if not isinstance(record, PageRecord):
+            return record
+        item = record.page.file(filename)
         if item is None:
             return _not_found("no such file here or upstream")
-        refusal = self.mirror.refusal(record, item)  # type: ignore[arg-type]
+        refusal = self.mirror.refusal(record, item)
         if refusal is not None:
             return text(Kind.DENIED if refusal[0] == 403 else Kind.NOT_FOUND, *refusal)
         try:
