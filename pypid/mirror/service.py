@@ -46,6 +46,7 @@ class Mirror:
         self.offline = settings.offline
         self._records: OrderedDict[str, PageRecord] = OrderedDict()
         self._retry_at: dict[str, float] = {}
+        self._missing: dict[str, float] = {}  # projects upstream has not: until when to believe it
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -74,6 +75,8 @@ class Mirror:
         if self.offline:
             raise UpstreamError(f"{project} is not in the mirror's cache, and "
                                 "upstream.offline is set")
+        if record is None and self._missing.get(project, 0.0) > time.time():
+            return None
         with self._project_lock(project):
             latest = self._records.get(project)  # another thread may have just asked
             if latest is not None and self._usable(project, latest, time.time()):
@@ -90,6 +93,9 @@ class Mirror:
                                          record.last_modified if record else "")
             if fetched.status == 404:
                 self._forget(project)
+                if len(self._missing) > 4 * RECORDS_KEPT:
+                    self._missing.clear()
+                self._missing[project] = time.time() + self.page_ttl
                 return None
             now = time.time()
             if fetched.status == 304 and record is not None:

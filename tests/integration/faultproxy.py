@@ -24,6 +24,7 @@ class FaultProxy:
         self.page_mode = PASS
         self.html_only = False  # ask upstream for PEP 503 HTML, as if it had no JSON
         self.requests: Counter[str] = Counter()
+        self.finished: Counter[str] = Counter()  # answers sent to their end, by path
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self._stop = threading.Event()
@@ -105,5 +106,7 @@ class FaultProxy:
             for start in range(0, len(body), 64 * 1024):
                 conn.sendall(body[start:start + 64 * 1024])
                 time.sleep(0.02)
+            self.finished[path] += 1
             return
         conn.sendall(body)
+        self.finished[path] += 1

@@ -5,6 +5,7 @@ the mirror with upstream up, then with it stopped."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import threading
 import time
@@ -59,7 +60,8 @@ def _upstream_root(root: Path) -> dict[str, bytes]:
     wheel("fresh-pkg", "2.0", fresh=True)
     wheel("exempt-pkg", "2.0", fresh=True)
     wheel("big-pkg", "1.0", payload=os.urandom(BIG))
-    for name in ("drop-pkg", "corrupt-pkg", "stale-pkg", "hang-pkg", "gone-pkg"):
+    wheel("stream-pkg", "1.0", payload=os.urandom(BIG))
+    for name in ("drop-pkg", "corrupt-pkg", "stale-pkg", "hang-pkg", "gone-pkg", "slow-pkg"):
         wheel(name, "1.0", payload=os.urandom(256 * 1024))
     return {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
 
@@ -151,6 +153,38 @@ def test_many_askers_cause_one_download(world: World) -> None:
     assert len(results) == 8
     assert all(body == world.wheels[name] for body in results)
     assert world.proxy.requests[f"/packages/{name}"] == 1
+
+
+def test_first_bytes_leave_before_upstream_has_sent_the_file(world: World) -> None:
+    name = next(n for n in world.wheels if n.startswith("stream_pkg"))
+    path = f"/packages/{name}"
+    world.proxy.mode = SLOW
+    try:
+        conn = http.client.HTTPConnection(world.mirror.host, world.mirror.port, timeout=30)
+        try:
+            conn.request("GET", f"/packages/stream-pkg/{name}")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            first = resp.read(1024)
+            assert world.proxy.finished[path] == 0  # upstream is still sending
+            rest = resp.read()
+        finally:
+            conn.close()
+    finally:
+        world.proxy.mode = PASS
+    assert first + rest == world.wheels[name]
+
+
+def test_hung_file_download_is_504(world: World) -> None:
+    name = next(n for n in world.wheels if n.startswith("slow_pkg"))
+    _json(world, "slow-pkg")
+    world.proxy.mode = HANG
+    try:
+        resp = request(world.mirror.url(f"/packages/slow-pkg/{name}"), timeout=30)
+    finally:
+        world.proxy.mode = PASS
+    assert resp.status == 504 and "no progress" in resp.text
+    assert not (world.cache / "files" / "slow-pkg" / name).exists()
 
 
 def test_local_project_hides_its_upstream_namesake(world: World) -> None:
