@@ -21,10 +21,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pypid.mirror.policy import parse_upload_time
+from pypid.mirror.store import MirrorStore
 from pypid.mirror.translate import UpstreamFile
 from pypid.mirror.upstream import Upstream, UpstreamError
 
@@ -117,14 +118,17 @@ class Follower:
 class Fetcher:
     """Starts or joins the download of one upstream file into the cache."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, store: MirrorStore,
+                 on_stored: Callable[[], None] | None = None) -> None:
         self.upstream = upstream
+        self.store = store
+        self._on_stored = on_stored  # after each file kept (eviction)
         self._failures: dict[int, UpstreamError] = {}
 
     def follow(self, final: Path, item: UpstreamFile) -> Follower | None:
         """A Follower of ``final``'s download (started here if nobody runs one), or None
         when ``final`` is in the cache already."""
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self.store.make_dir(final.parent)
         part = final.with_name(f".{final.name}.part")
         for _ in range(5):  # each round: someone else renamed or removed the part meanwhile
             if final.exists():
@@ -142,6 +146,7 @@ class Fetcher:
                 os.close(fd)
                 return None
             os.ftruncate(fd, 0)  # a dead downloader's leftovers
+            self.store.adopt(part)
             reader = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
             threading.Thread(target=self._download, args=(fd, part, final, item),
                              name=f"mirror {final.name}", daemon=True).start()
@@ -157,6 +162,8 @@ class Fetcher:
             if uploaded is not None:  # Last-Modified: when upstream got it
                 os.utime(fd, (time.time(), uploaded))
             os.rename(part, final)
+            if self._on_stored is not None:
+                self._on_stored()
         except (UpstreamError, OSError) as exc:
             error = exc if isinstance(exc, UpstreamError) else UpstreamError(
                 f"cannot store {item.filename}: {os.strerror(exc.errno or errno.EIO)}")

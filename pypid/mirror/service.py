@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from pypid.config import UpstreamConfig
 from pypid.mirror.fetch import Fetcher, Follower
+from pypid.mirror.holdings import prune
 from pypid.mirror.policy import Cooldown, merges
 from pypid.mirror.store import MirrorStore, PageRecord
 from pypid.mirror.translate import PageError, UpstreamFile, read_page
@@ -29,6 +30,8 @@ API_VERSION = "1.4"
 RECORDS_KEPT = 1024  # pages held in memory per worker
 RETRY_AFTER_FAILURE = 30.0  # seconds a stale page is served before upstream is asked again
 METADATA_MAX_BYTES = 8 * 1024 * 1024
+GB = 1024**3
+PRUNE_EVERY = 60.0  # seconds: eviction walks the cache at most this often (per worker)
 
 
 class Mirror:
@@ -39,7 +42,10 @@ class Mirror:
         self.store = MirrorStore(root)
         self.upstream = Upstream(settings.url, timeout=settings.timeout,
                                  file_hosts=settings.file_hosts, state_dir=root)
-        self.fetcher = Fetcher(self.upstream)
+        self.max_bytes = settings.cache_max_gb * GB
+        self._pruned_at = -PRUNE_EVERY
+        self.fetcher = Fetcher(self.upstream, self.store,
+                               self._prune if self.max_bytes else None)
         self.cooldown = Cooldown(settings.min_age_days, settings.min_age_exempt)
         self.merge = settings.merge
         self.page_ttl = settings.page_ttl
@@ -203,6 +209,17 @@ class Mirror:
             raise UpstreamError(f"upstream's metadata of {item.filename} does not match its hash")
         self.store.put_bytes(path, data)
         return data
+
+    def _prune(self) -> None:
+        """After a download: evict to ``cache_max_gb`` (least recently used, unpinned)."""
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        evicted = prune(self.store, self.max_bytes)
+        if evicted:
+            log.info("mirror: evicted %d least recently used files (%d bytes) to stay within "
+                     "upstream.cache_max_gb", len(evicted), sum(i.size for i in evicted))
 
     def health(self) -> dict[str, object]:
         return self.upstream.health()

@@ -125,12 +125,34 @@ class MirrorStore:
         """A small cached file (a wheel's METADATA), written whole or not at all."""
         self._write(path, data)
 
+    def make_dir(self, path: Path) -> None:
+        """``path`` and its parents below the root, owned like the root: a folder that
+        ``pypid mirror add`` (root) makes must stay writable for the service."""
+        missing = []
+        folder = path
+        while not folder.is_dir() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir()
+            self.adopt(folder)
+
+    def adopt(self, path: Path) -> None:
+        """Give ``path`` the root's owner when running as root (no-op otherwise)."""
+        if os.geteuid() != 0:
+            return
+        with contextlib.suppress(OSError):
+            st = os.stat(self.root)
+            os.chown(path, st.st_uid, st.st_gid)
+
     def _write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.make_dir(path.parent)
         temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(temp, "wb") as handle:
                 handle.write(data)
+            self.adopt(temp)
             os.replace(temp, path)
         finally:
             if temp.exists():

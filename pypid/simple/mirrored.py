@@ -27,6 +27,7 @@ from pypid.mirror import (
     UpstreamError,
     UpstreamFile,
 )
+from pypid.mirror.holdings import touch_used
 from pypid.mirror.policy import parse_upload_time
 from pypid.simple import pep691
 from pypid.simple.pagecache import INDEX, Page, PageCache
@@ -179,6 +180,7 @@ class MirrorReplies:
                 yanked=None if item.yanked is False
                 else item.yanked if isinstance(item.yanked, str) else "")
             self._entries[path] = entry
+            touch_used(path)  # its last use, for eviction (once per worker and version)
         return entry
 
     def _fetch(self, path: Path, item: UpstreamFile) -> tuple[FileEntry, str] | Reply:

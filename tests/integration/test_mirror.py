@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pypid import cli
 from tests.builders import make_sdist, make_wheel
 from tests.integration.faultproxy import CORRUPT, DROP, FAIL, HANG, PASS, SLOW, FaultProxy
 from tests.integration.harness import STARTED, start_server, stop
@@ -293,6 +294,36 @@ def test_upstream_with_html_only(world: World) -> None:
     assert only["filename"] == "mirrored_app-1.0-py3-none-any.whl"
     assert only["url"] == "../../packages/mirrored-app/mirrored_app-1.0-py3-none-any.whl"
     assert only["core-metadata"]["sha256"] and only["size"] > 0
+
+
+def test_mirror_add_list_prune(world: World, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "pypid.toml"
+    cfg.write_text(f'[upstream]\nmode = "cache"\nurl = "{world.proxy.url()}"\n'
+                   f'cache_root = "{world.cache}"\nfile_hosts = []\ncache_max_gb = 1\n')
+    sdist = next(n for n in world.wheels if n.startswith("mirrored_lib-1.1") and
+                 n.endswith(".tar.gz"))
+    wheel = next(n for n in world.wheels if n.startswith("mirrored_lib-1.1") and
+                 n.endswith(".whl"))
+    digest = hashlib.sha256(world.wheels[wheel]).hexdigest()
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text(f"# pinned\nmirrored-lib==1.1 \\\n    --hash=sha256:{digest}\n")
+    assert cli.main(["mirror", "add", "--config", str(cfg), "-r", str(reqs)]) == 0
+    assert f"{wheel}: " in capsys.readouterr().out
+    assert not (world.cache / "files" / "mirrored-lib" / sdist).exists()  # not in the hashes
+    assert (world.cache / "files" / "mirrored-lib" / (wheel + ".metadata")).exists()
+    assert cli.main(["mirror", "add", "--config", str(cfg), "mirrored-app==1.0"]) == 0
+    assert cli.main(["mirror", "add", "--config", str(cfg), "mirrored-app>=1"]) == 2
+    assert cli.main(["mirror", "add", "--config", str(cfg), "mirrored-app==7"]) == 1
+    capsys.readouterr()
+    assert cli.main(["mirror", "list", "--config", str(cfg)]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert lines[wheel][2] == "pinned" and lines["mirrored_app-1.0-py3-none-any.whl"][2] == (
+        "pinned")
+    assert int(lines[wheel][1]) >= len(world.wheels[wheel])
+    assert lines["mirrored_lib-1.0-py3-none-any.whl"][2] == "cached"
+    assert cli.main(["mirror", "prune", "--config", str(cfg)]) == 0
+    assert "0 files evicted" in capsys.readouterr().out
 
 
 def test_pip_and_uv_install_through_the_mirror_then_offline(world: World, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from pypid.mirror.fetch import BrokenDownload, Fetcher
+from pypid.mirror.holdings import holdings, pin, prune
 from pypid.mirror.policy import Cooldown, merges, parse_upload_time
+from pypid.mirror.priming import Pinned, PrimingError, parse_spec, read_requirements
 from pypid.mirror.store import MirrorStore, PageRecord, UnsafeNameError
 from pypid.mirror.translate import JSON_MEDIA, PageError, UpstreamFile, read_page
 from pypid.mirror.upstream import Upstream, UpstreamError
@@ -120,6 +123,38 @@ def test_store_refuses_paths_outside_its_root(tmp_path: Path) -> None:
     assert store.load("broken") is None
 
 
+def test_prune_evicts_least_recently_used_unpinned(tmp_path: Path) -> None:
+    store = MirrorStore(tmp_path)
+    for number, name in enumerate(("a-1.0.tar.gz", "a-2.0.tar.gz", "a-3.0.tar.gz")):
+        path = store.file_path("a", name)
+        store.make_dir(path.parent)
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1000 + number, 1000))  # last used: 1.0 first, 3.0 last
+    pin(store, "a", "a-1.0.tar.gz")
+    assert [i.filename for i in prune(store, 200)] == ["a-2.0.tar.gz"]
+    assert [(i.filename, i.pinned) for i in holdings(store)] == [
+        ("a-1.0.tar.gz", True), ("a-3.0.tar.gz", False)]
+    assert prune(store, 10_000) == []
+
+
+def test_requirements_files() -> None:
+    assert parse_spec("Demo_Pkg==1.0") == Pinned("demo-pkg", "1.0")
+    for bad in ("demo>=1", "demo", "demo==1.*", "demo==1,<2"):
+        with pytest.raises(PrimingError):
+            parse_spec(bad)
+
+
+def test_requirements_file_lines(tmp_path: Path) -> None:
+    path = tmp_path / "r.txt"
+    path.write_text(f"a==1 --hash=sha256:{SHA} \\\n  --hash=sha256:{'cd' * 32}  # two\n\n"
+                    "# comment\nb[x]==2 ; python_version > '3'\n")
+    assert read_requirements(path) == [Pinned("a", "1", frozenset({SHA, "cd" * 32})),
+                                       Pinned("b", "2")]
+    path.write_text("-e .\n")
+    with pytest.raises(PrimingError, match="line 1"):
+        read_requirements(path)
+
+
 # -- against a tiny upstream on loopback
 
 
@@ -170,7 +205,7 @@ def test_download_refused_nothing_kept(upstream: tuple[Upstream, dict], tmp_path
     item = _item(up, served, declared)
     routes["/f/demo-1.0.tar.gz"] = (200, {}, served)
     final = tmp_path / "cache" / "files" / "demo" / "demo-1.0.tar.gz"
-    follower = Fetcher(up).follow(final, item)
+    follower = Fetcher(up, MirrorStore(tmp_path / "cache")).follow(final, item)
     assert follower is not None
     error = follower.first_bytes()
     if error is None:
@@ -185,12 +220,13 @@ def test_download_kept_when_hash_matches(upstream: tuple[Upstream, dict], tmp_pa
     up, routes = upstream
     data = b"payload" * 1000
     routes["/f/demo-1.0.tar.gz"] = (200, {}, data)
-    final = tmp_path / "files" / "demo" / "demo-1.0.tar.gz"
-    follower = Fetcher(up).follow(final, _item(up, data, len(data)))
+    final = tmp_path / "cache" / "files" / "demo" / "demo-1.0.tar.gz"
+    fetcher = Fetcher(up, MirrorStore(tmp_path / "cache"))
+    follower = fetcher.follow(final, _item(up, data, len(data)))
     assert follower is not None and follower.first_bytes() is None
     assert b"".join(follower.chunks()) == data
     assert final.read_bytes() == data
-    assert Fetcher(up).follow(final, _item(up, data, len(data))) is None  # cached now
+    assert fetcher.follow(final, _item(up, data, len(data))) is None  # cached now
 
 
 def test_redirect_to_a_foreign_host_is_refused(upstream: tuple[Upstream, dict]) -> None:
