@@ -29,6 +29,7 @@ log = logging.getLogger("pypid.mirror")
 API_VERSION = "1.4"
 RECORDS_KEPT = 1024  # pages held in memory per worker
 RETRY_AFTER_FAILURE = 30.0  # seconds a stale page is served before upstream is asked again
+RETRY_UNCACHED = 5.0  # seconds an uncached page's failure is repeated without asking again
 METADATA_MAX_BYTES = 8 * 1024 * 1024
 GB = 1024**3
 PRUNE_EVERY = 60.0  # seconds: eviction walks the cache at most this often (per worker)
@@ -53,6 +54,7 @@ class Mirror:
         self._records: OrderedDict[str, PageRecord] = OrderedDict()
         self._retry_at: dict[str, float] = {}
         self._missing: dict[str, float] = {}  # projects upstream has not: until when to believe it
+        self._failed: dict[str, tuple[float, UpstreamError]] = {}  # uncached, upstream failed
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -81,8 +83,12 @@ class Mirror:
         if self.offline:
             raise UpstreamError(f"{project} is not in the mirror's cache, and "
                                 "upstream.offline is set")
-        if record is None and self._missing.get(project, 0.0) > time.time():
-            return None
+        if record is None:
+            if self._missing.get(project, 0.0) > time.time():
+                return None
+            failed = self._failed.get(project)
+            if failed is not None and failed[0] > time.time():
+                raise failed[1]
         with self._project_lock(project):
             latest = self._records.get(project)  # another thread may have just asked
             if latest is not None and self._usable(project, latest, time.time()):
@@ -117,7 +123,11 @@ class Mirror:
             if isinstance(exc, PageError):
                 log.warning("mirror: refused upstream's page of %s: %s", project, exc)
             if record is None:
-                raise exc if isinstance(exc, UpstreamError) else UpstreamError(str(exc)) from None
+                error = exc if isinstance(exc, UpstreamError) else UpstreamError(str(exc))
+                if len(self._failed) > 4 * RECORDS_KEPT:
+                    self._failed.clear()
+                self._failed[project] = (time.time() + RETRY_UNCACHED, error)
+                raise error from None
             log.warning("mirror: serving the cached page of %s: %s", project, exc)
             self._retry_at[project] = time.time() + RETRY_AFTER_FAILURE
             return self._remember(record)

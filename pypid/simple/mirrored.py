@@ -80,21 +80,23 @@ class MirrorReplies:
         return self.index_pages.get(INDEX, media, serial, page)
 
     def page(self, media: str, project: str, may_block: bool) -> Page | Reply | None:
-        """The page of a project the index does not have, or merges with upstream's."""
-        record = self._record(project, may_block)
-        if not isinstance(record, PageRecord):
-            return record
+        """The page of a project the index does not have, or merges with upstream's (a
+        merged project keeps its local page when upstream has none or fails)."""
+        found = self._record(project, may_block)
+        local = self.index.files(project)
+        if found is None or (local is None and not isinstance(found, PageRecord)):
+            return found
+        record = found if isinstance(found, PageRecord) else None
         now = time.time()
-        serial = record.serial
+        serial = record.serial if record is not None else 0
         if self.mirror.cooldown.active:
             serial ^= int(now // COOLDOWN_STEP)
         if self.mirror.offline:  # the page lists what the cache holds
             serial ^= zlib.crc32(" ".join(self.mirror.store.cached_files(project)).encode())
-        local = self.index.files(project)
         if local is not None:
-            serial ^= (self.index.project_serial(project) or 0) << 20
+            serial ^= ((self.index.project_serial(project) or 0) << 20) + 1
         return self.pages.get(media, project, serial,
-                              lambda: render(media, self._page_dict(record, local, now)))
+                              lambda: render(media, self._page_dict(project, record, now)))
 
     def _record(self, project: str, may_block: bool) -> PageRecord | Reply | None:
         """Upstream's page of ``project``; None if that needs blocking work and
@@ -112,16 +114,17 @@ class MirrorReplies:
             return _not_found(f"no project named {project!r} here or upstream")
         return record
 
-    def _page_dict(self, record: PageRecord, local: tuple[FileEntry, ...] | None,
-                   now: float) -> dict[str, Any]:
+    def _page_dict(self, project: str, record: PageRecord | None, now: float) -> dict[str, Any]:
+        mine = pep691.project_page(self.index, project)
+        if record is None or (mine is not None and
+                              mine["project-status"]["status"] == "quarantined"):
+            return mine or {}  # the local page alone: its status rules
         data = self.mirror.page_dict(record, now)
-        if local is not None:  # merged: local files first, upstream's namesakes left out
-            mine = pep691.project_page(self.index, record.page.project) or {"files": []}
+        if mine is not None:  # merged: local files first, upstream's namesakes left out
             names = {f["filename"] for f in mine["files"]}
-            data["files"] = mine["files"] + [f for f in data["files"]
-                                             if f["filename"] not in names]
-            data["versions"] = list(dict.fromkeys(
-                [*mine.get("versions", []), *data["versions"]]))
+            mine["files"] += [f for f in data["files"] if f["filename"] not in names]
+            mine["versions"] = list(dict.fromkeys([*mine["versions"], *data["versions"]]))
+            return mine
         return data
 
     # -- files: /packages/<project>/<filename>[.metadata]

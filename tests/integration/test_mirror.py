@@ -78,6 +78,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     local = base / "local-root"
     make_wheel(local, "private-name", "1.0")
     make_wheel(local, "corp-merged", "1.0")
+    make_wheel(local, "corp-alone", "1.0")  # merged, but upstream has no such project
+    make_wheel(local, "corp-down", "1.0")  # merged, and upstream fails
     cache = base / "cache"
     mirror = None
     try:
@@ -199,6 +201,17 @@ def test_merged_project_lists_both(world: World) -> None:
     files = [f["filename"] for f in _json(world, "corp-merged")["files"]]
     assert "corp_merged-1.0-py3-none-any.whl" in files
     assert "corp_merged-2.0-py3-none-any.whl" in files
+
+
+def test_merged_project_keeps_its_local_page_without_upstream(world: World) -> None:
+    assert [f["filename"] for f in _json(world, "corp-alone")["files"]] == [
+        "corp_alone-1.0-py3-none-any.whl"]
+    world.proxy.page_mode = FAIL
+    try:
+        assert [f["filename"] for f in _json(world, "corp-down")["files"]] == [
+            "corp_down-1.0-py3-none-any.whl"]
+    finally:
+        world.proxy.page_mode = PASS
 
 
 def test_cooldown_hides_young_files_unless_exempt(world: World) -> None:
