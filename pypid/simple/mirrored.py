@@ -206,7 +206,7 @@ class MirrorReplies:
         headers.append(("Content-Type", OCTETS))
         if item.size is not None:
             headers.append(("Content-Length", str(item.size)))
-        return Reply(Kind.FILE, 200, headers, stream=_relay(follower, item.filename))
+        return Reply(Kind.FILE, 200, headers, stream=_Relay(follower, item.filename))
 
     def _metadata(self, path: Path, item: UpstreamFile, may_block: bool) -> Reply | None:
         meta_path = path.with_name(path.name + METADATA_SUFFIX)
@@ -226,14 +226,28 @@ class MirrorReplies:
             ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)], data)
 
 
-def _relay(follower: Follower, filename: str) -> Iterator[bytes]:
-    try:
-        yield from follower.chunks()
-    except BrokenDownload as exc:
-        log.debug("mirror: %s: cut the client off before the end: %s", filename, exc)
-        raise BrokenStream(str(exc)) from None
-    finally:
-        follower.close()
+class _Relay:
+    """A download's bytes as a reply's stream; closing it (a HEAD, a client gone) lets go
+    of the download's file even if it was never read."""
+
+    def __init__(self, follower: Follower, filename: str) -> None:
+        self._follower = follower
+        self._chunks = follower.chunks()
+        self._filename = filename
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except BrokenDownload as exc:
+            log.debug("mirror: %s: cut the client off before the end: %s", self._filename, exc)
+            raise BrokenStream(str(exc)) from None
+
+    def close(self) -> None:
+        self._chunks.close()
+        self._follower.close()
 
 
 def _upstream_failed(exc: UpstreamError) -> Reply:

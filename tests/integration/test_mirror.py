@@ -62,7 +62,8 @@ def _upstream_root(root: Path) -> dict[str, bytes]:
     wheel("exempt-pkg", "2.0", fresh=True)
     wheel("big-pkg", "1.0", payload=os.urandom(BIG))
     wheel("stream-pkg", "1.0", payload=os.urandom(BIG))
-    for name in ("drop-pkg", "corrupt-pkg", "stale-pkg", "hang-pkg", "gone-pkg", "slow-pkg"):
+    for name in ("drop-pkg", "corrupt-pkg", "stale-pkg", "hang-pkg", "gone-pkg", "slow-pkg",
+                 "head-pkg"):
         wheel(name, "1.0", payload=os.urandom(256 * 1024))
     return {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
 
@@ -136,6 +137,15 @@ def test_file_streamed_then_served_from_cache(world: World) -> None:
     assert world.proxy.requests[f"/packages/{name}"] == before  # no second download
     meta = get(url + ".metadata")
     assert meta.status == 200 and meta.body.startswith(b"Metadata-Version")
+
+
+def test_head_of_an_uncached_file(world: World) -> None:
+    name = next(n for n in world.wheels if n.startswith("head_pkg"))
+    url = world.mirror.url(f"/packages/head-pkg/{name}")
+    head = request(url, method="HEAD")
+    assert head.status == 200 and head.body == b""
+    assert head.header("Content-Length") == str(len(world.wheels[name]))
+    assert get(url).body == world.wheels[name]
 
 
 def test_many_askers_cause_one_download(world: World) -> None:
