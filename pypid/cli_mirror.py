@@ -14,6 +14,7 @@ from typing import Any
 from pypid.config import Config, load_config
 from pypid.mirror import BrokenDownload, Mirror, UnsafeNameError, UpstreamError
 from pypid.mirror.holdings import holdings, prune
+from pypid.mirror.lockfiles import read_lock
 from pypid.mirror.priming import (
     Pinned,
     PrimingError,
@@ -43,11 +44,15 @@ def add_commands(commands: Any, command: MakeCommand) -> None:
     add = command(actions, "add", "fetch and pin exact releases (every platform's files)",
                   "Fetch every file of each pinned release (NAME==VERSION), checked against\n"
                   "upstream's sha256, with its metadata; pin them. A requirements file's\n"
-                  "--hash values narrow the files to those hashes.",
+                  "--hash values narrow the files to those hashes; a lock file (pylock.toml,\n"
+                  "uv.lock) gives exactly the files it lists, for every platform.",
                   "examples:\n  pypid mirror add -r requirements.txt\n"
+                  "  pypid mirror add --lock uv.lock\n"
                   "  pypid mirror add urllib3==2.5.0 idna==3.10")
     add.add_argument("-r", "--requirement", action="append", default=[], metavar="FILE",
                      help="a requirements file of == pins (may be given several times)")
+    add.add_argument("--lock", action="append", default=[], metavar="FILE",
+                     help="a pylock.toml or uv.lock: exactly the files it lists, every platform")
     add.add_argument("specs", nargs="*", metavar="SPEC", help="NAME==VERSION")
     add.set_defaults(handler=_add)
     listing = command(actions, "list", "one line per cached file: name, size, pinned, last use",
@@ -76,12 +81,14 @@ def _add(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     try:
         wanted: list[Pinned] = [p for f in args.requirement for p in read_requirements(Path(f))]
+        wanted += [p for f in args.lock for p in read_lock(Path(f))]
         wanted += [parse_spec(spec) for spec in args.specs]
     except PrimingError as exc:
         print(f"pypid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not wanted:
-        print("pypid: name releases to add (NAME==VERSION, or -r FILE)", file=sys.stderr)
+        print("pypid: name releases to add (NAME==VERSION, -r FILE or --lock FILE)",
+              file=sys.stderr)
         return EXIT_USAGE
     # An explicit add fetches even when the server is told to stay offline.
     mirror = Mirror(dataclasses.replace(config.upstream, offline=False))

@@ -32,11 +32,13 @@ class PrimingError(ValueError):
 
 @dataclass(frozen=True)
 class Pinned:
-    """One release asked for: its project, version, and the allowed hashes (empty: any)."""
+    """One release asked for: its project, version, and the allowed hashes (empty: any).
+    ``exact``: every hash must be found upstream (a lock file lists exactly its files)."""
 
     project: str
     version: str
     hashes: frozenset[str] = field(default=frozenset())
+    exact: bool = False
 
 
 def parse_spec(text: str, hashes: Iterable[str] = ()) -> Pinned:
@@ -99,6 +101,10 @@ def select(mirror: Mirror, wanted: Pinned) -> list[UpstreamFile]:
     if not files:
         raise PrimingError(f"upstream has no files of {wanted.project}=={wanted.version}"
                            + (" with the given hashes" if wanted.hashes else ""))
+    missing = wanted.hashes - {item.sha256 for item in files} if wanted.exact else set()
+    if missing:
+        raise PrimingError(f"upstream has no file of {wanted.project}=={wanted.version} with "
+                           f"sha256 {sorted(missing)[0]} ({len(missing)} missing)")
     return files
 
 

@@ -359,6 +359,19 @@ def test_pip_and_uv_install_through_the_mirror_then_offline(world: World, tmp_pa
     run_client([uv, "pip", "install", "--index-url", index, "--target",
                 str(tmp_path / "uv"), "mirrored-app"], tmp_path)
     assert installed_versions(tmp_path / "uv")["mirrored-app"] == "1.0"
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0"\nrequires-python = ">=3.8"\n'
+        'dependencies = ["mirrored-app"]\n[tool.uv]\npackage = false\n')
+    uv_index = {"UV_DEFAULT_INDEX": index}
+    run_client([uv, "lock"], tmp_path, env=uv_index, cwd=project)
+    assert "mirrored-lib" in (project / "uv.lock").read_text()
+    cfg = tmp_path / "pypid.toml"
+    cfg.write_text(f'[upstream]\nmode = "cache"\nurl = "{world.proxy.url()}"\n'
+                   f'cache_root = "{world.cache}"\nfile_hosts = []\n')
+    assert cli.main(["mirror", "add", "--config", str(cfg), "--lock",
+                     str(project / "uv.lock")]) == 0
     world.proxy.close()  # upstream gone: connections refused; the cache serves
     stop(world.upstream.proc)
     run_client([pip, "install", "--no-cache-dir", "--index-url", index,
@@ -367,6 +380,9 @@ def test_pip_and_uv_install_through_the_mirror_then_offline(world: World, tmp_pa
                 str(tmp_path / "uv2"), "mirrored-app"], tmp_path)
     assert installed_versions(tmp_path / "pip2") == {"mirrored-app": "1.0", "mirrored-lib": "1.1"}
     assert installed_versions(tmp_path / "uv2")["mirrored-lib"] == "1.1"
+    run_client([uv, "sync", "--locked", "--no-cache"], tmp_path, env=uv_index, cwd=project)
+    site = next((project / ".venv").glob("lib/python*/site-packages"))
+    assert installed_versions(site)["mirrored-lib"] == "1.1"
     health = get(world.mirror.url("/health")).json()["upstream"]
     assert health["reachable"] is False and health["last_success"]
 

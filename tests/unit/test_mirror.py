@@ -15,6 +15,7 @@ import pytest
 
 from pypid.mirror.fetch import BrokenDownload, Fetcher
 from pypid.mirror.holdings import holdings, pin, prune
+from pypid.mirror.lockfiles import read_lock
 from pypid.mirror.policy import Cooldown, merges, parse_upload_time
 from pypid.mirror.priming import Pinned, PrimingError, parse_spec, read_requirements
 from pypid.mirror.store import MirrorStore, PageRecord, UnsafeNameError
@@ -153,6 +154,54 @@ def test_requirements_file_lines(tmp_path: Path) -> None:
     path.write_text("-e .\n")
     with pytest.raises(PrimingError, match="line 1"):
         read_requirements(path)
+
+
+PYLOCK = f"""
+lock-version = "1.0"
+created-by = "test"
+[[packages]]
+name = "Attrs"
+version = "25.1.0"
+wheels = [{{ url = "https://x/attrs-25.1.0-py3-none-any.whl", hashes = {{ sha256 = "{SHA}" }} }}]
+[packages.sdist]
+url = "https://x/attrs-25.1.0.tar.gz"
+hashes = {{ sha256 = "{'CD' * 32}" }}
+[[packages]]
+name = "local-thing"
+directory = {{ path = "." }}
+"""
+
+UV_LOCK = f"""
+version = 1
+[[package]]
+name = "proj"
+version = "0"
+source = {{ virtual = "." }}
+[[package]]
+name = "idna"
+version = "3.10"
+source = {{ registry = "https://pypi.org/simple" }}
+sdist = {{ url = "https://x/idna-3.10.tar.gz", hash = "sha256:{SHA}", size = 3 }}
+wheels = [{{ url = "https://x/idna-3.10-py3-none-any.whl", hash = "sha256:{'ef' * 32}" }}]
+"""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (PYLOCK, [Pinned("attrs", "25.1.0", frozenset({SHA, "cd" * 32}), exact=True)]),
+    (UV_LOCK, [Pinned("idna", "3.10", frozenset({SHA, "ef" * 32}), exact=True)]),
+], ids=["pylock", "uv.lock"])
+def test_lock_files(tmp_path: Path, text: str, expected: list[Pinned]) -> None:
+    path = tmp_path / "lock.toml"
+    path.write_text(text)
+    assert read_lock(path) == expected
+
+
+@pytest.mark.parametrize("text", ["not toml [", "version = 1\n", "lock-version = '1.0'\n"])
+def test_unusable_lock_files(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "lock.toml"
+    path.write_text(text)
+    with pytest.raises(PrimingError):
+        read_lock(path)
 
 
 # -- against a tiny upstream on loopback
