@@ -63,7 +63,7 @@ def _upstream_root(root: Path) -> dict[str, bytes]:
     wheel("big-pkg", "1.0", payload=os.urandom(BIG))
     wheel("stream-pkg", "1.0", payload=os.urandom(BIG))
     for name in ("drop-pkg", "corrupt-pkg", "stale-pkg", "hang-pkg", "gone-pkg", "slow-pkg",
-                 "head-pkg"):
+                 "head-pkg", "quar-pkg"):
         wheel(name, "1.0", payload=os.urandom(256 * 1024))
     return {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
 
@@ -222,6 +222,23 @@ def test_merged_project_keeps_its_local_page_without_upstream(world: World) -> N
             "corp_down-1.0-py3-none-any.whl"]
     finally:
         world.proxy.page_mode = PASS
+
+
+def test_project_quarantined_upstream_serves_no_files(world: World) -> None:
+    name = next(n for n in world.wheels if n.startswith("quar_pkg"))
+    url = world.mirror.url(f"/packages/quar-pkg/{name}")
+    assert get(url).status == 200  # cached now
+    upstream_config = world.upstream.log.parent / "pypid.toml"
+    assert cli.main(["status", "--config", str(upstream_config), "quar-pkg", "quarantined",
+                     "--reason", "malware"]) == 0
+    deadline = time.monotonic() + 10  # the upstream server shows it within two seconds
+    page = _json(world, "quar-pkg")
+    while page["files"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        page = _json(world, "quar-pkg")
+    assert page["files"] == []
+    assert page["project-status"] == {"status": "quarantined", "reason": "malware"}
+    assert get(url).status == 404
 
 
 def test_cooldown_hides_young_files_unless_exempt(world: World) -> None:
