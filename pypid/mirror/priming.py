@@ -45,7 +45,7 @@ def parse_spec(text: str, hashes: Iterable[str] = ()) -> Pinned:
     """``name==version`` (extras and markers are allowed and ignored).
 
     >>> parse_spec("Requests[socks]==2.32.3 ; python_version>'3'")
-    Pinned(project='requests', version='2.32.3', hashes=frozenset())
+    Pinned(project='requests', version='2.32.3', hashes=frozenset(), exact=False)
     """
     try:
         requirement = Requirement(text)
