@@ -115,8 +115,9 @@ class Mirror:
             else:
                 page = read_page(fetched.body, fetched.header("Content-Type"), fetched.url,
                                  project, self.upstream.hosts)
-                for why in page.refused[:20]:
-                    log.warning("mirror: %s: refused a link: %s", project, why)
+                if page.refused:
+                    log.warning("mirror: %s: refused %d of upstream's links, e.g. %s", project,
+                                len(page.refused), page.refused[0])
                 record = PageRecord(page, fetched.header("ETag"),
                                     fetched.header("Last-Modified"), now)
         except (UpstreamError, PageError) as exc:

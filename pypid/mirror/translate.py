@@ -103,7 +103,7 @@ def read_page(body: bytes, content_type: str, page_url: str, project: str,
         except ValueError as exc:
             refused.append(str(exc))
             continue
-        if item.filename not in seen:
+        if item is not None and item.filename not in seen:
             seen.add(item.filename)
             files.append(item)
     return UpstreamPage(project, tuple(files), status, reason, tuple(refused))
@@ -125,12 +125,14 @@ def _json_files(body: bytes) -> tuple[list[dict[str, Any]], str, str]:
 
 
 def _checked_file(raw: dict[str, Any], page_url: str, project: str,
-                  allowed_hosts: frozenset[str]) -> UpstreamFile:
+                  allowed_hosts: frozenset[str]) -> UpstreamFile | None:
+    """The file, or None for one pip cannot install anyway (an egg, an .exe); ValueError
+    says why a link is refused."""
     filename = raw.get("filename")
     if not isinstance(filename, str) or not is_safe_filename(filename) or ".." in filename:
         raise ValueError(f"unsafe file name {str(filename)[:100]!r}")
     if not has_dist_suffix(filename):
-        raise ValueError(f"{filename}: not an installable distribution")
+        return None  # old PyPI projects list eggs and installers: not refused, just not ours
     try:
         dist = parse_filename(filename)
     except InvalidFilenameError as exc:

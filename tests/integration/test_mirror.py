@@ -370,8 +370,9 @@ def test_pip_and_uv_install_through_the_mirror_then_offline(world: World, tmp_pa
     index = world.mirror.index_url
     pip = client_tool("pip")
     run_client([pip, "install", "--no-cache-dir", "--index-url", index,
-                "--target", str(tmp_path / "pip"), "mirrored-app"], tmp_path)
-    assert installed_versions(tmp_path / "pip") == {"mirrored-app": "1.0", "mirrored-lib": "1.1"}
+                "--target", str(tmp_path / "pip"), "mirrored-app", "private-name"], tmp_path)
+    assert installed_versions(tmp_path / "pip") == {  # never upstream's private-name 9.0
+        "mirrored-app": "1.0", "mirrored-lib": "1.1", "private-name": "1.0"}
     uv = client_tool("uv")
     run_client([uv, "pip", "install", "--index-url", index, "--target",
                 str(tmp_path / "uv"), "mirrored-app"], tmp_path)

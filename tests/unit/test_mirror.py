@@ -58,7 +58,6 @@ HOSTILE = [
     ("slash", _file("../../etc/demo-1.0.tar.gz"), "unsafe file name"),
     ("other-project", _file("private-9.0-py3-none-any.whl"), "belongs to private"),
     ("no-hash", {**_file(), "hashes": {"md5": "00"}}, "no sha256"),
-    ("not-a-dist", _file("demo-1.0.exe"), "not an installable"),
     ("file-scheme", _file(url="file:///etc/passwd"), "neither upstream"),
 ]
 
@@ -68,6 +67,13 @@ def test_hostile_links_are_refused(case: str, raw: dict, why: str) -> None:
     page = read_page(_json_page(raw, _file()), JSON_MEDIA, PAGE, "demo", HOSTS)
     assert [f.filename for f in page.files] == ["demo-1.0-py3-none-any.whl"]
     assert len(page.refused) == 1 and why in page.refused[0]
+
+
+def test_uninstallable_files_are_left_out_quietly() -> None:
+    page = read_page(_json_page(_file("demo-1.0.win32.exe"), _file("demo-1.0-py2.7.egg"),
+                                _file()), JSON_MEDIA, PAGE, "demo", HOSTS)
+    assert [f.filename for f in page.files] == ["demo-1.0-py3-none-any.whl"]
+    assert page.refused == ()
 
 
 @pytest.mark.parametrize(("body", "media"), [
