@@ -175,7 +175,7 @@ class Mirror:
         if record.page.status == "quarantined":
             return []
         project = record.page.project
-        cached = set(self.store.cached_files(project)) if self.offline else None
+        cached = set(self.store.recent_files(project)) if self.offline else None
         return [item for item in record.page.files
                 if (cached is None or item.filename in cached)
                 and self.cooldown.refusal(project, item.version, item.upload_time, now) is None]

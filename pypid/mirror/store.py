@@ -53,6 +53,7 @@ class MirrorStore:
         self.pages = root / "pages"
         self.files = root / "files"
         self._projects: tuple[float, list[str]] = (0.0, [])
+        self._listings: dict[str, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
 
     # -- pages
@@ -120,6 +121,18 @@ class MirrorStore:
             return sorted(n for n in os.listdir(self.files / project) if n[0] != ".")
         except OSError:
             return []
+
+    def recent_files(self, project: str) -> list[str]:
+        """``cached_files``, rescanned at most once a second (offline pages ask every time)."""
+        now = time.monotonic()
+        seen = self._listings.get(project)
+        if seen is not None and now - seen[0] < PROJECTS_RESCAN:
+            return seen[1]
+        names = self.cached_files(project)
+        if len(self._listings) > 4096:
+            self._listings.clear()
+        self._listings[project] = (now, names)
+        return names
 
     def put_bytes(self, path: Path, data: bytes) -> None:
         """A small cached file (a wheel's METADATA), written whole or not at all."""

@@ -92,7 +92,7 @@ class MirrorReplies:
         if self.mirror.cooldown.active:
             serial ^= int(now // COOLDOWN_STEP)
         if self.mirror.offline:  # the page lists what the cache holds
-            serial ^= zlib.crc32(" ".join(self.mirror.store.cached_files(project)).encode())
+            serial ^= zlib.crc32(" ".join(self.mirror.store.recent_files(project)).encode())
         if local is not None:
             serial ^= ((self.index.project_serial(project) or 0) << 20) + 1
         return self.pages.get(media, project, serial,
