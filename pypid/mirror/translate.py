@@ -112,8 +112,8 @@ def read_page(body: bytes, content_type: str, page_url: str, project: str,
 def _json_files(body: bytes) -> tuple[list[dict[str, Any]], str, str]:
     try:
         page = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PageError(f"upstream's page is not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting as a weapon
+        raise PageError(f"upstream's page is not JSON: {str(exc)[:200]}") from None
     if not isinstance(page, dict) or not isinstance(page.get("files"), list):
         raise PageError("upstream's JSON page has no list of files")
     status, reason = "active", ""

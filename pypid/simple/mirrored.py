@@ -110,6 +110,9 @@ class MirrorReplies:
             record = self.mirror.record(project)
         except UpstreamError as exc:
             return _upstream_failed(exc)
+        except Exception:  # upstream's input found a path nobody foresaw: a 502, never a 500
+            log.exception("mirror: upstream's page of %s could not be used", project)
+            return _upstream_failed(UpstreamError(f"upstream's page of {project} is unusable"))
         if record is None:
             return _not_found(f"no project named {project!r} here or upstream")
         return record

@@ -78,7 +78,8 @@ def test_uninstallable_files_are_left_out_quietly() -> None:
 
 @pytest.mark.parametrize(("body", "media"), [
     (b"<html>not json", JSON_MEDIA), (b'{"files": 3}', JSON_MEDIA), (b"[]", JSON_MEDIA),
-    (b"{}", "application/octet-stream")], ids=["html-as-json", "files-not-list", "list", "media"])
+    (b"{}", "application/octet-stream"), (b"[" * 100_000, JSON_MEDIA)],
+    ids=["html-as-json", "files-not-list", "list", "media", "nested"])
 def test_unusable_pages_raise(body: bytes, media: str) -> None:
     with pytest.raises(PageError):
         read_page(body, media, PAGE, "demo", HOSTS)
