@@ -204,8 +204,7 @@ class SimpleAPI:
             page = self.mirror.index_page(media) if self.mirror is not None else self.pages.get(
                 INDEX, media, index.projects_serial,
                 lambda: render(media, pep691.index_page(index)))
-        elif self.mirror is not None and (index.project_serial(project) is None
-                                          or self.mirror.merges(project)):
+        elif self.mirror is not None and self.mirror.answers_for(project):
             found = self.mirror.page(media, project, may_block)
             if not isinstance(found, Page):
                 return found

@@ -58,8 +58,13 @@ class MirrorReplies:
         self.pages = PageCache()  # mirrored pages: this worker's memory only
         self._entries: dict[str, FileEntry] = {}
 
-    def merges(self, project: str) -> bool:
-        return self.mirror.merges(project)
+    def answers_for(self, project: str) -> bool:
+        """Does upstream's namesake show for ``project``? Not for a local project, unless
+        it is merged (dependency confusion: a private name never resolves upstream)."""
+        return not self._is_local(project) or self.mirror.merges(project)
+
+    def _is_local(self, project: str) -> bool:
+        return self.index.files(project) is not None
 
     def health(self) -> dict[str, object]:
         return self.mirror.health()
@@ -141,7 +146,7 @@ class MirrorReplies:
             filename = filename[: -len(METADATA_SUFFIX)]
         if not is_normalized(project) or "/" in filename:
             return _not_found("no such file here")
-        if self.index.files(project) is not None and not self.mirror.merges(project):
+        if not self.answers_for(project):
             return _not_found(f"{project} is a local project: upstream's files are not served")
         record = self._record(project, may_block)
         if not isinstance(record, PageRecord):
