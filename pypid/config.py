@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11
@@ -25,7 +27,7 @@ DEFAULT_PATH = Path("/etc/pypid.toml")
 ENV_VAR = "PYPID_CONFIG"
 PROTECTABLE = ("upload", "download", "list")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-UPSTREAM_MODES = ("redirect", "off")
+UPSTREAM_MODES = ("redirect", "off", "cache")
 
 
 class ConfigError(Exception):
@@ -140,6 +142,24 @@ def _users(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _hosts(value: Any) -> tuple[str, ...]:
+    return tuple(_host(item) for item in _str_list(value))
+
+
+def _requirement_specs(value: Any) -> tuple[str, ...]:
+    """Requirement specs such as ``"urllib3==2.5.1"`` (checked with packaging)."""
+    items = _str_list(value)
+    for item in items:
+        try:
+            requirement = Requirement(item)
+        except InvalidRequirement:
+            raise ValueError(f"{item!r} is not a requirement spec, "
+                             'e.g. "urllib3==2.5.1"') from None
+        if not requirement.specifier:
+            raise ValueError(f"{item!r} names no versions; e.g. \"{requirement.name}==1.0\"")
+    return items
+
+
 def _upstream_url(value: Any) -> str:
     value = _str(value)
     parts = urlsplit(value)
@@ -193,7 +213,25 @@ SCHEMA: tuple[Key, ...] = (
     Key("upstream", "url", "https://pypi.org/simple/", _upstream_url,
         "where unknown projects are sent"),
     Key("upstream", "mode", "redirect", _one_of(UPSTREAM_MODES),
-        '"redirect": unknown projects redirect to url; "off": 404'),
+        '"redirect": unknown projects redirect to url; "off": 404; "cache": mirror them'),
+    Key("upstream", "cache_root", "/var/lib/pypid/cache", _path,
+        'mode "cache": where mirrored pages and files are kept'),
+    Key("upstream", "page_ttl", 600, _int_between(0, 7 * 24 * 3600),
+        "seconds a mirrored page is used before it is revalidated upstream"),
+    Key("upstream", "timeout", 15, _int_between(1, 3600),
+        "seconds an upstream request may go without progress"),
+    Key("upstream", "file_hosts", ("files.pythonhosted.org",), _hosts,
+        "hosts file links may point to besides upstream's own"),
+    Key("upstream", "offline", False, _bool,
+        'mode "cache": never contact upstream, serve what the cache holds'),
+    Key("upstream", "min_age_days", 0, _int_between(0, 3650),
+        "cooldown: hide upstream files uploaded less than N days ago (0: off)"),
+    Key("upstream", "min_age_exempt", (), _requirement_specs,
+        'requirement specs the cooldown lets through, e.g. ["urllib3==2.5.1"]'),
+    Key("upstream", "merge", (), _str_list,
+        "project names (globs) whose upstream files are listed beside local ones"),
+    Key("upstream", "cache_max_gb", 0, _int_between(0, 1024 * 1024),
+        "0: no limit; else least recently used, unpinned files are evicted"),
     Key("log", "level", "info", _one_of(LOG_LEVELS), "debug | info | warning | error"),
     Key("log", "access_log", True, _bool,
         "one line per request, to stderr (the journal under systemd)"),
@@ -231,6 +269,15 @@ class AuthConfig:
 class UpstreamConfig:
     url: str
     mode: str
+    cache_root: str
+    page_ttl: int
+    timeout: int
+    file_hosts: tuple[str, ...]
+    offline: bool
+    min_age_days: int
+    min_age_exempt: tuple[str, ...]
+    merge: tuple[str, ...]
+    cache_max_gb: int
 
 
 @dataclass(frozen=True)

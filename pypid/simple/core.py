@@ -32,8 +32,9 @@ from pypid.distfile import (
 from pypid.index import FileEntry, Index
 from pypid.simple import pep691
 from pypid.simple.logins import Logins
+from pypid.simple.mirrored import MirrorReplies
 from pypid.simple.negotiate import OFFERS, negotiate
-from pypid.simple.pagecache import INDEX, PageCache
+from pypid.simple.pagecache import INDEX, Page, PageCache
 from pypid.simple.render import render
 from pypid.simple.reply import (
     OCTETS,
@@ -92,8 +93,10 @@ class SimpleAPI:
     """Decides the simple API's answers for one app (per worker after fork)."""
 
     def __init__(self, index: Index, pages: PageCache, logins: Logins, *,
-                 upstream_redirect: str | None, overwrite: bool) -> None:
+                 upstream_redirect: str | None, overwrite: bool,
+                 mirror: MirrorReplies | None = None) -> None:
         self.index = index
+        self.mirror = mirror  # upstream.mode "cache": unknown projects come from there
         self.pages = pages
         self.logins = logins
         self.upstream_redirect = upstream_redirect  # None: unknown projects are a 404
@@ -117,7 +120,7 @@ class SimpleAPI:
                 if isinstance(login, Reply):
                     return login.for_head() if req.method == "HEAD" else login
             if path[-1] == "/" and path[1] == "s" and is_normalized(project := path[8:-1]):
-                reply = self._page(req, "project", project)  # the usual request, directly
+                reply = self._page(req, "project", project, may_block)  # the usual request
             else:
                 reply = self._route(req, path, may_block)
         elif path == "/health":
@@ -145,6 +148,8 @@ class SimpleAPI:
             else:
                 body["reason"] = problem
             body["version"] = __version__
+            if self.mirror is not None:
+                body["upstream"] = self.mirror.health()
         data = (json.dumps(body) + "\n").encode()
         return Reply(Kind.HEALTH, 200 if problem is None else 503, [
             ("Content-Type", "application/json"), ("Content-Length", str(len(data))),
@@ -162,29 +167,33 @@ class SimpleAPI:
     def _route(self, req: SimpleRequest, path: str, may_block: bool) -> Reply | None:
         if path.startswith("/packages/"):
             name = path[10:]
+            if self.mirror is not None and "/" in name:  # /packages/<project>/<file>: mirrored
+                found = self.mirror.file(name, may_block)
+                return self._file_reply(req, *found) if isinstance(found, tuple) else found
             if name.endswith(METADATA_SUFFIX):
                 return self._metadata_of(req, name[: -len(METADATA_SUFFIX)], may_block)
             return self._file(req, name)
         if path == "/simple":
             return self._moved(req, "/simple/")
         if path == "/simple/":
-            return self._page(req, INDEX, "")
-        return self._project(req, path[8:])
+            return self._page(req, INDEX, "", may_block)
+        return self._project(req, path[8:], may_block)
 
-    def _project(self, req: SimpleRequest, rest: str) -> Reply:
+    def _project(self, req: SimpleRequest, rest: str, may_block: bool) -> Reply | None:
         """``/simple/<rest>``: a project's page, or the way to it."""
         project = rest[:-1] if rest.endswith("/") else rest
         if "/" in project:
             return _not_found("no such page")
         if rest.endswith("/") and is_normalized(project):  # the usual case: one regex
-            return self._page(req, "project", project)
+            return self._page(req, "project", project, may_block)
         if not is_valid_project_name(project):
             return _not_found("not a valid project name")
         return self._moved(req, f"/simple/{normalize(project)}/")
 
     # -- pages
 
-    def _page(self, req: SimpleRequest, space: str, project: str) -> Reply:
+    def _page(self, req: SimpleRequest, space: str, project: str,
+              may_block: bool) -> Reply | None:
         media = negotiate(req.accept, _format_param(req.query) if req.query else None)
         if media is None:
             return text(Kind.NOT_ACCEPTABLE, 406,
@@ -192,8 +201,14 @@ class SimpleAPI:
                         headers=[("Vary", "Accept")])
         index = self.index
         if space == INDEX:
-            page = self.pages.get(INDEX, media, index.projects_serial,
-                                  lambda: render(media, pep691.index_page(index)))
+            page = self.mirror.index_page(media) if self.mirror is not None else self.pages.get(
+                INDEX, media, index.projects_serial,
+                lambda: render(media, pep691.index_page(index)))
+        elif self.mirror is not None and self.mirror.answers_for(project):
+            found = self.mirror.page(media, project, may_block)
+            if not isinstance(found, Page):
+                return found
+            page = found
         else:
             serial = index.project_serial(project)
             data = None
@@ -259,7 +274,9 @@ class SimpleAPI:
         found = self._entry(filename)
         if isinstance(found, Reply):
             return found
-        entry, path = found
+        return self._file_reply(req, *found)
+
+    def _file_reply(self, req: SimpleRequest, entry: FileEntry, path: str) -> Reply:
         plain = not (req.if_none_match or req.if_modified_since or req.range)
         if plain:  # the usual download: one Reply per file version, made once
             cached = self._file_replies.get(entry.filename)

@@ -88,8 +88,10 @@ a-1.0.tar.gz</a><br>
         yanked = file["yanked"]
         if yanked is not False:
             attrs.append(f'data-yanked="{"" if yanked is True else escape(yanked)}"')
-        attrs.append(f'data-upload-time="{escape(file["upload-time"])}" '
-                     f'data-size="{int(file["size"])}"')
+        if "upload-time" in file:  # a mirrored file may have none
+            attrs.append(f'data-upload-time="{escape(file["upload-time"])}"')
+        if "size" in file:
+            attrs.append(f'data-size="{int(file["size"])}"')
         parts.append(f"    <a {' '.join(attrs)}>{escape(file['filename'])}</a><br>\n")
     parts.append(_TAIL)
     return "".join(parts)

@@ -11,6 +11,7 @@ import enum
 import functools
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
@@ -67,6 +68,11 @@ class FilePart:
                 and st.st_mtime_ns == identity.mtime_ns)
 
 
+class BrokenStream(Exception):
+    """A streamed body went bad after its head was sent: the connection must be cut
+    before the body is complete, so that the client cannot take it for whole."""
+
+
 @dataclass(slots=True)
 class Reply:
     """Read-only once made (not frozen: one is made per request, and frozen costs)."""
@@ -77,6 +83,10 @@ class Reply:
     body: bytes = b""
     file: FilePart | None = None
     reason: str = ""  # the status line's phrase, when not the standard one
+    # A body made while it is sent (a mirrored file on its way from upstream); it may
+    # raise BrokenStream. Only for blocking transports: decide(may_block=False) never
+    # makes one.
+    stream: Iterator[bytes] | None = None
 
     @property
     def status_line(self) -> str:
@@ -87,7 +97,13 @@ class Reply:
 
     def for_head(self) -> Reply:
         """The same headers, no body (HEAD)."""
-        return replace(self, body=b"", file=None) if self.body or self.file else self
+        if self.stream is not None:
+            close = getattr(self.stream, "close", None)
+            if close is not None:
+                close()
+        if self.body or self.file or self.stream:
+            return replace(self, body=b"", file=None, stream=None)
+        return self
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Response, request
 from werkzeug.wsgi import wrap_file
 
-from pypid.simple.reply import FilePart, Kind, Reply, text
+from pypid.simple.reply import BrokenStream, FilePart, Kind, Reply, text
 
 BLOCK_SIZE = 256 * 1024
 
 
 def response(reply: Reply) -> Response:
     """``reply`` as a Flask response, byte for byte."""
+    if reply.stream is not None:
+        return Response(_cut_when_broken(reply.stream, request.environ),
+                        status=reply.status_line, headers=reply.headers, direct_passthrough=True)
     part = reply.file
     if part is None:
         # Not Response(body): that would set Content-Length from the body, and a HEAD
@@ -36,6 +42,19 @@ def response(reply: Reply) -> Response:
         body = _part(handle, part)
     return Response(body, status=reply.status_line, headers=reply.headers,
                     direct_passthrough=True)
+
+
+def _cut_when_broken(stream: Iterator[bytes], environ: dict[str, Any]) -> Iterator[bytes]:
+    """``stream``, with the client's connection shut when it breaks (gunicorn would keep
+    it alive after a short body otherwise, and the client would wait for the rest)."""
+    try:
+        yield from stream
+    except BrokenStream:
+        sock = environ.get("gunicorn.socket")
+        if sock is None:
+            raise
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _part(handle: object, part: FilePart) -> Iterator[bytes]:

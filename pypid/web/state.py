@@ -12,8 +12,10 @@ from pypid.auth import Htpasswd
 from pypid.config import Config
 from pypid.index import Index
 from pypid.manage import Manager, for_server
+from pypid.mirror import Mirror
 from pypid.simple.core import SimpleAPI
 from pypid.simple.logins import Logins
+from pypid.simple.mirrored import MirrorReplies
 from pypid.simple.pagecache import PageCache
 from pypid.simple.pagepack import PagePack
 from pypid.storage import PackageRoot
@@ -46,9 +48,12 @@ def assemble(config: Config, *, index: Index | None = None,
     # Pages go to a file beside the cache, unless the root cannot be written to.
     pack = PagePack(index.cache.directory) if index.cache.on_disk else None
     upstream = config.upstream
-    simple = SimpleAPI(index, PageCache(pack=pack), logins,
+    pages = PageCache(pack=pack)
+    mirror = (MirrorReplies(Mirror(upstream), index, pages) if upstream.mode == "cache"
+              else None)
+    simple = SimpleAPI(index, pages, logins,
                        upstream_redirect=upstream.url if upstream.mode == "redirect" else None,
-                       overwrite=config.storage.overwrite)
+                       overwrite=config.storage.overwrite, mirror=mirror)
     manager = for_server(config, index, htpasswd, changed=lambda removed: _apply(index, removed))
     return Services(config=config, index=index, htpasswd=htpasswd, logins=logins, simple=simple,
                     manager=manager)

@@ -56,6 +56,13 @@ GOOD = [
     ("upstream-slash-added", '[upstream]\nurl = "http://mirror.local/simple"',
      {"upstream.url": "http://mirror.local/simple/"}),
     ("upstream-off", '[upstream]\nmode = "off"', {"upstream.mode": "off"}),
+    ("mirror", '[upstream]\nmode = "cache"\ncache_root = "/srv/c"\npage_ttl = 0\noffline = true\n'
+     'min_age_days = 7\nmin_age_exempt = ["urllib3==2.5.1", "idna>=3"]\nmerge = ["corp-*"]\n'
+     'file_hosts = []',
+     {"upstream.mode": "cache", "upstream.cache_root": "/srv/c", "upstream.page_ttl": 0,
+      "upstream.offline": True, "upstream.min_age_days": 7,
+      "upstream.min_age_exempt": ("urllib3==2.5.1", "idna>=3"), "upstream.merge": ("corp-*",),
+      "upstream.file_hosts": ()}),
     ("log", '[log]\nlevel = "debug"\naccess_log = false',
      {"log.level": "debug", "log.access_log": False}),
 ]
@@ -90,6 +97,13 @@ BAD = [
     ("protect-not-list", '[auth]\nprotect = "upload"', ["auth.protect: must be a list of strings"]),
     ("mode", '[upstream]\nmode = "proxy"', ['upstream.mode: must be one of "redirect", "off"']),
     ("url", '[upstream]\nurl = "ftp://x/"', ["upstream.url: must be an http or https URL"]),
+    ("mirror-keys", '[upstream]\ntimeout = 0\nfile_hosts = ["a b"]\nmin_age_days = -1\n'
+     'min_age_exempt = ["urllib3", "==1"]\nmerge = "x"\ncache_root = ""',
+     ["upstream.timeout: must be between 1", "upstream.file_hosts: is not a host name",
+      "upstream.min_age_days: must be between 0", "upstream.min_age_exempt: 'urllib3' names no",
+      "upstream.merge: must be a list", "upstream.cache_root: must not be empty"]),
+    ("exempt-garbage", '[upstream]\nmin_age_exempt = ["==1"]',
+     ["upstream.min_age_exempt: '==1' is not a requirement spec"]),
     ("level", '[log]\nlevel = "loud"', ["log.level: must be one of"]),
     ("section-not-table", "server = 1", ["server: must be a table"]),
     ("control-char", '[storage]\nroot = "/a\\u0007b"',
