@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.harness import STARTED, ServerPool, build_corpus
 from tests.integration.helpers import Corpus, Server
+from tests.integration.ui_site import serve_site
 
 LOG_TAIL_LINES = 40
 
@@ -46,3 +47,9 @@ def server_factory(
 def server(server_factory: ServerPool) -> Server:
     """The shared server: no prefix, upstream off."""
     return server_factory()
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server on the web UI's own site (tests/integration/ui_site.py)."""
+    yield from serve_site(tmp_path_factory)
