@@ -18,8 +18,10 @@ import readme_renderer.rst
 import readme_renderer.txt
 
 RENDER_MAX = 200_000  # characters rendered as markup; longer READMEs are shown as text
-# Markdown's heading anchors are empty links: no name for a screen reader (axe: link-name).
+# Markdown's heading anchors are empty links: no name for a screen reader (axe: link-name);
+# its code blocks name their language as ``<pre lang="python">``, not a human language.
 _EMPTY_ANCHOR = re.compile(r'<a href="#[^"<>]*"[^<>]*></a>')
+_CODE_LANG = re.compile(r'<pre lang="')
 _MARKUP = {"": readme_renderer.rst, "text/x-rst": readme_renderer.rst,
            "text/markdown": readme_renderer.markdown, "text/plain": readme_renderer.txt}
 
@@ -48,7 +50,7 @@ def _render(description: str, content_type: str) -> str:
             rendered = renderer.render(description)
     if rendered is None:
         return f'<pre class="readme-text">{escape(description)}</pre>'
-    return _EMPTY_ANCHOR.sub("", rendered)
+    return _CODE_LANG.sub('<pre data-lang="', _EMPTY_ANCHOR.sub("", rendered))
 
 
 def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:

@@ -17,7 +17,8 @@ from tests.integration.helpers import Server
 HOSTILE_MD = ("# Billing client\n\nPays the bills.\n\n"
               "<script>window.pwned = 1; alert('md')</script>\n"
               "[click me](javascript:window.pwned=2)\n\n"
-              '<img src="x" onerror="window.pwned=3"> <a href="javascript:alert(3)">a</a>\n')
+              '<img alt="" src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" '
+              'onerror="window.pwned=3"> <a href="javascript:alert(3)">a</a>\n')
 LOGIN = ("alice", "s3cret-pw")
 
 
