@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import parse_qsl, quote
 
 from pypid import __version__
@@ -52,9 +52,6 @@ from pypid.simple.reply import (
     not_modified_since,
     text,
 )
-
-if TYPE_CHECKING:
-    from pypid.simple.ui_pages import UIPages
 
 METADATA_SUFFIX = ".metadata"
 _READS = frozenset(("GET", "HEAD"))
@@ -97,6 +94,12 @@ class SimpleRequest:
     authorization = _header("authorization")
 
 
+class Pages(Protocol):
+    """More pages answered beside the simple API (the web UI: ``pypid.simple.ui_pages``)."""
+
+    def decide(self, req: SimpleRequest, may_block: bool) -> Reply | None: ...
+
+
 class SimpleAPI:
     """Decides the simple API's answers for one app (per worker after fork)."""
 
@@ -110,7 +113,7 @@ class SimpleAPI:
         self.root_dir = str(index.root.path)
         self._file_replies: dict[str, tuple[FileEntry, Reply]] = {}
         self._metadata = _BytesLRU(METADATA_CACHE_BYTES)
-        self.ui: UIPages | None = None  # the web UI's pages, when the app serves them
+        self.ui: Pages | None = None  # the web UI's pages, when the app serves them
 
     def decide(self, req: SimpleRequest, *, may_block: bool = True) -> Reply | None:
         """The answer, or None: not a request of the simple API (or, without
