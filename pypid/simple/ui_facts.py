@@ -18,7 +18,7 @@ from pypid.storage import FileIdentity
 
 DESCRIPTION_KEPT = 512 * 1024  # characters of a README kept (and rendered); the rest is cut
 ABOUT_CACHED = 4096  # files whose metadata facts are kept, per worker ...
-ABOUT_CACHED_CHARS = 32 * 1024 * 1024  # ... and their READMEs' characters together
+ABOUT_CACHED_CHARS = 16 * 1024 * 1024  # ... and their READMEs' characters together
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 

@@ -116,6 +116,15 @@ def test_filter_open_follow_and_copy(watched: Watched, ui_server: Server) -> Non
     assert watched.errors == []
 
 
+def test_a_huge_hostile_readme_is_cut_and_inert(watched: Watched, ui_server: Server) -> None:
+    page = watched.page
+    page.goto(ui_server.url("/project/huge-readme/"))
+    sync_api.expect(page.locator("main")).to_contain_text("characters long: the first")
+    sync_api.expect(page.locator(".readme pre")).to_contain_text("<script>window.pwned = 4")
+    assert page.evaluate("window.pwned") is None
+    assert watched.errors == []
+
+
 def test_without_javascript_the_filter_works(browser: Any, ui_server: Server) -> None:
     context = browser.new_context(java_script_enabled=False)
     try:

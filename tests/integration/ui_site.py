@@ -20,6 +20,9 @@ HOSTILE_MD = ("# Billing client\n\nPays the bills.\n\n"
               '<img alt="" src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" '
               'onerror="window.pwned=3"> <a href="javascript:alert(3)">a</a>\n')
 LOGIN = ("alice", "s3cret-pw")
+# Nearly the 8 MB the index reads of a METADATA: cut, and shown as text, never rendered whole.
+HUGE_MD = ("<script>window.pwned = 4</script> **bold** [x](javascript:window.pwned=5)\n"
+           * 90_000)[: 7 * 1024 * 1024]
 
 
 def build_site(root: Path) -> None:
@@ -34,6 +37,7 @@ def build_site(root: Path) -> None:
     make_wheel(root, "app", "0.5", requires_dist=["Billing.Client"],
                description=("text/plain", "Plain <text> here."))
     make_wheel(root, "Mixed_Case.Name", "1.0")
+    make_wheel(root, "huge-readme", "1.0", description=("text/markdown", HUGE_MD))
 
 
 def serve_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
