@@ -138,7 +138,8 @@ def test_readme_is_sanitized(app: Flask, project: str, dangers: list[str]) -> No
 
 
 def test_readme_kinds_render_as_pypi_does() -> None:
-    assert "<h1>" in render_readme("Title\n=====\n\ntext", "")  # no type: reStructuredText
+    rst = render_readme("Some *stress* and ``code``.", "")  # no type: reStructuredText
+    assert "<em>stress</em>" in rst and "literal\">code</span>" in rst
     link = render_readme("`click <javascript:alert(1)>`_ and <img src=x onerror=y>", "text/x-rst")
     assert "click" in link
     tags = re.findall(r"<[^>]*>", link)
