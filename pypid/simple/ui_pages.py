@@ -68,21 +68,21 @@ class UIPages:
         return self._project(req, path[9:].split("/"), may_block)
 
     def _project(self, req: SimpleRequest, parts: list[str], may_block: bool) -> Reply | None:
-        """``/project/<parts>``: a project's page, or the way to its canonical URL."""
-        if len(parts) > 3 or (len(parts) == 3 and parts[2]) or not parts[0]:
-            return _not_found("no such page")
-        name = parts[0]
-        if not is_valid_project_name(name):
-            return _not_found("not a valid project name")
-        version = parts[1] if len(parts) > 1 else ""
-        canonical = _canonical_version(version)
-        if canonical is None:
-            return _not_found("not a valid version")
-        if not is_normalized(name) or canonical != version or len(parts) != (3 if version else 2):
-            target = f"/project/{normalize(name)}/" + (f"{canonical}/" if canonical else "")
-            return moved(req, target)
-        if self.index.project_serial(name) is None:
+        """``/project/<parts>``: a project's page, or the way to it."""
+        found = _canonical(req, parts)
+        if isinstance(found, Reply):
+            return found
+        name, version = found
+        files = self.index.files(name)
+        if not files:
             return _not_found(f"no project named {name!r} here")
+        if version and not any(entry.version == version for entry in files):
+            # 1.0.0 is the release 1.0 (as pip compares them): the way to its page
+            wanted = Version(version)
+            same = next((e.version for e in files if _version(e.version) == wanted), None)
+            if same is None:
+                return _not_found(f"no version {version} of {name} here")
+            return moved(req, f"/project/{name}/{same}/")
 
         def render(origin: str) -> bytes | None:
             view = self.facts.project(name, version or None)
@@ -121,6 +121,22 @@ class _Render(Protocol):
     def __call__(self, origin: str) -> bytes | None: ...
 
 
+def _canonical(req: SimpleRequest, parts: list[str]) -> Reply | tuple[str, str]:
+    """(project, version or "") of a canonical ``/project/<parts>``; else 301 or 404."""
+    if len(parts) > 3 or (len(parts) == 3 and parts[2]) or not parts[0]:
+        return _not_found("no such page")
+    name = parts[0]
+    if not is_valid_project_name(name):
+        return _not_found("not a valid project name")
+    version = parts[1] if len(parts) > 1 else ""
+    canonical = _canonical_version(version)
+    if canonical is None:
+        return _not_found("not a valid version")
+    if not is_normalized(name) or canonical != version or len(parts) != (3 if version else 2):
+        return moved(req, f"/project/{normalize(name)}/" + (f"{canonical}/" if canonical else ""))
+    return name, version
+
+
 def _loop_origin(req: SimpleRequest) -> str | None:
     """``http://HOST`` from a plain Host header (the loop serves plain HTTP only)."""
     host = req.host
@@ -145,6 +161,13 @@ def _matching(rows: list[Row], query: str) -> list[Row]:
         return rows
     return [row for row in rows
             if all(normalize(w) in row.name or w in row.summary.lower() for w in words)]
+
+
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
 
 
 def _canonical_version(version: str) -> str | None:

@@ -109,6 +109,8 @@ def test_version_page_and_its_install_line(app: Flask) -> None:
     ("/project/billing-client", "/project/billing-client/"),
     ("/project/billing-client/1.0", "/project/billing-client/1.0/"),
     ("/project/Base/1.2RC1/", "/project/base/1.2rc1/"),
+    ("/project/billing-client/1.0.0/", "/project/billing-client/1.0/"),  # the same release
+    ("/project/billing-client/1.0.0", "/project/billing-client/1.0.0/"),  # then the above
 ])
 def test_non_canonical_urls_redirect(app: Flask, url: str, location: str) -> None:
     status, _, headers = get(app, url)
@@ -117,7 +119,7 @@ def test_non_canonical_urls_redirect(app: Flask, url: str, location: str) -> Non
 
 @pytest.mark.parametrize("url", ["/project/nope/", "/project/base/9.9/", "/project/base/x!/",
                                  "/project/-bad-/", "/project/base/1.1/extra", "/project/",
-                                 "/project/billing-client/1.0.0/"])
+                                 "/project/billing-client/3.0.0/"])
 def test_unknown_is_404(app: Flask, url: str) -> None:
     assert get(app, url)[0] == 404
 
