@@ -145,6 +145,9 @@ class Facts:
         self.index = index
         self._abouts: OrderedDict[tuple[str, FileIdentity], About] = OrderedDict()
         self._about_chars = 0
+        # Summary and requirements of every file read: small, kept for all (the list and
+        # "used by" span every project, more than the README cache holds).
+        self._briefs: dict[tuple[str, FileIdentity], tuple[str, tuple[str, ...]]] = {}
         self._lock = threading.Lock()
         self._used_by: dict[str, tuple[str, ...]] = {}
         self._used_by_serial = -1
@@ -184,9 +187,25 @@ class Facts:
             releases = self.releases(name)
             if releases:
                 latest = latest_release(releases)
-                rows.append(Row(name, latest.version, self.about_release(latest).summary,
+                rows.append(Row(name, latest.version, self.brief_of_release(latest)[0],
                                 self.index.marks.status(name)[0]))
         return rows
+
+    def brief_of_release(self, release: Release) -> tuple[str, tuple[str, ...]]:
+        """(summary, requirements) of the release, as ``about_release`` says them."""
+        for view in sorted(release.files, key=lambda f: f.entry.kind != "wheel"):
+            brief = self.brief(view.entry)
+            if brief != ("", ()):
+                return brief
+        return "", ()
+
+    def brief(self, entry: FileEntry) -> tuple[str, tuple[str, ...]]:
+        """(summary, requirements) of one file, read once and kept while it is here."""
+        brief = self._briefs.get((entry.relpath, entry.identity))
+        if brief is None:
+            about = self.about(entry)
+            brief = (about.summary, about.requires)
+        return brief
 
     def about_release(self, release: Release) -> About:
         """What the release's metadata says: a wheel's first, else an sdist's."""
@@ -212,6 +231,9 @@ class Facts:
             data = None
         about = parse_about(data) if data else NOTHING
         with self._lock:
+            if len(self._briefs) > 2 * self.index.file_count() + 1024:
+                self._briefs.clear()  # mostly files gone or replaced: read again as asked
+            self._briefs[key] = (about.summary, about.requires)
             if key not in self._abouts:
                 self._abouts[key] = about
                 self._about_chars += len(about.description)
@@ -230,7 +252,7 @@ class Facts:
                     continue
                 for view in latest_release(releases).files:
                     if view.entry.kind == "wheel":
-                        for required in self.about(view.entry).requires:
+                        for required in self.brief(view.entry)[1]:
                             if required != project:
                                 found.setdefault(required, set()).add(project)
             self._used_by = {k: tuple(sorted(v)) for k, v in found.items()}
