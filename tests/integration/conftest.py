@@ -12,9 +12,14 @@ import pytest
 
 from tests.integration.harness import STARTED, ServerPool, build_corpus
 from tests.integration.helpers import Corpus, Server
-from tests.integration.ui_site import serve_site
+from tests.integration.ui_site import SAVED, SCREENSHOTS, serve_site
 
 LOG_TAIL_LINES = 40
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SAVED:
+        terminalreporter.write_line(f"web UI screenshots ({len(SAVED)}): {SCREENSHOTS}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

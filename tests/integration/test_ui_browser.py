@@ -2,9 +2,9 @@
 
 Filter the list, open a project, follow a version, copy the install line; no
 console errors and no script from a README; screenshots at phone and desktop
-widths (saved under ARTIFACTS, printed); axe-core's rules on every page
-(``PYPID_TEST_AXE_JS``, fetched by scripts/fetch-axe; the main rules by hand when
-it is missing). ``-m browser`` selects these tests.
+widths (in build/test-artifacts/ui/, named in pytest's summary); axe-core's rules
+on every page (``PYPID_TEST_AXE_JS``, fetched by scripts/fetch-axe; the main rules
+by hand when it is missing). ``-m browser`` selects these tests.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import pytest
 
 from tests.integration.harness import REPO_ROOT
 from tests.integration.helpers import Server
+from tests.integration.ui_site import SAVED, SCREENSHOTS
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 CHROMIUM = os.environ.get("PYPID_TEST_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = REPO_ROOT / "build" / "test-artifacts" / "ui"
 AXE_JS = Path(os.environ.get("PYPID_TEST_AXE_JS")
               or REPO_ROOT / ".cache" / "axe-core-4.14.1" / "axe.min.js")
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
@@ -144,21 +144,22 @@ def test_without_javascript_the_filter_works(browser: Any, ui_server: Server) ->
 
 @pytest.mark.parametrize("width", list(WIDTHS), ids=list(WIDTHS))
 def test_screenshots_fit_the_width(browser: Any, ui_server: Server, width: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     tab = Watched(browser, ui_server, WIDTHS[width])
     try:
         for name, path in (("projects", "/projects/"), ("project", "/project/billing-client/")):
             tab.page.goto(ui_server.url(path))
-            shot = ARTIFACTS / f"{name}-{width}.png"
+            shot = SCREENSHOTS / f"{name}-{width}.png"
             tab.page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 0
+            SAVED.append(shot)
             overflow = tab.page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 0, f"{path} is {overflow}px wider than a {width} screen"
         assert tab.errors == []
     finally:
         tab.close()
-    print(f"screenshots in {ARTIFACTS}")
+    print(f"screenshots in {SCREENSHOTS}")
 
 
 @pytest.mark.parametrize("path", [

@@ -11,7 +11,7 @@ import pytest
 
 from pypid.auth import Htpasswd
 from tests.builders import make_sdist, make_wheel
-from tests.integration.harness import STARTED, start_server, stop
+from tests.integration.harness import REPO_ROOT, STARTED, start_server, stop
 from tests.integration.helpers import Server
 
 HOSTILE_MD = ("# Billing client\n\nPays the bills.\n\n"
@@ -20,6 +20,8 @@ HOSTILE_MD = ("# Billing client\n\nPays the bills.\n\n"
               '<img alt="" src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" '
               'onerror="window.pwned=3"> <a href="javascript:alert(3)">a</a>\n')
 LOGIN = ("alice", "s3cret-pw")
+SCREENSHOTS = REPO_ROOT / "build" / "test-artifacts" / "ui"  # git-ignored
+SAVED: list[Path] = []  # screenshots saved this session (the summary names the folder)
 # Nearly the 8 MB the index reads of a METADATA: cut, and shown as text, never rendered whole.
 HUGE_MD = ("<script>window.pwned = 4</script> **bold** [x](javascript:window.pwned=5)\n"
            * 90_000)[: 7 * 1024 * 1024]
