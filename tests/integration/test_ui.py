@@ -14,6 +14,7 @@ import pytest
 from pypid.auth import Htpasswd
 from tests.integration.harness import REPO_ROOT, STARTED, start_server, stop
 from tests.integration.helpers import Server, get, raw_request, request
+from tests.integration.test_differential import both_ways
 from tests.integration.ui_site import LOGIN, build_site
 
 pytestmark = pytest.mark.server
@@ -45,6 +46,17 @@ def test_canonical_urls(ui_server: Server, path: str, location: str) -> None:
     for _ in range(2):  # the second time from the loop, if it answers these
         answer = get(ui_server.url(path))
         assert (answer.status, answer.header("Location")) == (301, location)
+
+
+def test_loop_and_flask_answer_alike(ui_server: Server) -> None:
+    """Byte for byte (see test_differential): the loop's cached page is the app's page."""
+    for _ in range(2):  # the first round renders (in a thread), the second is the loop's
+        for target in ("/projects/", "/projects/?q=bill", "/project/base/",
+                       "/project/billing-client/1.0/", "/project/Base/", "/projects",
+                       "/project/nope/"):
+            for headers in ("", "Accept-Encoding: gzip\r\n", "If-None-Match: *\r\n"):
+                both_ways(ui_server, "GET", target, headers)
+            both_ways(ui_server, "HEAD", target)
 
 
 def test_unknown_project_is_404(ui_server: Server) -> None:
