@@ -122,6 +122,7 @@ class ProjectView:
     status: tuple[str, str]
     owners: tuple[str, ...]
     used_by: tuple[str, ...]
+    requires_here: frozenset[str]  # the release's requirements that are projects here
 
     @property
     def quarantined(self) -> bool:
@@ -168,7 +169,8 @@ class Facts:
         return ProjectView(
             name=name, title=about.name or name, latest=latest.version, release=release,
             about=about, releases=releases, status=self.index.marks.status(name),
-            owners=tuple(sorted(ledger.owners(name) or ())), used_by=self.used_by(name))
+            owners=tuple(sorted(ledger.owners(name) or ())), used_by=self.used_by(name),
+            requires_here=frozenset(r for r in about.requires if self.index.files(r)))
 
     def releases(self, name: str) -> tuple[Release, ...]:
         """The project's releases, newest first (the index keeps files in version order)."""

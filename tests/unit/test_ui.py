@@ -93,6 +93,7 @@ def test_project_page_shows_release_files_and_install_line(app: Flask) -> None:
     assert f'href="{BASE}/project/billing-client/1.0/"' in page
     assert "The <em>second</em> one." in page
     assert f'<a href="{BASE}/project/app/">app</a>' in page  # used by (an extra counts)
+    assert f'<li><a href="{BASE}/project/base/">base</a></li>' in page  # requires, here
     assert "No owners recorded." in page
 
 
@@ -101,6 +102,8 @@ def test_version_page_and_its_install_line(app: Flask) -> None:
     assert status == 200
     assert "billing-client==1.0</code>" in page
     assert "This is not the latest version" in page
+    _, app_page, _ = get(app, "/project/app/")
+    assert f'<li><a href="{BASE}/project/billing-client/">billing-client</a></li>' in app_page
 
 
 @pytest.mark.parametrize(("url", "location"), [
