@@ -280,8 +280,7 @@ def read_core_metadata(path: Path | IO[bytes], dist: DistFile) -> CoreMetadata:
 
 
 def read_metadata(path: Path | IO[bytes], dist: DistFile) -> bytes | None:
-    """The metadata bytes of a wheel (METADATA) or an sdist (PKG-INFO; None when it has
-    none), read within the bounds above; MetadataError as ``read_core_metadata``."""
+    """A wheel's METADATA or an sdist's PKG-INFO (None: none), read within the bounds above."""
     try:
         with contextlib.ExitStack() as stack:
             handle = stack.enter_context(open(path, "rb")) if isinstance(path, Path) else path
