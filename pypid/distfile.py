@@ -270,27 +270,31 @@ def read_core_metadata(path: Path | IO[bytes], dist: DistFile) -> CoreMetadata:
     metadata is used only for Requires-Python: it is not served (PEP 658 allows
     it only when trustworthy).
     """
-    try:
-        with contextlib.ExitStack() as stack:
-            handle = stack.enter_context(open(path, "rb")) if isinstance(path, Path) else path
-            handle.seek(0)
-            if dist.kind == WHEEL:
-                data = _zip_member(handle, dist, _is_wheel_metadata, "METADATA")
-            elif dist.filename.endswith(".zip"):
-                data = _zip_member(handle, dist, _is_top_pkg_info, "PKG-INFO")
-            else:
-                data = _tar_pkg_info(handle, dist)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError,
-            zlib.error, lzma.LZMAError) as exc:
-        if isinstance(exc, MetadataError):
-            raise
-        raise MetadataError(dist.filename, f"unreadable archive ({exc})") from None
+    data = read_metadata(path, dist)
     if data is None:
         if dist.kind == WHEEL:
             raise MetadataError(dist.filename, "no .dist-info/METADATA in the wheel")
         return CoreMetadata(None, None, None)
     requires, name = parse_requires_python(data)
     return CoreMetadata(data if dist.kind == WHEEL else None, requires, name)
+
+
+def read_metadata(path: Path | IO[bytes], dist: DistFile) -> bytes | None:
+    """A wheel's METADATA or an sdist's PKG-INFO (None: none), read within the bounds above."""
+    try:
+        with contextlib.ExitStack() as stack:
+            handle = stack.enter_context(open(path, "rb")) if isinstance(path, Path) else path
+            handle.seek(0)
+            if dist.kind == WHEEL:
+                return _zip_member(handle, dist, _is_wheel_metadata, "METADATA")
+            if dist.filename.endswith(".zip"):
+                return _zip_member(handle, dist, _is_top_pkg_info, "PKG-INFO")
+            return _tar_pkg_info(handle, dist)
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError,
+            zlib.error, lzma.LZMAError) as exc:
+        if isinstance(exc, MetadataError):
+            raise
+        raise MetadataError(dist.filename, f"unreadable archive ({exc})") from None
 
 
 def _is_wheel_metadata(name: str) -> bool:

@@ -44,7 +44,8 @@ def wheel_name_part(name: str) -> str:
 
 
 def _metadata(
-    name: str, version: str, requires_python: str | None, requires_dist: Sequence[str]
+    name: str, version: str, requires_python: str | None, requires_dist: Sequence[str],
+    description: tuple[str, str] | None = None,
 ) -> str:
     lines = [
         "Metadata-Version: 2.1",
@@ -55,6 +56,9 @@ def _metadata(
     if requires_python is not None:
         lines.append(f"Requires-Python: {requires_python}")
     lines += [f"Requires-Dist: {req}" for req in requires_dist]
+    if description is not None:  # (content type, README): the body, as Metadata 2.1 has it
+        lines.append(f"Description-Content-Type: {description[0]}")
+        return "\n".join(lines) + "\n\n" + description[1]
     return "\n".join(lines) + "\n\n"
 
 
@@ -111,6 +115,7 @@ def wheel_bytes(
     payload: bytes | None = None,
     tag: str = "py3-none-any",
     module_source: str | None = None,
+    description: tuple[str, str] | None = None,
 ) -> tuple[str, bytes]:
     """``(filename, bytes)`` of the wheel make_wheel writes, for callers that write their own.
 
@@ -126,7 +131,7 @@ def wheel_bytes(
     if payload is not None:
         members[f"{part}/payload.bin"] = payload
     members[f"{dist_info}/METADATA"] = _metadata(
-        name, version, requires_python, requires_dist
+        name, version, requires_python, requires_dist, description
     ).encode("utf-8")
     members[f"{dist_info}/WHEEL"] = wheel_text.encode()
     record = "".join(f"{n},{_record_hash(d)},{len(d)}\n" for n, d in members.items())

@@ -48,6 +48,11 @@ class Ledger:
     def marks(self) -> Marks:
         return self._marks
 
+    @property
+    def position(self) -> int:
+        """How far into the log the ledger has read: goes up with every change it folds."""
+        return self._offset
+
     def catch_up(self) -> bool:
         """Read the lines written since the last call; True when the marks changed."""
         with self._lock:

@@ -75,6 +75,11 @@ class ReadModel:
     def files(self, project: str) -> tuple[FileEntry, ...] | None:
         return self._by_project.get(NormalizedName(project))
 
+    @property
+    def serial(self) -> int:
+        """Goes up with every change of any project's files, marks or status."""
+        return self._serial
+
     def project_serial(self, project: str) -> int | None:
         return self._project_serial.get(NormalizedName(project))
 

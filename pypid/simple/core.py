@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qsl, quote
 
 from pypid import __version__
@@ -55,6 +56,7 @@ from pypid.simple.reply import (
 
 METADATA_SUFFIX = ".metadata"
 _READS = frozenset(("GET", "HEAD"))
+UI_PATHS = ("/projects", "/project/")
 METADATA_CACHE_BYTES = 16 * 1024 * 1024  # per worker
 FILE_REPLIES_CACHED = 4096
 
@@ -66,27 +68,37 @@ def _header(name: str) -> property:
 class SimpleRequest:
     """What the simple API looks at in a request: method, path (decoded, below the URL
     prefix), raw query, the prefix as the client sees it (for Location headers), the
-    headers (``get`` by lower-case name) and the client's address (for the log)."""
+    headers (``get`` by lower-case name), the client's address (for the log) and, when
+    the transport knows it, the origin (``scheme://host``) the client sees."""
 
-    __slots__ = ("method", "path", "query", "script_root", "headers", "client")
+    __slots__ = ("method", "path", "query", "script_root", "headers", "client", "origin")
 
     def __init__(self, method: str, path: str, query: str = "", script_root: str = "", *,
-                 headers: Mapping[str, str] | None = None, client: str = "-") -> None:
+                 headers: Mapping[str, str] | None = None, client: str = "-",
+                 origin: str = "") -> None:
         self.method = method
         self.path = path
         self.query = query
         self.script_root = script_root
         self.headers: Mapping[str, str] = headers if headers is not None else {}
         self.client = client
+        self.origin = origin
 
     # The few headers that matter, read when a decision needs them.
     accept = _header("accept")
+    host = _header("host")
     accept_encoding = _header("accept-encoding")
     if_none_match = _header("if-none-match")
     if_modified_since = _header("if-modified-since")
     range = _header("range")
     if_range = _header("if-range")
     authorization = _header("authorization")
+
+
+class Pages(Protocol):
+    """More pages answered beside the simple API (the web UI: ``pypid.simple.ui_pages``)."""
+
+    def decide(self, req: SimpleRequest, may_block: bool) -> Reply | None: ...
 
 
 class SimpleAPI:
@@ -104,6 +116,7 @@ class SimpleAPI:
         self.root_dir = str(index.root.path)
         self._file_replies: dict[str, tuple[FileEntry, Reply]] = {}
         self._metadata = _BytesLRU(METADATA_CACHE_BYTES)
+        self.ui: Pages | None = None  # the web UI's pages, when the app serves them
 
     def decide(self, req: SimpleRequest, *, may_block: bool = True) -> Reply | None:
         """The answer, or None: not a request of the simple API (or, without
@@ -114,22 +127,36 @@ class SimpleAPI:
         if path.startswith(("/simple/", "/packages/")) or path == "/simple":
             action = "download" if path[1] == "p" else "list"
             if action in self.logins.protect:
-                if not may_block:
-                    return None
-                login = self.logins.authenticate(action, req.authorization, req.client)
-                if isinstance(login, Reply):
-                    return login.for_head() if req.method == "HEAD" else login
+                refused = self._refused(req, action, may_block)
+                if refused is not False:
+                    return refused  # type: ignore[return-value]
             if path[-1] == "/" and path[1] == "s" and is_normalized(project := path[8:-1]):
                 reply = self._page(req, "project", project, may_block)  # the usual request
             else:
                 reply = self._route(req, path, may_block)
         elif path == "/health":
             reply = self._health(req, may_block)
+        elif self.ui is not None and path.startswith(UI_PATHS):
+            if "list" in self.logins.protect:
+                refused = self._refused(req, "list", may_block)
+                if refused is not False:
+                    return refused  # type: ignore[return-value]
+            reply = self.ui.decide(req, may_block)
         else:
             return None
         if reply is not None and req.method == "HEAD":
             return reply.for_head()
         return reply
+
+    def _refused(self, req: SimpleRequest, action: str, may_block: bool) -> Reply | None | bool:
+        """For a protected ``action``: the refusal, None (a password check is a thread's
+        work), or False: the login is good."""
+        if not may_block:
+            return None
+        login = self.logins.authenticate(action, req.authorization, req.client)
+        if isinstance(login, Reply):
+            return login.for_head() if req.method == "HEAD" else login
+        return False
 
     def _health(self, req: SimpleRequest, may_block: bool) -> Reply | None:
         """200 while the root can be read, else 503. With ``list`` protected, only the
@@ -243,10 +270,7 @@ class SimpleAPI:
         return _not_found(f"no project named {project!r} here")
 
     def _moved(self, req: SimpleRequest, path: str) -> Reply:
-        location = req.script_root + quote(path)
-        if req.query:
-            location += "?" + quote(req.query, safe="=&+%;,/:")
-        return text(Kind.MOVED, 301, f"Moved to {location}", headers=[("Location", location)])
+        return moved(req, path)
 
     # -- files
 
@@ -357,6 +381,14 @@ class SimpleAPI:
             return _changing(entry.filename)  # replaced since it was indexed
         self._metadata.put(key, data)
         return data
+
+
+def moved(req: SimpleRequest, path: str) -> Reply:
+    """301 to ``path`` below the prefix, keeping the query."""
+    location = req.script_root + quote(path)
+    if req.query:
+        location += "?" + quote(req.query, safe="=&+%;,/:")
+    return text(Kind.MOVED, 301, f"Moved to {location}", headers=[("Location", location)])
 
 
 def _not_found(message: str) -> Reply:

@@ -34,6 +34,7 @@ class Kind(enum.Enum):
     """What a reply is, for the transports (and logs) that treat kinds differently."""
 
     PAGE = "page"  # an index page, or a 304 for one
+    UI = "ui"  # a web UI page for people (or a 304): it names this server's URL
     FILE = "file"  # a distribution file (200, 206, 304, 416)
     METADATA = "metadata"  # a wheel's METADATA (PEP 658)
     MOVED = "moved"  # 301 to the canonical URL

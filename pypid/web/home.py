@@ -24,7 +24,7 @@ def welcome() -> Response:
         upload_login="upload" in config.auth.protect,
         read_login=bool({"download", "list"} & set(config.auth.protect)),
         upstream_mode=config.upstream.mode, upstream_url=config.upstream.url,
-        api_version=API_VERSION, version=__version__)
+        api_version=API_VERSION, version=__version__, base=request.url_root.rstrip("/"))
     return Response(html, mimetype="text/html")
 
 

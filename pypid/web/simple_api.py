@@ -1,4 +1,5 @@
-"""The simple API's Flask adapter: /simple... and /packages/... as ``SimpleAPI`` decides them.
+"""The simple API's Flask adapter: /simple..., /packages/... and the web UI's /projects/ and
+/project/... as ``SimpleAPI`` decides them.
 
 Nothing is decided here: the request's parts go in, the ``Reply`` comes out as
 a response with exactly its status, headers and body (a file part is sent
@@ -22,6 +23,9 @@ READS = ["GET", "HEAD"]
 @bp.route("/simple/", methods=READS)
 @bp.route("/simple/<path:_rest>", methods=READS)
 @bp.route("/packages/<path:_rest>", methods=READS)
+@bp.route("/projects", methods=READS)
+@bp.route("/projects/", methods=READS)
+@bp.route("/project/<path:_rest>", methods=READS)
 def simple_api(_rest: str = "") -> Response:
     simple = services().simple
     req = simple_request()
@@ -43,7 +47,7 @@ def simple_request() -> SimpleRequest:
         method=request.method, path=_path_info(),
         query=request.query_string.decode("latin-1"), script_root=request.script_root,
         headers=request.headers,  # Werkzeug's: get() by any case
-        client=request.remote_addr or "-")
+        client=request.remote_addr or "-", origin=request.host_url.rstrip("/"))
 
 
 def _path_info() -> str:

@@ -18,7 +18,9 @@ from pypid.simple.logins import Logins
 from pypid.simple.mirrored import MirrorReplies
 from pypid.simple.pagecache import PageCache
 from pypid.simple.pagepack import PagePack
+from pypid.simple.ui_pages import UIPages
 from pypid.storage import PackageRoot
+from pypid.web.ui import TemplateRenderer
 
 
 @dataclass
@@ -54,6 +56,7 @@ def assemble(config: Config, *, index: Index | None = None,
     simple = SimpleAPI(index, pages, logins,
                        upstream_redirect=upstream.url if upstream.mode == "redirect" else None,
                        overwrite=config.storage.overwrite, mirror=mirror)
+    simple.ui = UIPages(index, TemplateRenderer())
     manager = for_server(config, index, htpasswd, changed=lambda removed: _apply(index, removed))
     return Services(config=config, index=index, htpasswd=htpasswd, logins=logins, simple=simple,
                     manager=manager)

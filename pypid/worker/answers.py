@@ -11,7 +11,9 @@ BUSY = text(Kind.DENIED, 503, "the server is busy; retry in a second",
 BARE_LF_HEAD = text(Kind.ERROR, 400, "Bad Request: a line of the request head ends with a "
                     "bare LF (HTTP wants CRLF)")
 HEAD_TOO_LARGE = text(Kind.ERROR, 431, f"the request head is larger than {MAX_HEAD} bytes")
-LOCATED = (Kind.MOVED, Kind.UPSTREAM)  # replies with a Location (a tuple: no Enum hashing)
+# Replies that name this server's URL (a Location, the UI's links), which a trusted
+# proxy's headers change: the app answers those (a tuple: no Enum hashing).
+LOCATED = (Kind.MOVED, Kind.UPSTREAM, Kind.UI)
 _FORWARDED = ("x-forwarded-", "forwarded")
 
 

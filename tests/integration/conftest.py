@@ -12,8 +12,14 @@ import pytest
 
 from tests.integration.harness import STARTED, ServerPool, build_corpus
 from tests.integration.helpers import Corpus, Server
+from tests.integration.ui_site import SAVED, SCREENSHOTS, serve_site
 
 LOG_TAIL_LINES = 40
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SAVED:
+        terminalreporter.write_line(f"web UI screenshots ({len(SAVED)}): {SCREENSHOTS}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -46,3 +52,9 @@ def server_factory(
 def server(server_factory: ServerPool) -> Server:
     """The shared server: no prefix, upstream off."""
     return server_factory()
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server on the web UI's own site (tests/integration/ui_site.py)."""
+    yield from serve_site(tmp_path_factory)
