@@ -217,6 +217,28 @@ class PackageRoot:
             aside.unlink()
         _fsync_dir(path.parent)
 
+    @contextlib.contextmanager
+    def keeping(self, relpath: str) -> Iterator[None]:
+        """A second link to the file beside it (the aside name ``removing`` uses, so
+        ``sweep_temp_files`` settles one a killed process left), renamed back over the
+        name if the block raises, unlinked when it ends."""
+        path = self.resolve(relpath)
+        aside = path.with_name(ASIDE_PREFIX + path.name)
+        with contextlib.suppress(FileNotFoundError):
+            aside.unlink()
+        try:
+            os.link(path, aside)
+        except OSError as exc:
+            raise _storage_error(exc, path.parent) from None
+        try:
+            yield
+        except BaseException:
+            os.rename(aside, path)
+            _fsync_dir(path.parent)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            aside.unlink()
+
     def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
         """Clear what a killed process left, in every visible folder; call before serving.
 

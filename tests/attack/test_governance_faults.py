@@ -30,10 +30,11 @@ import pytest
 from pypid.auth import Htpasswd
 from pypid.events import EventLog, decode
 from tests.attack.conftest import GUARDED, LOGIN, PASSWORD, USER
+from tests.attack.forms import post, upload_parts
 from tests.attack.harness import Guarded, start_guarded
 from tests.attack.test_faults import tmpfs
 from tests.builders import make_wheel
-from tests.integration.harness import REPO_ROOT
+from tests.integration.harness import REPO_ROOT, TomlValue
 from tests.integration.helpers import JSON_TYPE, Response, Server, parse_page
 from tests.integration.test_governance import pypid
 
@@ -48,15 +49,19 @@ PAGE = 4096  # tmpfs allocates whole pages
 # -- servers, requests
 
 
-def start(work: Path, root: Path, workers: int = 2) -> Guarded:
-    """A server on root with alice as admin (uploads need a login); config in work."""
+def start(work: Path, root: Path, *,
+          settings: dict[str, dict[str, TomlValue]] | None = None) -> Guarded:
+    """A server (two workers) on root with alice as admin (uploads need a login), plus
+    ``settings``; config in work."""
     work.mkdir(parents=True, exist_ok=True)
     htpasswd = work / "htpasswd"
     if not htpasswd.exists():
         Htpasswd(htpasswd).add(USER, PASSWORD)
-    settings = {"server": {"workers": workers},
-                "auth": {"htpasswd": str(htpasswd), "protect": ["upload"], "admins": [USER]}}
-    guarded = start_guarded(work, root, settings=settings)
+    chosen: dict[str, dict[str, TomlValue]] = {
+        "server": {"workers": 2},
+        "auth": {"htpasswd": str(htpasswd), "protect": ["upload"], "admins": [USER]},
+        **(settings or {})}
+    guarded = start_guarded(work, root, settings=chosen)
     GUARDED.append(guarded)
     return guarded
 
@@ -443,6 +448,39 @@ def test_a_full_disk_refuses_changes_and_changes_nothing(tmp_path: Path) -> None
             assert_pages_show(srv, "full", lines)
         finally:
             srv.close()
+
+
+def test_an_overwrite_the_log_cannot_record_keeps_the_old_file(tmp_path: Path) -> None:
+    """overwrite on, and a log that cannot take the re-upload's line (its last line is not
+    an entry: the writer refuses, as on a full disk, after the bytes are in place). The
+    old file stays, served by every worker; with the log mended the re-upload works.
+    (A full tmpfs freed a page at a time is the natural way in, but a worker thread's
+    first SQLite connection on a full disk fails with a 500 first: see the report.)"""
+    root = tmp_path / "packages"
+    old = make_wheel(root, "over", "1.0")
+    before = old.read_bytes()
+    new = make_wheel(tmp_path / "dist", "over", "1.0", payload=os.urandom(64 * 1024))
+    srv = start(tmp_path, root, settings={"storage": {"overwrite": True}})
+    try:
+        assert api(srv.server, "PUT", f"/files/{old.name}/yank", {"reason": "r"}).status == 204
+        log = root / ".pypid" / "audit.jsonl"
+        mended = log.read_bytes()
+        log.write_bytes(mended + b"not an entry\n")
+        answer = post(srv.server, upload_parts(new, "over", "1.0"), LOGIN)
+        assert answer.status == 500 and "last line is not an audit entry" in answer.reason, \
+            answer.describe()
+        assert old.read_bytes() == before
+        assert not list(root.glob(".pypid-removing-*"))
+        on_every_worker(srv, "the old file", lambda a: a.body == before,
+                        f"/packages/{old.name}")
+
+        log.write_bytes(mended)
+        assert post(srv.server, upload_parts(new, "over", "1.0"), LOGIN).status == 200
+        on_every_worker(srv, "the new file", lambda a: a.body == new.read_bytes(),
+                        f"/packages/{old.name}")
+        verify(srv.server)
+    finally:
+        srv.close()
 
 
 def _fill_the_log_page(root: Path, name: str) -> None:
