@@ -284,6 +284,32 @@ def test_concurrent_changes_lose_nothing(tmp_path: Path) -> None:
     assert_pages_show(srv, "race", lines)
 
 
+def test_racing_removals_of_one_file_one_wins(tmp_path: Path) -> None:
+    """Four DELETEs of one file at once, over both workers: one 204, the others 404 (a
+    file that is gone, never a 500), and one remove line per file."""
+    root = tmp_path / "packages"
+    names = [make_wheel(root, "rival", f"1.{i}").name for i in range(5)]
+    srv = start(tmp_path, root)
+    before = len(log_lines(root))
+    for name in names:
+        answers: list[Response] = []
+        racers = [threading.Thread(target=lambda name=name, answers=answers: answers.append(
+            api(srv.server, "DELETE", f"/files/{name}"))) for _ in range(4)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=60)
+        assert sorted(answer.status for answer in answers) == [204, 404, 404, 404], [
+            (answer.status, answer.text) for answer in answers]
+        assert all(answer.media_type == "application/problem+json"
+                   for answer in answers if answer.status == 404)
+    removed = [decode(line) for line in log_lines(root)[before:]]
+    assert sorted(event.get("file") for event in removed) == sorted(names)
+    assert {event.action for event in removed} == {"remove"}
+    assert not [path for path in root.iterdir() if path.is_file()]
+    verify(srv.server)
+
+
 # -- b. a torn last line
 
 
