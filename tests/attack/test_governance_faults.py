@@ -166,13 +166,16 @@ def state(lines: list[bytes]) -> tuple[dict[str, str | bool], dict[str, str]]:
     return yanks, status
 
 
-def json_shows(yanks: dict[str, str | bool], status: dict[str, str]) -> Callable[[Response], bool]:
+def json_shows(yanks: dict[str, str | bool], status: dict[str, str], *,
+               api: bool = False) -> Callable[[Response], bool]:
+    """A probe of the JSON page (``api``: of the API's project facts)."""
     def probe(answer: Response) -> bool:
         if answer.status != 200:
             return False
         page = answer.json()
         marks = {f["filename"]: f["yanked"] for f in page["files"]}
-        return page["project-status"] == status and all(
+        shown = page["status"] if api else page["project-status"]
+        return shown == ({"reason": None, **status} if api else status) and all(
             marks.get(name) == mark for name, mark in yanks.items())
     return probe
 
@@ -194,25 +197,14 @@ def html_shows(yanks: dict[str, str | bool], status: dict[str, str]) -> Callable
     return probe
 
 
-def api_shows(yanks: dict[str, str | bool], status: dict[str, str]) -> Callable[[Response], bool]:
-    def probe(answer: Response) -> bool:
-        if answer.status != 200:
-            return False
-        facts = answer.json()
-        marks = {f["filename"]: f["yanked"] for f in facts["files"]}
-        return facts["status"] == {"reason": None, **status} and all(
-            marks.get(name) == mark for name, mark in yanks.items())
-    return probe
-
-
 def assert_pages_show(srv: Guarded, project: str, lines: list[bytes]) -> None:
     """Every worker's HTML and JSON page and API answer agree with the log's lines."""
     yanks, status = state(lines)
     page = f"/simple/{project}/"
     on_every_worker(srv, "JSON page", json_shows(yanks, status), page, {"Accept": JSON_TYPE})
     on_every_worker(srv, "HTML page", html_shows(yanks, status), page, {"Accept": "text/html"})
-    on_every_worker(srv, "API facts", api_shows(yanks, status), f"/api/v1/projects/{project}",
-                    LOGIN)
+    on_every_worker(srv, "API facts", json_shows(yanks, status, api=True),
+                    f"/api/v1/projects/{project}", LOGIN)
 
 
 # -- a. concurrent changes

@@ -7,25 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.lib.governance import write_log
 from pypid.events import EventLog
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_load_help_runs() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--help"],
+@pytest.mark.parametrize(("script", "options"), [
+    ("load.py", ("--seconds", "--files", "--clients", "--upload-rate", "--max-growth-mb")),
+    ("governance.py", ("--baseline", "--entries", "--page-files", "--yanked", "--rounds")),
+])
+def test_help_runs(script: str, options: tuple[str, ...]) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    for option in ("--seconds", "--files", "--clients", "--upload-rate", "--max-growth-mb"):
-        assert option in proc.stdout
-
-
-def test_governance_help_runs() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "governance.py"), "--help"],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    for option in ("--baseline", "--entries", "--page-files", "--yanked", "--rounds"):
+    for option in options:
         assert option in proc.stdout
 
 
