@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,10 +115,11 @@ def _worker_of(srv: Guarded, client_port: int) -> int | None:
 
 
 def on_every_worker(srv: Guarded, what: str, probe: Callable[[Response], object],
-                    path: str, headers: dict[str, str] | None = None) -> None:
-    """Poll until STREAK answers in a row pass and every worker gave one of them, within
-    LIVE seconds; the last answer that failed is in the message."""
-    deadline = time.monotonic() + LIVE
+                    path: str, headers: dict[str, str] | None = None, *,
+                    deadline: float | None = None) -> None:
+    """Poll until STREAK answers in a row pass and every worker gave one of them, by
+    ``deadline`` (default LIVE seconds from now); the last failed answer is in the message."""
+    deadline = deadline or time.monotonic() + LIVE
     passed, seen, last = 0, set(), None
     for _ in range(2000):
         pid, answer = ask(srv, path, headers or {})
@@ -198,13 +200,16 @@ def html_shows(yanks: dict[str, str | bool], status: dict[str, str]) -> Callable
 
 
 def assert_pages_show(srv: Guarded, project: str, lines: list[bytes]) -> None:
-    """Every worker's HTML and JSON page and API answer agree with the log's lines."""
+    """Every worker's HTML and JSON page and API answer agree with the log's lines, all
+    within LIVE seconds from now (the last change was just made)."""
     yanks, status = state(lines)
-    page = f"/simple/{project}/"
-    on_every_worker(srv, "JSON page", json_shows(yanks, status), page, {"Accept": JSON_TYPE})
-    on_every_worker(srv, "HTML page", html_shows(yanks, status), page, {"Accept": "text/html"})
+    page, deadline = f"/simple/{project}/", time.monotonic() + LIVE
+    on_every_worker(srv, "JSON page", json_shows(yanks, status), page, {"Accept": JSON_TYPE},
+                    deadline=deadline)
+    on_every_worker(srv, "HTML page", html_shows(yanks, status), page, {"Accept": "text/html"},
+                    deadline=deadline)
     on_every_worker(srv, "API facts", json_shows(yanks, status, api=True),
-                    f"/api/v1/projects/{project}", LOGIN)
+                    f"/api/v1/projects/{project}", LOGIN, deadline=deadline)
 
 
 # -- a. concurrent changes
@@ -373,7 +378,7 @@ def test_writers_killed_holding_or_awaiting_the_lock(tmp_path: Path) -> None:
     with _holding_lock(log):
         cli = _cli(srv.server, "yank", name, "--reason", "never")
         try:
-            _wait_for_waiter(cli.pid)
+            _wait_for_lock(cli.pid, log, waiting=True)
         finally:
             os.kill(cli.pid, signal.SIGKILL)  # the CLI this test started
             cli.wait(timeout=10)
@@ -403,17 +408,75 @@ def _cli(srv: Server, *args: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait_for_waiter(pid: int) -> None:
-    """Until /proc/locks shows ``pid`` blocked on a flock (a ``->`` line)."""
+def _wait_for_lock(pid: int, log: Path, *, waiting: bool) -> None:
+    """Until /proc/locks shows ``pid`` waiting for (``->``) or holding the log's flock."""
+    inode = f":{log.stat().st_ino}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for line in Path("/proc/locks").read_text().splitlines():
-            fields = line.split()
-            if "->" in fields and fields[fields.index("->") + 1] == "FLOCK" \
-                    and fields[fields.index("->") + 4] == str(pid):
+            fields = line.split()[1:]  # [->] FLOCK ADVISORY WRITE PID MAJ:MIN:INODE ...
+            if (fields[0] == "->") != waiting:
+                continue
+            fields = fields[1:] if waiting else fields
+            if fields[0] == "FLOCK" and fields[3] == str(pid) and fields[4].endswith(inode):
                 return
         time.sleep(0.02)
-    pytest.fail(f"pypid (pid {pid}) never waited for the audit log's lock")
+    pytest.fail(f"pypid (pid {pid}) never {'waited for' if waiting else 'held'} the log's lock")
+
+
+def test_a_cli_killed_between_its_write_and_fsync(tmp_path: Path) -> None:
+    """A real `pypid yank` SIGKILLed while it holds the log's lock, its line written but
+    not yet fsynced (strace holds it at the fsync): the line is whole and counts, the lock
+    dies with it, and the server's next change appends after it."""
+    if shutil.which("strace") is None or subprocess.run(
+            ["strace", "-o", os.devnull, "true"], capture_output=True, timeout=30,
+            check=False).returncode != 0:
+        pytest.skip("strace is missing or cannot trace here")
+    root = tmp_path / "packages"
+    name = make_wheel(root, "stalled", "1.0").name
+    srv = start(tmp_path, root)
+    assert api(srv.server, "PUT", f"/files/{name}/yank", {"reason": "one"}).status == 204
+    log = root / ".pypid" / "audit.jsonl"
+    whole = log.read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with subprocess.Popen(
+            ["strace", "-f", "-o", os.devnull, "-e", "trace=fsync",
+             "-e", "inject=fsync:delay_enter=60000000", sys.executable, "-m", "pypid",
+             "unyank", name, "--config", str(tmp_path / "pypid.toml")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as tracer:
+        cli = _child_of(tracer.pid)
+        try:
+            _wait_for_lock(cli, log, waiting=False)
+            deadline = time.monotonic() + 30
+            while log.read_bytes() == whole and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            for pid in (cli, tracer.pid):  # the CLI this test started (stalled), its strace
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            tracer.wait(timeout=30)
+    lines = log_lines(root)
+    assert log.read_bytes().endswith(b"\n") and len(lines) == 2
+    assert (decode(lines[1]).action, decode(lines[1]).user) == ("unyank", "cli:root")
+    verify(srv.server)
+    assert api(srv.server, "PUT", f"/files/{name}/yank", {"reason": "two"}).status == 204
+    lines = log_lines(root)
+    assert len(lines) == 3
+    verify(srv.server)
+    assert_pages_show(srv, "stalled", lines)
+
+
+def _child_of(pid: int) -> int:
+    """The first child of ``pid`` (the traced command of strace), once it exists."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if children:
+                return int(children[0])
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)  # the strace this test started
+    pytest.fail(f"strace (pid {pid}) started no command")
 
 
 # -- c. a full disk
