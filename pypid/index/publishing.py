@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from pypid.index.model import ReadModel as Index
 
 SQLITE_FULL = 13  # "database or disk is full"
+SQLITE_IOERR_SHMSIZE = 4874  # a first connection could not make its -shm file: a full disk
+NO_SPACE = (SQLITE_FULL, SQLITE_IOERR_SHMSIZE)
 
 
 class Gate(Protocol):
@@ -86,11 +88,11 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
     A failed link restores the row it replaced (a file replaced in place keeps its upload
     time); a failed record takes the new file away again, and puts back the bytes of a
     file it replaced in place (kept aside until then)."""
-    old_row = index.cache.get(row.relpath)
     try:
+        old_row = index.cache.get(row.relpath)
         index.cache.put([row])
     except sqlite3.Error as exc:  # the cache shares the root's disk
-        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+        if getattr(exc, "sqlite_errorcode", None) in NO_SPACE:
             raise NoSpaceError(f"no space left on the disk of {index.cache.directory}") from None
         raise StorageError(f"cannot record the upload in {index.cache.directory}: {exc}") from None
     in_place = overwrite and gate is not None and index.root.exists(row.relpath)

@@ -532,36 +532,42 @@ def test_a_full_disk_refuses_changes_and_changes_nothing(tmp_path: Path) -> None
 
 
 def test_an_overwrite_the_log_cannot_record_keeps_the_old_file(tmp_path: Path) -> None:
-    """overwrite on, and a log that cannot take the re-upload's line (its last line is not
-    an entry: the writer refuses, as on a full disk, after the bytes are in place). The
-    old file stays, served by every worker; with the log mended the re-upload works.
-    (A full tmpfs freed a page at a time is the natural way in, but a worker thread's
-    first SQLite connection on a full disk fails with a 500 first: see the report.)"""
+    """overwrite on, the disk full, then space freed a page at a time: every re-upload
+    answers 507 until its bytes fit but its audit line does not. The old file stays,
+    served by every worker; with space back the re-upload works."""
     root = tmp_path / "packages"
-    old = make_wheel(root, "over", "1.0")
-    before = old.read_bytes()
-    new = make_wheel(tmp_path / "dist", "over", "1.0", payload=os.urandom(64 * 1024))
-    srv = start(tmp_path, root, settings={"storage": {"overwrite": True}})
-    try:
-        assert api(srv.server, "PUT", f"/files/{old.name}/yank", {"reason": "r"}).status == 204
-        log = root / ".pypid" / "audit.jsonl"
-        mended = log.read_bytes()
-        log.write_bytes(mended + b"not an entry\n")
-        answer = post(srv.server, upload_parts(new, "over", "1.0"), LOGIN)
-        assert answer.status == 500 and "last line is not an audit entry" in answer.reason, \
-            answer.describe()
-        assert old.read_bytes() == before
-        assert not list(root.glob(".pypid-removing-*"))
-        on_every_worker(srv, "the old file", lambda a: a.body == before,
-                        f"/packages/{old.name}")
+    with tmpfs(root, "8m"):
+        old = make_wheel(root, "over", "1.0")
+        before = old.read_bytes()
+        new = make_wheel(tmp_path / "dist", "over", "1.0", payload=os.urandom(64 * 1024))
+        _fill_the_log_page(root, old.name)
+        srv = start(tmp_path, root, settings={"storage": {"overwrite": True}})
+        try:
+            log = (root / ".pypid" / "audit.jsonl").read_bytes()
+            filler = root / ".pypid" / "filler"
+            _fill(filler)
+            full, pages = filler.stat().st_size, new.stat().st_size // PAGE
+            for more in range(64):
+                os.truncate(filler, full - (pages + more) * PAGE)
+                answer = post(srv.server, upload_parts(new, "over", "1.0"), LOGIN)
+                assert answer.status == 507, answer.describe()
+                assert old.read_bytes() == before
+                if "audit log" in answer.reason:
+                    break
+            else:
+                pytest.fail("the audit log never was the one refusing")
+            assert (root / ".pypid" / "audit.jsonl").read_bytes() == log
+            assert not list(root.glob(".pypid-removing-*"))
+            on_every_worker(srv, "the old file", lambda a: a.body == before,
+                            f"/packages/{old.name}")
 
-        log.write_bytes(mended)
-        assert post(srv.server, upload_parts(new, "over", "1.0"), LOGIN).status == 200
-        on_every_worker(srv, "the new file", lambda a: a.body == new.read_bytes(),
-                        f"/packages/{old.name}")
-        verify(srv.server)
-    finally:
-        srv.close()
+            filler.unlink()
+            assert post(srv.server, upload_parts(new, "over", "1.0"), LOGIN).status == 200
+            on_every_worker(srv, "the new file", lambda a: a.body == new.read_bytes(),
+                            f"/packages/{old.name}")
+            verify(srv.server)
+        finally:
+            srv.close()
 
 
 def _fill_the_log_page(root: Path, name: str) -> None:
