@@ -353,10 +353,7 @@ def test_writers_killed_holding_or_awaiting_the_lock(tmp_path: Path) -> None:
     """Real SIGKILLs with the server running. A writer killed holding the log's lock, half
     a line written: the lock dies with it, and the server's next change cuts the half
     line. A `pypid yank` killed while it waits for the lock writes nothing."""
-    root = tmp_path / "packages"
-    name = make_wheel(root, "killed", "1.0").name
-    srv = start(tmp_path, root)
-    assert api(srv.server, "PUT", f"/files/{name}/yank", {"reason": "one"}).status == 204
+    srv, name, root = _one_yanked(tmp_path, "killed")
     log = root / ".pypid" / "audit.jsonl"
     whole = log.read_bytes()
 
@@ -383,12 +380,27 @@ def test_writers_killed_holding_or_awaiting_the_lock(tmp_path: Path) -> None:
             os.kill(cli.pid, signal.SIGKILL)  # the CLI this test started
             cli.wait(timeout=10)
     assert len(log.read_bytes()) == waiting
+    _the_next_change_appends(srv, name, root, 2)
+
+
+def _one_yanked(tmp_path: Path, project: str) -> tuple[Guarded, str, Path]:
+    """A server whose root holds one file of ``project``, yanked (one log line)."""
+    root = tmp_path / "packages"
+    name = make_wheel(root, project, "1.0").name
+    srv = start(tmp_path, root)
+    assert api(srv.server, "PUT", f"/files/{name}/yank", {"reason": "one"}).status == 204
+    return srv, name, root
+
+
+def _the_next_change_appends(srv: Guarded, name: str, root: Path, count: int) -> None:
+    """The log of ``count`` lines verifies, the server's next yank is line count + 1, and
+    every page shows it."""
     verify(srv.server)
     assert api(srv.server, "PUT", f"/files/{name}/yank", {"reason": "two"}).status == 204
     lines = log_lines(root)
-    assert len(lines) == 3
+    assert len(lines) == count + 1
     verify(srv.server)
-    assert_pages_show(srv, "killed", lines)
+    assert_pages_show(srv, decode(lines[-1]).get("project"), lines)
 
 
 @contextlib.contextmanager
@@ -425,17 +437,14 @@ def _wait_for_lock(pid: int, log: Path, *, waiting: bool) -> None:
 
 
 def test_a_cli_killed_between_its_write_and_fsync(tmp_path: Path) -> None:
-    """A real `pypid yank` SIGKILLed while it holds the log's lock, its line written but
+    """A real `pypid unyank` SIGKILLed while it holds the log's lock, its line written but
     not yet fsynced (strace holds it at the fsync): the line is whole and counts, the lock
     dies with it, and the server's next change appends after it."""
     if shutil.which("strace") is None or subprocess.run(
             ["strace", "-o", os.devnull, "true"], capture_output=True, timeout=30,
             check=False).returncode != 0:
         pytest.skip("strace is missing or cannot trace here")
-    root = tmp_path / "packages"
-    name = make_wheel(root, "stalled", "1.0").name
-    srv = start(tmp_path, root)
-    assert api(srv.server, "PUT", f"/files/{name}/yank", {"reason": "one"}).status == 204
+    srv, name, root = _one_yanked(tmp_path, "stalled")
     log = root / ".pypid" / "audit.jsonl"
     whole = log.read_bytes()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -458,12 +467,7 @@ def test_a_cli_killed_between_its_write_and_fsync(tmp_path: Path) -> None:
     lines = log_lines(root)
     assert log.read_bytes().endswith(b"\n") and len(lines) == 2
     assert (decode(lines[1]).action, decode(lines[1]).user) == ("unyank", "cli:root")
-    verify(srv.server)
-    assert api(srv.server, "PUT", f"/files/{name}/yank", {"reason": "two"}).status == 204
-    lines = log_lines(root)
-    assert len(lines) == 3
-    verify(srv.server)
-    assert_pages_show(srv, "stalled", lines)
+    _the_next_change_appends(srv, name, root, 2)
 
 
 def _child_of(pid: int) -> int:
