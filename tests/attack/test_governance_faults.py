@@ -433,7 +433,8 @@ def _wait_for_lock(pid: int, log: Path, *, waiting: bool) -> None:
             if fields[0] == "FLOCK" and fields[3] == str(pid) and fields[4].endswith(inode):
                 return
         time.sleep(0.02)
-    pytest.fail(f"pypid (pid {pid}) never {'waited for' if waiting else 'held'} the log's lock")
+    pytest.fail(f"pypid (pid {pid}) never {'waited for' if waiting else 'held'} the log's "
+                f"lock: {Path('/proc/locks').read_text()}")
 
 
 def test_a_cli_killed_between_its_write_and_fsync(tmp_path: Path) -> None:
@@ -453,7 +454,7 @@ def test_a_cli_killed_between_its_write_and_fsync(tmp_path: Path) -> None:
              "-e", "inject=fsync:delay_enter=60000000", sys.executable, "-m", "pypid",
              "unyank", name, "--config", str(tmp_path / "pypid.toml")],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as tracer:
-        cli = _child_of(tracer.pid)
+        cli = _cli_under(tracer.pid)
         try:
             _wait_for_lock(cli, log, waiting=False)
             deadline = time.monotonic() + 30
@@ -470,17 +471,20 @@ def test_a_cli_killed_between_its_write_and_fsync(tmp_path: Path) -> None:
     _the_next_change_appends(srv, name, root, 2)
 
 
-def _child_of(pid: int) -> int:
-    """The first child of ``pid`` (the traced command of strace), once it exists."""
+def _cli_under(pid: int) -> int:
+    """The pypid command strace ``pid`` runs, once it has exec'd (strace forks probes of
+    its own first, which carry strace's command line)."""
+    command = f"{sys.executable}\0-m\0pypid\0".encode()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            if children:
-                return int(children[0])
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{child}/cmdline").read_bytes().startswith(command):
+                        return int(child)
         time.sleep(0.02)
     os.kill(pid, signal.SIGKILL)  # the strace this test started
-    pytest.fail(f"strace (pid {pid}) started no command")
+    pytest.fail(f"strace (pid {pid}) never ran pypid")
 
 
 # -- c. a full disk
