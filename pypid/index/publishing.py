@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from pypid.index.model import ReadModel as Index
 
 SQLITE_FULL = 13  # "database or disk is full"
+SQLITE_IOERR_SHMSIZE = 4874  # a first connection could not make its -shm file: a full disk
+NO_SPACE = (SQLITE_FULL, SQLITE_IOERR_SHMSIZE)
 
 
 class Gate(Protocol):
@@ -84,32 +86,35 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
           overwrite: bool, gate: Gate | None, sha256: str) -> Published:
     """Under the publish lock: the row, the link, the record, then the other spellings go.
     A failed link restores the row it replaced (a file replaced in place keeps its upload
-    time); a failed record takes the new file away again."""
-    old_row = index.cache.get(row.relpath)
+    time); a failed record takes the new file away again, and puts back the bytes of a
+    file it replaced in place (kept aside until then)."""
     try:
+        old_row = index.cache.get(row.relpath)
         index.cache.put([row])
     except sqlite3.Error as exc:  # the cache shares the root's disk
-        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+        if getattr(exc, "sqlite_errorcode", None) in NO_SPACE:
             raise NoSpaceError(f"no space left on the disk of {index.cache.directory}") from None
         raise StorageError(f"cannot record the upload in {index.cache.directory}: {exc}") from None
-    try:
-        stat = incoming.publish(row.relpath, overwrite=overwrite)
-    except (FileExistsError, StorageError) as exc:
-        index.cache.forget([(row.relpath, row.identity)])
-        if old_row is not None:
-            index.cache.put([old_row])
-        if isinstance(exc, StorageError):
-            raise
-        return Published(False, holder=row.relpath.rsplit("/", 1)[-1],  # copied in by hand
-                         holder_sha256=_sha256_of(index, row.relpath))
-    if gate is not None:
+    in_place = overwrite and gate is not None and index.root.exists(row.relpath)
+    with index.root.keeping(row.relpath) if in_place else contextlib.nullcontext():
         try:
-            gate.record(row.relpath.rsplit("/", 1)[-1], sha256, stat.size)
-        except BaseException:
-            with contextlib.suppress(StorageError):
-                index.root.remove(row.relpath)
-            index.cache.forget([(row.relpath, row.identity)])
-            raise
+            stat = incoming.publish(row.relpath, overwrite=overwrite)
+        except (FileExistsError, StorageError) as exc:
+            _restore_row(index, row, old_row)
+            if isinstance(exc, StorageError):
+                raise
+            return Published(False, holder=row.relpath.rsplit("/", 1)[-1],  # copied in by hand
+                             holder_sha256=_sha256_of(index, row.relpath))
+        if gate is not None:
+            try:
+                gate.record(row.relpath.rsplit("/", 1)[-1], sha256, stat.size)
+            except BaseException:
+                if not in_place:  # else the old bytes go back over the new
+                    with contextlib.suppress(StorageError):
+                        index.root.remove(row.relpath)
+                with contextlib.suppress(sqlite3.Error):
+                    _restore_row(index, row, old_row)
+                raise
     for old in replaced:
         index.root.remove(old)
     with index.lock:
@@ -117,6 +122,12 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
         for old in replaced:
             index.hide(old, forget=True)
     return Published(True, size=stat.size)
+
+
+def _restore_row(index: Index, row: FileRow, old_row: FileRow | None) -> None:
+    index.cache.forget([(row.relpath, row.identity)])
+    if old_row is not None:
+        index.cache.put([old_row])
 
 
 def _sha256_of(index: Index, relpath: str) -> str | None:

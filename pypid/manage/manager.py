@@ -97,6 +97,8 @@ class Manager:
         try:
             with self.root.publish_lock():  # no upload comes between the check and the end
                 for found in files:
+                    if not self.root.exists(found.relpath):  # a racing removal took it
+                        raise NotFoundError(f"no file named {found.filename} in {self.where}")
                     sha256 = sha256_of(self.root, found)
                     with self.root.removing(found.relpath):
                         done.append(self._append(actor, "remove", project=found.project,

@@ -142,3 +142,8 @@ class Storage(Protocol):
     def removing(self, relpath: str) -> AbstractContextManager[None]:
         """Remove one file unless the block raises (then it is back as it was)."""
         ...
+
+    def keeping(self, relpath: str) -> AbstractContextManager[None]:
+        """Keep one file's bytes while the block replaces it: if the block raises, they
+        are back under its name; the name is never missing meanwhile."""
+        ...

@@ -199,7 +199,7 @@ class PackageRoot:
     def removing(self, relpath: str) -> Iterator[None]:
         """Remove a file so that the block can still refuse it: the file is renamed to a
         dot-name beside it (no reader sees it), put back if the block raises, and
-        deleted when it ends. One killed in between is sorted out by ``put_back_asides``."""
+        deleted when it ends. One killed in between is settled by ``sweep_temp_files``."""
         path = self.resolve(relpath)
         aside = path.with_name(ASIDE_PREFIX + path.name)
         try:
@@ -208,14 +208,25 @@ class PackageRoot:
             raise StorageError(f"{relpath} is no longer in {self.path}") from None
         except OSError as exc:
             raise _storage_error(exc, path.parent) from None
-        try:
+        with _put_back_if_raised(aside, path):
             yield
-        except BaseException:
-            os.rename(aside, path)
-            raise
+        _fsync_dir(path.parent)
+
+    @contextlib.contextmanager
+    def keeping(self, relpath: str) -> Iterator[None]:
+        """Keep a file's bytes while the block replaces it: a second link beside it (the
+        name ``removing`` uses, so ``sweep_temp_files`` settles one a killed process
+        left), renamed back over the name if the block raises, unlinked when it ends."""
+        path = self.resolve(relpath)
+        aside = path.with_name(ASIDE_PREFIX + path.name)
         with contextlib.suppress(FileNotFoundError):
             aside.unlink()
-        _fsync_dir(path.parent)
+        try:
+            os.link(path, aside)
+        except OSError as exc:
+            raise _storage_error(exc, path.parent) from None
+        with _put_back_if_raised(aside, path):
+            yield
 
     def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
         """Clear what a killed process left, in every visible folder; call before serving.
@@ -420,6 +431,19 @@ def _link(source: str, name: str, dir_fd: int) -> None:
     """linkat(AT_SYMLINK_FOLLOW): a dir fd makes Python call linkat, which can follow
     /proc/self/fd/N to an O_TMPFILE inode (plain link() would not)."""
     os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+
+
+@contextlib.contextmanager
+def _put_back_if_raised(aside: Path, path: Path) -> Iterator[None]:
+    """``aside`` goes back to ``path`` if the block raises, else it is deleted."""
+    try:
+        yield
+    except BaseException:
+        os.rename(aside, path)
+        _fsync_dir(path.parent)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        aside.unlink()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -243,6 +243,37 @@ def test_overwrite_in_place_keeps_the_subfolder(index: Index, root: Path, tmp_pa
     assert not (root / old.name).exists()
 
 
+class _FullLog:
+    """A gate whose log cannot take the upload's line (a full disk)."""
+
+    def admit(self, filename: str, sha256: str) -> None:
+        pass
+
+    def record(self, filename: str, sha256: str, size: int) -> None:
+        raise NoSpaceError("no space left for the audit log")
+
+
+def test_unrecorded_overwrite_keeps_the_old_file(index: Index, root: Path,
+                                                  tmp_path: Path) -> None:
+    """An overwrite in place whose record fails puts the old bytes back (it used to
+    delete both the old file and the new one)."""
+    old = make_wheel(root, "p", "1.0")
+    before = old.read_bytes()
+    index.load()
+    new = make_wheel(tmp_path, "p", "1.0", payload=b"new bytes")
+    incoming, sha256 = receive(index, new)
+    try:
+        with pytest.raises(NoSpaceError):
+            publish(index, incoming, old.name, sha256=sha256, metadata=None,
+                    requires_python=None, overwrite=True, gate=_FullLog())
+    finally:
+        incoming.discard()
+    assert sorted(p.name for p in root.iterdir()) == [".pypid", old.name]
+    assert old.read_bytes() == before
+    assert [e.filename for e in index.files("p") or ()] == [old.name]
+    assert index.cache.get(old.name) is not None
+
+
 def test_failed_overwrite_leaves_no_staged_link(index: Index, root: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     (root / "sub").mkdir()
