@@ -4,6 +4,7 @@ answers itself before any thread or Flask is involved."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 import time
@@ -95,3 +96,35 @@ def test_heads_no_parser_should_judge_are_refused_and_closed(
     answer = exchange(worker, conn, client, head)
     assert answer.startswith(b"HTTP/1.1 " + status)
     assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_a_download_is_sent_by_the_loop(loop: tuple[PypidWorker, Conn, socket.socket],
+                                        tmp_path: Path) -> None:
+    worker, conn, client = loop
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+    answer = exchange(worker, conn, client,
+                      f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    while len(answer) < len(wheel.read_bytes()):  # the rest is already in the socket
+        answer += client.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert body == wheel.read_bytes()
+    assert worker.waiting_jobs == 0 and conn.body is None  # no thread; the file is closed
+    assert conn.in_selector  # waiting for the next request
+
+
+def test_a_file_that_runs_out_of_descriptors_gets_503(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, conn, client = loop
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+
+    def no_descriptors(*_: object) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "open", no_descriptors)
+    answer = exchange(worker, conn, client,
+                      f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nRetry-After: 1\r\n" in answer
+    assert worker.accept_paused_until > time.monotonic()  # no new connections a moment
