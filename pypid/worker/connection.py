@@ -62,7 +62,7 @@ class FileBody:
     """The part of an open file still to send after the head; ``log``: what the access
     log line needs once it has all left."""
 
-    __slots__ = ("fd", "offset", "left", "length", "log")
+    __slots__ = ("fd", "offset", "left", "length", "start", "sendfile", "log")
 
     def __init__(self, fd: int, offset: int, length: int,
                  log: tuple[PlainHead, Reply, datetime] | None) -> None:
@@ -70,6 +70,8 @@ class FileBody:
         self.offset = offset
         self.left = length
         self.length = length
+        self.start = offset
+        self.sendfile = True  # False: this file cannot be sent with sendfile
         self.log = log
 
 

@@ -24,6 +24,8 @@ JOIN_BELOW = 16 * 1024  # answers are joined into one buffer below this; above, 
 OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of descriptors
 _MORE = getattr(socket, "MSG_MORE", 0)  # Linux: hold the head for the body's first bytes
+_NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # this file system cannot
+READ_SIZE = 256 * 1024  # a piece of a file sent without sendfile
 
 
 class Sending:
@@ -142,7 +144,7 @@ class Sending:
     def _push_body(self, conn: Conn, body: FileBody) -> bool | None:
         if body.left:
             try:
-                sent = os.sendfile(conn.fd, body.fd, body.offset, body.left)
+                sent = _send_part(conn, body)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
@@ -184,3 +186,16 @@ class Sending:
             return
         conn.state = State.PAUSED
         self._resume(conn)
+
+
+def _send_part(conn: Conn, body: FileBody) -> int:
+    """Send what the socket takes of the body now: sendfile, or read and send where the
+    file's file system cannot do sendfile (it says so at the first call)."""
+    if body.sendfile:
+        try:
+            return os.sendfile(conn.fd, body.fd, body.offset, body.left)
+        except OSError as exc:
+            if exc.errno not in _NO_SENDFILE or body.offset != body.start:
+                raise
+            body.sendfile = False
+    return conn.sock.send(os.pread(body.fd, min(body.left, READ_SIZE), body.offset))

@@ -128,3 +128,24 @@ def test_a_file_that_runs_out_of_descriptors_gets_503(
     assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert b"\r\nRetry-After: 1\r\n" in answer
     assert worker.accept_paused_until > time.monotonic()  # no new connections a moment
+
+
+def test_a_file_system_without_sendfile_gets_read_and_send(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, conn, client = loop
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+
+    def refused(*_: object) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "sendfile", refused)
+    answer = exchange(worker, conn, client,
+                      f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    for _ in range(100):  # bounded: the rest is sent as the loop turns
+        if len(answer.partition(b"\r\n\r\n")[2]) >= wheel.stat().st_size:
+            break
+        if conn.state.name.startswith("SENDING"):
+            worker._writable(conn)
+        answer += client.recv(65536)
+    assert answer.partition(b"\r\n\r\n")[2] == wheel.read_bytes()
