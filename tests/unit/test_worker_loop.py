@@ -8,7 +8,7 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,7 @@ def test_a_download_is_sent_by_the_loop(loop: tuple[PypidWorker, Conn, socket.so
                                         tmp_path: Path) -> None:
     worker, conn, client = loop
     wheel = next((tmp_path / "packages").glob("*.whl"))
-    answer = exchange(worker, conn, client,
-                      f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    answer = download(loop, wheel)
     while len(answer) < len(wheel.read_bytes()):  # the rest is already in the socket
         answer += client.recv(65536)
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -113,18 +112,22 @@ def test_a_download_is_sent_by_the_loop(loop: tuple[PypidWorker, Conn, socket.so
     assert conn.in_selector  # waiting for the next request
 
 
+def failing(code: int) -> Callable[..., int]:
+    def fail(*_: object) -> int:
+        raise OSError(code, os.strerror(code))
+    return fail
+
+
+def download(loop: tuple[PypidWorker, Conn, socket.socket], wheel: Path) -> bytes:
+    return exchange(*loop, f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+
+
 def test_a_file_that_runs_out_of_descriptors_gets_503(
         loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    worker, conn, client = loop
-    wheel = next((tmp_path / "packages").glob("*.whl"))
-
-    def no_descriptors(*_: object) -> int:
-        raise OSError(errno.EMFILE, "Too many open files")
-
-    monkeypatch.setattr(os, "open", no_descriptors)
-    answer = exchange(worker, conn, client,
-                      f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    worker = loop[0]
+    monkeypatch.setattr(os, "open", failing(errno.EMFILE))
+    answer = download(loop, next((tmp_path / "packages").glob("*.whl")))
     assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert b"\r\nRetry-After: 1\r\n" in answer
     assert worker.accept_paused_until > time.monotonic()  # no new connections a moment
@@ -135,13 +138,8 @@ def test_a_file_system_without_sendfile_gets_read_and_send(
         monkeypatch: pytest.MonkeyPatch) -> None:
     worker, conn, client = loop
     wheel = next((tmp_path / "packages").glob("*.whl"))
-
-    def refused(*_: object) -> int:
-        raise OSError(errno.EINVAL, "Invalid argument")
-
-    monkeypatch.setattr(os, "sendfile", refused)
-    answer = exchange(worker, conn, client,
-                      f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    monkeypatch.setattr(os, "sendfile", failing(errno.EINVAL))
+    answer = download(loop, wheel)
     for _ in range(100):  # bounded: the rest is sent as the loop turns
         if len(answer.partition(b"\r\n\r\n")[2]) >= wheel.stat().st_size:
             break
