@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import signal
 from typing import IO, NamedTuple
 
 from pypid.cachedb import FileRow
@@ -83,7 +84,12 @@ _pool_root: list[Storage] = []  # the root a pool process reads, set when it sta
 
 
 def start_pool_process(root: Storage) -> None:
-    """A pool process's initializer: the root it reads from (inherited across the fork)."""
+    """A pool process's initializer: the root it reads from (inherited across the fork).
+
+    Ctrl-C reaches the whole process group: the master stops the pool, so its
+    processes need not print a traceback each.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pool_root[:] = [root]
 
 
