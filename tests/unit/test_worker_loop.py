@@ -19,7 +19,7 @@ from gunicorn.glogging import Logger
 from pypid.config import defaults
 from pypid.web import create_app
 from pypid.worker import PypidWorker
-from pypid.worker.connection import Conn
+from pypid.worker.connection import Conn, State
 from tests.builders import make_wheel
 
 
@@ -147,3 +147,19 @@ def test_a_file_system_without_sendfile_gets_read_and_send(
             worker._writable(conn)
         answer += client.recv(65536)
     assert answer.partition(b"\r\n\r\n")[2] == wheel.read_bytes()
+
+
+def test_a_reader_that_stops_reading_waits_in_the_selector_until_its_deadline(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path) -> None:
+    worker, conn, client = loop
+    big = make_wheel(tmp_path / "packages", "big", "1.0", payload=os.urandom(4 << 20))
+    assert worker.simple is not None
+    worker.simple.index.refresh(big.name)
+    download(loop, big)  # reads one piece, then nothing more
+    assert conn.state is State.SENDING and conn.body is not None  # parked, no thread
+    assert worker.waiting_jobs == 0
+    opened = conn.body.fd
+    worker._expire(time.monotonic() + worker.cfg.timeout + 1)
+    assert conn.fd not in worker.conns
+    with pytest.raises(OSError):
+        os.fstat(opened)  # the file went with the connection
