@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
@@ -30,20 +30,23 @@ POOL_FROM = 256  # fewer files to read than this: read here, no processes
 CHUNK_MIN, CHUNK_MAX = 16, 256  # files per task
 
 ToRead = list[tuple[FileStat, FileRow | None]]
+Scan = tuple[int, int]  # what a scan of the root found: (files, fingerprint)
 
 
 def load(index: Index, progress: Callable[[int, int], None] | None = None,
-         processes: int | None = None) -> None:
+         processes: int | None = None) -> Scan:
     """Scan the whole root; hash only what the cache does not already know.
 
     A file whose cached row still matches its identity costs one stat; the rest
     are read (``progress(done, total)`` as they are) and their rows cached.
-    ``processes``: how many read them (default: one per usable core).
+    ``processes``: how many read them (default: one per usable core). Returns
+    the scan's ``fingerprint``: the index is current while the root still has it.
     """
     index.ledger.catch_up()
     index.apply_marks(index.ledger.marks)
     with index.loading():
         stats = {stat.relpath: stat for stat in index.root.iter_files()}
+        scan = fingerprint(stats.values())
         to_read: ToRead = []
         gone: list[FileRow] = []
         for row in index.cache.iter_files():
@@ -71,6 +74,17 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None,
         index.cache.forget((row.relpath, row.identity) for row in gone)
     log.info("indexed %d files of %d projects in %s (%d new or changed)",
              index.file_count(), index.project_count(), index.root.path, len(to_read))
+    return scan
+
+
+def fingerprint(stats: Iterable[FileStat]) -> Scan:
+    """The files and their identities, in two numbers (in any order; the same in every
+    process forked from this one, which shares its string hashes)."""
+    count = total = 0
+    for stat in stats:
+        count += 1
+        total += hash((stat.relpath, stat.size, stat.mtime_ns, stat.inode))
+    return count, total & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _examined(index: Index, to_read: ToRead, processes: int | None

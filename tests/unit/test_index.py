@@ -254,3 +254,21 @@ def test_a_cold_load_in_a_pool_of_processes_finds_what_one_process_finds(
     assert len(seen[2][1]) == 2  # broken and garbage, once each
     total = loading.POOL_FROM + 2
     assert seen[2][2] == [(done, total) for done in range(1, total + 1)]
+
+
+def test_a_root_unchanged_since_the_load_is_not_compared_file_by_file(
+        root: Path, open_index: Callable[[], Index], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker forked after the load checks the root against the load's scan: the same,
+    and it leaves the entries it shares with the master untouched (reading them would copy
+    them); changed, and it compares every file."""
+    sdist = make_sdist(root, "b", "1.0")
+    names = sorted([make_wheel(root, "a", "1.0").name, sdist.name])
+    for changed in (False, True):
+        index = open_index()
+        compared: list[str] = []
+        monkeypatch.setattr(index, "update", lambda stat, seen=compared: seen.append(stat.relpath))
+        if changed:
+            os.utime(sdist, ns=(sdist.stat().st_atime_ns, sdist.stat().st_mtime_ns + 10**9))
+        index.start_watching(catch_up_first=True)
+        assert sorted(compared) == (names if changed else [])
+        assert index.projects() == ["a", "b"]
