@@ -33,6 +33,7 @@ class Sending:
 
     cfg: Any
     log: Any
+    alive: bool
     selector: selectors.BaseSelector
     outbox: list[Conn]
     _close: Callable[[Conn], None]
@@ -176,8 +177,9 @@ class Sending:
         sent = self._push(conn)
         if sent is None:
             return
-        if not sent:
-            conn.deadline = time.monotonic() + self.cfg.timeout  # the client read some
+        if not sent:  # the client read some: its time starts again (not past a stop's end)
+            deadline = time.monotonic() + self.cfg.timeout
+            conn.deadline = deadline if self.alive else min(conn.deadline, deadline)
             return
         self.selector.unregister(conn.sock)
         if conn.state is State.SENDING_LAST:
