@@ -27,8 +27,8 @@ log = logging.getLogger("pypid.index")
 
 BATCH_ROWS = 2000  # new rows written to the cache per transaction
 POOL_FROM = 256  # fewer files to read than this: read here, no processes
-# The master's share (its ~17 us a file against ~63 us for a reader) keeps up with
-# about four readers; more only cost memory and forks.
+# The master's share of each file (show it, cache its row) is about a quarter of a
+# reader's: it keeps up with a few readers; more only cost memory and forks.
 POOL_MAX = 8
 CHUNK_MIN, CHUNK_MAX = 16, 256  # files per task
 
