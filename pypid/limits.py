@@ -3,13 +3,14 @@
 The open-files limit is per process, so it is sized for one gunicorn worker:
 
     worker_connections (gunicorn's default)   1000   one socket each
+    a file being sent from the loop           1000   one per connection at most
     32 threads (server.THREADS_PER_WORKER)     x 8   256   an SQLite connection (db, -wal,
                                                          -shm), an upload's temp file and
-                                                         its re-read, a file being sent,
-                                                         the stored file, its folder
+                                                         its re-read, the stored file, its
+                                                         folder
     fixed                                        ~50   listener, log, pipes, inotify,
                                                          page file, imports
-    one worker needs about                     1,300   (the usual soft limit is 1024)
+    one worker needs about                     2,300   (the usual soft limit is 1024)
 
 The unit (``LimitNOFILE=16384``) leaves room for many-part upload forms; outside
 systemd, ``pypid serve`` raises its soft limit to the hard one at start-up.
@@ -22,7 +23,7 @@ import resource
 
 log = logging.getLogger("pypid")
 
-NEEDED_OPEN_FILES = 1300  # the sum above
+NEEDED_OPEN_FILES = 2300  # the sum above
 _CEILING = 1 << 20  # the kernel's usual fs.nr_open, for an unlimited hard limit
 
 

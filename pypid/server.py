@@ -34,7 +34,7 @@ from pypid.web.authz import warn_at_start
 
 log = logging.getLogger("pypid")
 
-THREADS_PER_WORKER = 32  # a download or an upload holds a thread (README, "Performance")
+THREADS_PER_WORKER = 32  # an upload or an app request holds a thread (README, "Performance")
 WORKER_CLASS = "pypid.worker.PypidWorker"
 LOGGER_CLASS = "pypid.accesslog.PypidLogger"  # the User-Agent cut to its first product
 GRACEFUL_TIMEOUT = 20  # below the unit's TimeoutStopSec=30

@@ -4,10 +4,13 @@ expensive step, done once per file version and kept in the cache."""
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple
+import io
+import signal
+from typing import IO, NamedTuple
 
 from pypid.cachedb import FileRow
 from pypid.distfile import (
+    DistFile,
     InvalidFilenameError,
     MetadataError,
     hash_file,
@@ -15,6 +18,8 @@ from pypid.distfile import (
     read_core_metadata,
 )
 from pypid.storage import FileStat, Storage
+
+WHOLE_BELOW = 8 * 1024 * 1024  # a smaller file is read at once: one read, zip reads from memory
 
 
 class Examined(NamedTuple):
@@ -26,17 +31,28 @@ class Examined(NamedTuple):
 
 
 def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
-    """Hash and read one file; ``old`` is its previous row (a touched file keeps its time)."""
+    """Hash and read one file; ``old`` is its previous row (a touched file keeps its time).
+
+    The file is opened once; below WHOLE_BELOW it is read whole, so the archive's
+    reads and seeks (hundreds for a zip) cost no system call.
+    """
     filename = stat.relpath.rsplit("/", 1)[-1]
     try:
         dist = parse_filename(filename)
     except InvalidFilenameError as exc:
         return Examined(None, f"ignoring {stat.relpath}: {exc.reason}")
-    path = root.resolve(stat.relpath)
     try:
         with root.open(stat.relpath) as handle:
-            sha256, size = hash_file(handle)
-        meta = read_core_metadata(path, dist)
+            source: IO[bytes] = handle
+            if stat.size < WHOLE_BELOW:
+                data = handle.read(stat.size + 1)  # one more: a file still growing
+                sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+                source = io.BytesIO(data)
+            else:
+                sha256, size = hash_file(handle)
+            if size != stat.size:
+                return Examined(None)  # still being written: the next event brings it back
+            meta = read_core_metadata(source, dist)
     except OSError as exc:
         return Examined(None, f"ignoring {stat.relpath}: cannot read it ({exc.strerror or exc})",
                         unusable=True)
@@ -44,18 +60,40 @@ def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
         row = FileRow(stat.relpath, *stat.identity, None, None, None,
                       stat.mtime_ns / 1e9, exc.reason)
         return Examined(row, f"ignoring {stat.relpath}: {exc.reason}", unusable=True)
-    if size != stat.size:
-        return Examined(None)  # still being written: the next event brings it back
     upload_time = stat.mtime_ns / 1e9
     if old is not None and old.relpath == stat.relpath and old.sha256 == sha256:
         upload_time = old.upload_time  # same bytes, only touched: keep the first time
-    return Examined(described(stat, sha256, meta.metadata, meta.requires_python, upload_time))
+    return Examined(described(stat, sha256, meta.metadata, meta.requires_python, upload_time,
+                              dist=dist))
 
 
 def described(stat: FileStat, sha256: str, metadata: bytes | None,
-              requires_python: str | None, upload_time: float) -> FileRow:
-    """The cache row of a readable distribution file."""
-    dist = parse_filename(stat.relpath.rsplit("/", 1)[-1])
+              requires_python: str | None, upload_time: float, *,
+              dist: DistFile | None = None) -> FileRow:
+    """The cache row of a readable distribution file (``dist``: its parsed name, if known)."""
+    if dist is None:
+        dist = parse_filename(stat.relpath.rsplit("/", 1)[-1])
     meta_sha = hashlib.sha256(metadata).hexdigest() if metadata is not None else None
     return FileRow(stat.relpath, *stat.identity, sha256, requires_python,
                    meta_sha, upload_time, None, dist.project, str(dist.version))
+
+
+# -- in a process of the cold start's pool (see ``pypid.index.loading``)
+
+_pool_root: list[Storage] = []  # the root a pool process reads, set when it starts
+
+
+def start_pool_process(root: Storage) -> None:
+    """A pool process's initializer: the root it reads from (inherited across the fork).
+
+    Ctrl-C reaches the whole process group: the master stops the pool, so its
+    processes need not print a traceback each.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _pool_root[:] = [root]
+
+
+def examine_many(files: list[tuple[FileStat, FileRow | None]]) -> list[Examined]:
+    """``examine`` for a chunk of files: one task, one message each way, for many files."""
+    root = _pool_root[0]
+    return [examine(root, stat, old) for stat, old in files]

@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pypid.distfile import has_dist_suffix, is_temp_name
+from pypid.index.loading import Scan, fingerprint
 from pypid.storage import FileStat
 from pypid.watch import WRITING_GRACE, Arrived, Change, ChangeFeed, Gone, Rescan, Settled
 
@@ -38,11 +39,15 @@ class Follower:
         self._thread: threading.Thread | None = None
         self._feed: ChangeFeed | None = None
 
-    def start(self, catch_up_first: bool = False) -> None:
+    def start(self, catch_up_first: bool = False, loaded: Scan | None = None) -> None:
         """Watch, then catch up with what changed since the snapshot: in the thread (a
         worker forked right after the load answers at once), or first, here (a worker
         started later, after a crash, must not answer from an old snapshot: it would
-        say 404 for a new project, or send its name upstream)."""
+        say 404 for a new project, or send its name upstream).
+
+        ``loaded``: the load's scan, if this process's index is still that snapshot;
+        when the root still matches it, no entry is touched (a worker that reads the
+        entries it inherited makes them its own copy: refcounts are writes)."""
         if self.active:
             return
         with self.index.lock:
@@ -53,8 +58,9 @@ class Follower:
             root = self.index.root
             feed = ChangeFeed(root.path, root.directories)  # watching before the scan
             if catch_up_first:
-                self._catch_up()
-            self._thread = threading.Thread(target=self._run, args=(feed, not catch_up_first),
+                self._catch_up(loaded)
+            self._thread = threading.Thread(target=self._run,
+                                            args=(feed, not catch_up_first, loaded),
                                             name="pypid-watch", daemon=True)
             self._thread.start()
 
@@ -65,10 +71,10 @@ class Follower:
         """After fork: the parent's thread does not exist in this process."""
         self.active = False
 
-    def _run(self, feed: ChangeFeed, catch_up: bool) -> None:
+    def _run(self, feed: ChangeFeed, catch_up: bool, loaded: Scan | None) -> None:
         self._feed = feed
         if catch_up:
-            self._catch_up()
+            self._catch_up(loaded)
         next_marks_check = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -88,8 +94,11 @@ class Follower:
         if ledger.catch_up():
             self.index.apply_marks(ledger.marks)
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, loaded: Scan | None) -> None:
         try:
+            if loaded is not None and fingerprint(self.index.root.iter_files()) == loaded:
+                self.follow_marks()  # the files are as loaded; marks are read apart
+                return
             self.resync()
         except Exception as exc:  # noqa: BLE001 - recovered from (and retried) here
             self._recover(exc)

@@ -18,16 +18,17 @@ class Index(ReadModel):
         super().__init__(root, cache)
         self._follower = Follower(self)
         self.loaded_at = time.monotonic()
+        self.loaded_scan: loading.Scan | None = None  # the root as the load found it
 
     def load(self, progress: Progress | None = None) -> None:
         """Scan the whole root; hash only what the cache does not already know."""
-        loading.load(self, progress)
+        self.loaded_scan = loading.load(self, progress)
         self.loaded_at = time.monotonic()
 
     def start_watching(self, catch_up_first: bool = False) -> None:
         """Follow changes in this process from now on (once per process; cheap to repeat);
         with ``catch_up_first``, be current before returning (see ``Follower.start``)."""
-        self._follower.start(catch_up_first)
+        self._follower.start(catch_up_first, self.loaded_scan)
 
     def close(self) -> None:
         """Stop watching and drop this thread's cache connection."""

@@ -1,12 +1,23 @@
-"""The bulk load: the whole root compared with the cache, in the master before workers fork."""
+"""The bulk load: the whole root compared with the cache, in the master before workers fork.
+
+The files the cache does not know are read in a pool of processes, one per
+core, in chunks (a task costs two pickled messages, so one per file would cost more
+than reading a small file); the master shows their rows and writes them to the cache
+as the chunks come back.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from pypid.cachedb import FileRow
+from pypid.index.examine import Examined, examine, examine_many, start_pool_process
 from pypid.storage import FileStat
 
 if TYPE_CHECKING:
@@ -14,20 +25,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pypid.index")
 
-BATCH_ROWS = 500  # new rows written to the cache per transaction
+BATCH_ROWS = 2000  # new rows written to the cache per transaction
+POOL_FROM = 256  # fewer files to read than this: read here, no processes
+# The master's share of each file (show it, cache its row) is about a quarter of a
+# reader's: it keeps up with a few readers; more only cost memory and forks.
+POOL_MAX = 8
+CHUNK_MIN, CHUNK_MAX = 16, 256  # files per task
+
+ToRead = list[tuple[FileStat, FileRow | None]]
+Scan = tuple[int, int]  # what a scan of the root found: (files, fingerprint)
 
 
-def load(index: Index, progress: Callable[[int, int], None] | None = None) -> None:
+def load(index: Index, progress: Callable[[int, int], None] | None = None,
+         processes: int | None = None) -> Scan:
     """Scan the whole root; hash only what the cache does not already know.
 
     A file whose cached row still matches its identity costs one stat; the rest
-    are read (``progress(done, total)`` after each) and their rows cached.
+    are read (``progress(done, total)`` as they are) and their rows cached.
+    ``processes``: how many read them (default: one per usable core). Returns
+    the scan's ``fingerprint``: the index is current while the root still has it.
     """
     index.ledger.catch_up()
     index.apply_marks(index.ledger.marks)
     with index.loading():
         stats = {stat.relpath: stat for stat in index.root.iter_files()}
-        to_read: list[tuple[FileStat, FileRow | None]] = []
+        scan = fingerprint(stats.values())
+        to_read: ToRead = []
         gone: list[FileRow] = []
         for row in index.cache.iter_files():
             stat = stats.pop(row.relpath, None)
@@ -40,8 +63,8 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None) -> No
         to_read.extend((stat, None) for stat in stats.values())
         del stats
         new_rows = []
-        for done, (stat, old) in enumerate(to_read, 1):
-            row = index.examine(stat, old)
+        for done, (stat, found) in enumerate(_examined(index, to_read, processes), 1):
+            row = index.examined(stat, found)
             if row is not None:
                 new_rows.append(row)
                 index.show(stat, row)
@@ -54,3 +77,43 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None) -> No
         index.cache.forget((row.relpath, row.identity) for row in gone)
     log.info("indexed %d files of %d projects in %s (%d new or changed)",
              index.file_count(), index.project_count(), index.root.path, len(to_read))
+    return scan
+
+
+def fingerprint(stats: Iterable[FileStat]) -> Scan:
+    """The files and their identities, in two numbers (in any order; the same in every
+    process forked from this one, which shares its string hashes)."""
+    count = total = 0
+    for stat in stats:
+        count += 1
+        total += hash((stat.relpath, stat.size, stat.mtime_ns, stat.inode))
+    return count, total & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _examined(index: Index, to_read: ToRead, processes: int | None
+              ) -> Iterator[tuple[FileStat, Examined]]:
+    """What reading each file found, in order: in a pool when there are many and
+    more than one core, else (or when the pool cannot run) here."""
+    if processes is None:
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        processes = min(usable, POOL_MAX)
+    done = 0
+    if processes > 1 and len(to_read) >= POOL_FROM:
+        size = max(CHUNK_MIN, min(CHUNK_MAX, len(to_read) // (processes * 8) or 1))
+        chunks = [to_read[at:at + size] for at in range(0, len(to_read), size)]
+        try:
+            with _pool(index, processes) as pool:
+                for chunk, results in zip(chunks, pool.map(examine_many, chunks), strict=True):
+                    yield from zip((stat for stat, _ in chunk), results, strict=True)
+                    done += len(chunk)
+        except (OSError, BrokenProcessPool) as exc:  # no pool here (sandbox, memory): alone
+            log.warning("cannot read files in parallel (%s); reading the rest in one process",
+                        exc)
+    for stat, old in to_read[done:]:
+        yield stat, examine(index.root, stat, old)
+
+
+def _pool(index: Index, processes: int) -> Executor:
+    """Forked processes: they inherit the imported modules and the root, so start at once."""
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                               initializer=start_pool_process, initargs=(index.root,))

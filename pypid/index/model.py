@@ -25,7 +25,7 @@ from packaging.version import Version
 from pypid.cachedb import CacheDB, FileRow
 from pypid.distfile import InvalidFilenameError, NormalizedName, parse_filename
 from pypid.events import EventLog
-from pypid.index.examine import examine
+from pypid.index.examine import Examined, examine
 from pypid.index.ledger import Ledger
 from pypid.index.records import FileEntry, Marks
 from pypid.storage import FileIdentity, FileStat, Storage
@@ -146,7 +146,10 @@ class ReadModel:
 
     def examine(self, stat: FileStat, old: FileRow | None) -> FileRow | None:
         """Read one file's facts; warn (once) about a file that cannot be served."""
-        found = examine(self.root, stat, old)
+        return self.examined(stat, examine(self.root, stat, old))
+
+    def examined(self, stat: FileStat, found: Examined) -> FileRow | None:
+        """Take note of what reading ``stat``'s file found (here or in another process)."""
         if found.problem is not None:
             self.warn_once(stat.relpath, found.problem)
         if found.unusable:

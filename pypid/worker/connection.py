@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import enum
+import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from pypid.http1 import PlainHead
+    from pypid.simple.reply import Reply
 
 
 class State(enum.Enum):
@@ -13,13 +20,15 @@ class State(enum.Enum):
     PAUSED = "answers queued"  # out of the selector: read requests wait for the answers to leave
     CLOSING = "closing"  # out of the selector: closed once the queued answers are sent
     IN_THREAD = "in a thread"
+    SENDING = "socket full"  # in the selector for writing; then reads its next request
+    SENDING_LAST = "socket full, closing"  # the same, then closed
 
 
 class Conn:
     """A client connection and what the loop holds for it."""
 
     __slots__ = ("sock", "fd", "client", "address", "server", "buf", "state", "deadline",
-                 "out", "out_bytes")
+                 "out", "out_bytes", "body")
 
     def __init__(self, sock: socket.socket, client: Any, server: Any) -> None:
         self.sock = sock
@@ -30,17 +39,45 @@ class Conn:
         self.buf = bytearray()
         self.state = State.IN_THREAD  # until the loop watches it
         self.deadline = 0.0  # for WAITING and READING
-        self.out: list[bytes] = []  # answers not sent yet (see PypidWorker._flush_all)
+        self.out: list[bytes | memoryview] = []  # answers not sent yet (see Sending)
         self.out_bytes = 0
+        self.body: FileBody | None = None  # a file to send after ``out``
+
+    def close(self) -> None:
+        """Close the socket and the file being sent."""
+        if self.body is not None:
+            body, self.body = self.body, None
+            os.close(body.fd)
+        self.sock.close()
 
     @property
     def in_selector(self) -> bool:
-        return self.state in (State.WAITING, State.READING)
+        return self.state in _SELECTED
 
 
-def unsent(parts: list[bytes], sent: int) -> list[memoryview]:
+_SELECTED = (State.WAITING, State.READING, State.SENDING, State.SENDING_LAST)
+
+
+class FileBody:
+    """The part of an open file still to send after the head; ``log``: what the access
+    log line needs once it has all left."""
+
+    __slots__ = ("fd", "offset", "left", "length", "start", "sendfile", "log")
+
+    def __init__(self, fd: int, offset: int, length: int,
+                 log: tuple[PlainHead, Reply, datetime] | None) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.left = length
+        self.length = length
+        self.start = offset
+        self.sendfile = True  # False: this file cannot be sent with sendfile
+        self.log = log
+
+
+def unsent(parts: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
     """What of ``parts`` is left after the first ``sent`` bytes, without copying."""
-    rest = []
+    rest: list[bytes | memoryview] = []
     for part in parts:
         if sent >= len(part):
             sent -= len(part)

@@ -2,15 +2,16 @@
 simple API can decide without blocking; everything else goes to a thread.
 
 A plain head (``pypid.http1``) that ``SimpleAPI.decide(..., may_block=False)``
-answers (a page, a 304, a redirect, a 404, a file's headers) is answered by the
-loop. The rest (uploads, logins, anything unusual) goes, with the bytes read, to
-a thread running gunicorn's parser and the Flask app, whose views ask the same
-``SimpleAPI``. File bodies are sent by a thread (sendfile): a slow reader never
-holds the loop.
+answers (a page, a 304, a redirect, a 404, a file) is answered by the loop, a
+file's body with non-blocking sendfile (``pypid.worker.sending``): a connection
+whose socket is full waits for it in the selector, so a slow reader holds neither
+the loop nor a thread. The rest (uploads, logins, anything unusual) goes, with the
+bytes read, to a thread running gunicorn's parser and the Flask app, whose views
+ask the same ``SimpleAPI``.
 
 A connection serves its next pipelined request only while its unsent answers
-are small, so pipelining cannot multiply memory. Idle keep-alive connections
-and half-sent heads wait in the loop, not in a thread. TLS
+are small and no file is being sent, so pipelining cannot multiply memory. Idle
+keep-alive connections and half-sent heads wait in the loop, not in a thread. TLS
 (``server.tls_cert``) uses gunicorn's gthread worker instead.
 """
 
@@ -48,26 +49,24 @@ from pypid.http1 import (
 from pypid.simple.core import SimpleAPI, SimpleRequest
 from pypid.simple.reply import Reply
 from pypid.worker.answers import BARE_LF_HEAD, BUSY, HEAD_TOO_LARGE, LOCATED, MAX_HEAD, forwarded
-from pypid.worker.connection import Conn, State, unsent
+from pypid.worker.connection import Conn, State
+from pypid.worker.sending import ACCEPT_PAUSE, OUT_OF_DESCRIPTORS, Sending
 from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enabled
 
 RECV_SIZE = 64 * 1024
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
-JOIN_BELOW = 16 * 1024  # answers are joined into one buffer below this; above, sendmsg
 QUEUE_PER_THREAD = 8  # requests waiting for a thread, per thread, before new ones get 503
-ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of descriptors
 NOTIFY_EVERY = 1.0  # heartbeat to the arbiter at most this often
 STOP_LINGER = 2.0  # a stopping worker still answers requests already on their way this long
 SERVER = (getattr(gunicorn, "SERVER", None) or gunicorn.SERVER_SOFTWARE).encode()
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT)
-_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 # Markers in the selector's key data.
 _ACCEPT = "accept"
 _WAKE = "wake"
 
 
-class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
+class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
     """See the module docstring. Configured by gunicorn's ``threads``, ``keepalive``,
     ``timeout``, ``worker_connections`` and ``max_requests``."""
 
@@ -109,16 +108,19 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
 
     def _loop(self) -> None:
         linger_until = float("inf")  # set when the worker starts stopping
-        while self.alive or (self.conns and time.monotonic() < linger_until):
+        while self.alive or (self.conns and (time.monotonic() < linger_until
+                                             or self._sending())):
             now = time.monotonic()
             stopping = not self.alive
             if stopping and linger_until == float("inf"):
                 # Stopping: no new connections, but a request a client is already
-                # sending on an open one is still answered (with Connection: close).
+                # sending on an open one is still answered (with Connection: close),
+                # and a file being sent may finish within graceful_timeout.
                 linger_until = now + min(STOP_LINGER, self.cfg.graceful_timeout)
                 for conn in self.conns.values():
                     if conn.in_selector:
-                        conn.deadline = min(conn.deadline, linger_until)
+                        conn.deadline = min(conn.deadline, now + self.cfg.graceful_timeout
+                                            if conn.body is not None else linger_until)
             if now - self.last_notify >= NOTIFY_EVERY or stopping:
                 self.notify()
                 self.last_notify = now
@@ -134,6 +136,9 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 self._dispatch(key)
             self._flush_all()
 
+    def _sending(self) -> bool:
+        return any(conn.body is not None for conn in self.conns.values())
+
     def _dispatch(self, key: selectors.SelectorKey) -> None:
         data = key.data
         try:
@@ -141,6 +146,8 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 self._accept(key.fileobj)  # type: ignore[arg-type]
             elif data is _WAKE:
                 self._woken()
+            elif data.state is State.SENDING or data.state is State.SENDING_LAST:
+                self._writable(data)
             else:
                 self._readable(data)
         except Exception:
@@ -166,17 +173,11 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
-                if exc.errno not in _OUT_OF_DESCRIPTORS:
+                if exc.errno not in OUT_OF_DESCRIPTORS:
                     raise
                 # The connection stays in the backlog: stop asking for it a moment
                 # (the listener would be readable at once again: a busy loop).
-                self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
-                if time.monotonic() - self.last_descriptor_warning > 60:
-                    self.last_descriptor_warning = time.monotonic()
-                    self.log.warning("out of file descriptors (%s) with %d connections open; "
-                                     "not accepting for %.1f s (raise LimitNOFILE or lower "
-                                     "worker_connections)", exc.strerror, len(self.conns),
-                                     ACCEPT_PAUSE)
+                self._out_of_descriptors(exc.strerror)
                 return
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -186,6 +187,15 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             self._watch(conn, time.monotonic())
             if len(self.conns) >= self.max_connections:
                 return
+
+    def _out_of_descriptors(self, why: str | None) -> None:
+        """Accept nothing for a moment (every socket and every file being sent holds one)."""
+        self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+        if time.monotonic() - self.last_descriptor_warning > 60:
+            self.last_descriptor_warning = time.monotonic()
+            self.log.warning("out of file descriptors (%s) with %d connections open; "
+                             "not accepting for %.1f s (raise LimitNOFILE or lower "
+                             "worker_connections)", why, len(self.conns), ACCEPT_PAUSE)
 
     def _watch(self, conn: Conn, now: float) -> None:
         """Back in the selector: wait for the next request (at most ``keepalive`` seconds)."""
@@ -240,8 +250,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             self._count_request()
             close = head.close or not self.alive or not self.keepalive
             if reply.file is not None:
-                self._to_thread(conn, partial(self._send_file, head=head, reply=reply,
-                                              close=close, started=started))
+                self._send_file(conn, head, reply, close, started)
                 return
             self._queue(conn, self._answer_head(reply, close), reply.body)
             if started is not None:
@@ -280,6 +289,20 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             return None  # a trusted proxy's prefix belongs in the Location: the app's job
         return reply
 
+    def _send_file(self, conn: Conn, head: PlainHead, reply: Reply, close: bool,
+                   started: datetime | None) -> None:
+        """Queue the head; the body follows from the open file once the queue has left.
+        The connection's next request waits for both."""
+        opened = self._open_body(conn, head, reply, started)
+        if opened is None:  # out of descriptors: like a full thread queue
+            self._refuse(conn, BUSY)
+            self._out_of_descriptors("opening a file to send")
+        elif not opened:  # gone or replaced since the decision: the app says what now
+            self._to_thread(conn, partial(self._slow_request, head=head))
+        else:
+            self._queue(conn, self._answer_head(reply, close))
+            self._leave_selector(conn, State.CLOSING if close else State.PAUSED)
+
     def _answer_head(self, reply: Reply, close: bool) -> bytes:
         now = int(time.time())
         if self._common[0] != now:
@@ -287,62 +310,6 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
             self._common = (now, common_headers(SERVER, date, False),
                             common_headers(SERVER, date, True))
         return answer_head(reply.status_line, reply.headers, self._common[2 if close else 1])
-
-    # -- sending: once per turn of the loop, so that answers to many connections
-    # leave together. The client then wakes once for a batch of answers instead
-    # of once for each (on loopback each wake-up is an interrupt to another CPU).
-
-    def _queue(self, conn: Conn, *parts: bytes) -> None:
-        if not conn.out:
-            self.outbox.append(conn)
-        for part in parts:
-            if part:
-                conn.out.append(part)
-                conn.out_bytes += len(part)
-
-    def _flush_all(self) -> None:
-        outbox, self.outbox = self.outbox, []
-        for conn in outbox:
-            try:
-                if self._flush(conn) and conn.state is State.PAUSED:
-                    self._resume(conn)
-            except Exception:
-                self.log.exception("Error in the event loop")
-                self._close(conn)
-
-    def _flush(self, conn: Conn, then: Callable[[Conn], bool] | None = None) -> bool:
-        """Send ``conn``'s queued answers; True when all left and the loop keeps it.
-
-        What the socket does not take at once is sent by a thread (a slow client
-        must not hold the loop), and ``then`` runs there after it; without
-        unsent bytes ``then`` goes to a thread at once.
-        """
-        out, size = conn.out, conn.out_bytes
-        conn.out, conn.out_bytes = [], 0
-        rest: list[memoryview] = []
-        if out:
-            if len(out) > 1 and size <= JOIN_BELOW:  # one copy beats an iovec when small
-                out = [b"".join(out)]
-            try:
-                sent = conn.sock.send(out[0]) if len(out) == 1 else conn.sock.sendmsg(out)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._close(conn)
-                return False
-            if sent < size:
-                rest = unsent(out, sent)
-        closing = conn.state is State.CLOSING
-        if rest:
-            self._hand_over(conn, partial(self._send_rest, rest=rest, close=closing, then=then))
-            return False
-        if closing:
-            self._close(conn)
-            return False
-        if then is not None:
-            self._hand_over(conn, then)
-            return False
-        return True
 
     def _resume(self, conn: Conn) -> None:
         """Its answers have left: serve the requests it sent meanwhile, then read again."""
@@ -371,7 +338,7 @@ class PypidWorker(ThreadedRequests, Worker):  # type: ignore[misc]
                 self.selector.unregister(conn.sock)
         conn.state = State.CLOSING
         with suppress(OSError):
-            conn.sock.close()
+            conn.close()
 
     def _count_request(self) -> None:
         with self.count_lock:

@@ -1,6 +1,6 @@
 """What the worker's threads do: one request the gunicorn way (its parser, its WSGI
-environ and response, as gthread serves it), file bodies, and answers too slow to send
-from the loop. A mixin of ``PypidWorker``: it uses the worker's ``cfg``, ``log``,
+environ and response, as gthread serves it), and answers queued before one, which
+the socket did not take at once. A mixin of ``PypidWorker``: it uses the worker's ``cfg``, ``log``,
 ``wsgi``, ``alive`` and its ``_count_request`` / ``_answer_head``.
 """
 
@@ -42,7 +42,7 @@ class ThreadedRequests:
     wsgi: Any
     alive: bool
 
-    def _send_rest(self, conn: Conn, rest: list[memoryview], close: bool,
+    def _send_rest(self, conn: Conn, rest: list[bytes | memoryview], close: bool,
                    then: Callable[[Conn], bool] | None = None) -> bool:
         for part in rest:
             conn.sock.sendall(part)
@@ -50,25 +50,8 @@ class ThreadedRequests:
             return then(conn)
         return not close
 
-    def _send_file(self, conn: Conn, head: PlainHead, reply: Reply, close: bool,
-                   started: datetime | None) -> bool:
-        part = reply.file
-        if part is None:  # never: only file replies come here
-            return False
-        try:
-            handle = open(part.path, "rb")  # noqa: SIM115 - closed below
-        except OSError:
-            return self._slow_request(conn, head)
-        with handle:
-            if not part.matches(handle.fileno()):
-                return self._slow_request(conn, head)  # replaced since: the app says what now
-            conn.sock.sendall(self._answer_head(reply, close))
-            sent = conn.sock.sendfile(handle, part.offset, part.length) if part.length else 0
-        if started is not None:
-            self._log_access(conn, head, reply, sent, started)
-        return sent == part.length and not close  # a short body has lost the framing: close
-
     def _slow_request(self, conn: Conn, head: PlainHead) -> bool:
+        """``head`` (already taken from the buffer) through the app after all."""
         conn.buf[:0] = head.raw + b"\r\n\r\n"
         return self._slow(conn)
 

@@ -4,10 +4,11 @@ answers itself before any thread or Flask is involved."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from gunicorn.glogging import Logger
 from pypid.config import defaults
 from pypid.web import create_app
 from pypid.worker import PypidWorker
-from pypid.worker.connection import Conn
+from pypid.worker.connection import Conn, State
 from tests.builders import make_wheel
 
 
@@ -95,3 +96,70 @@ def test_heads_no_parser_should_judge_are_refused_and_closed(
     answer = exchange(worker, conn, client, head)
     assert answer.startswith(b"HTTP/1.1 " + status)
     assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_a_download_is_sent_by_the_loop(loop: tuple[PypidWorker, Conn, socket.socket],
+                                        tmp_path: Path) -> None:
+    worker, conn, client = loop
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+    answer = download(loop, wheel)
+    while len(answer) < len(wheel.read_bytes()):  # the rest is already in the socket
+        answer += client.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert body == wheel.read_bytes()
+    assert worker.waiting_jobs == 0 and conn.body is None  # no thread; the file is closed
+    assert conn.in_selector  # waiting for the next request
+
+
+def failing(code: int) -> Callable[..., int]:
+    def fail(*_: object) -> int:
+        raise OSError(code, os.strerror(code))
+    return fail
+
+
+def download(loop: tuple[PypidWorker, Conn, socket.socket], wheel: Path) -> bytes:
+    return exchange(*loop, f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+
+
+def test_a_file_that_runs_out_of_descriptors_gets_503(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = loop[0]
+    monkeypatch.setattr(os, "open", failing(errno.EMFILE))
+    answer = download(loop, next((tmp_path / "packages").glob("*.whl")))
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nRetry-After: 1\r\n" in answer
+    assert worker.accept_paused_until > time.monotonic()  # no new connections a moment
+
+
+def test_a_file_system_without_sendfile_gets_read_and_send(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, conn, client = loop
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+    monkeypatch.setattr(os, "sendfile", failing(errno.EINVAL))
+    answer = download(loop, wheel)
+    for _ in range(100):  # bounded: the rest is sent as the loop turns
+        if len(answer.partition(b"\r\n\r\n")[2]) >= wheel.stat().st_size:
+            break
+        if conn.state.name.startswith("SENDING"):
+            worker._writable(conn)
+        answer += client.recv(65536)
+    assert answer.partition(b"\r\n\r\n")[2] == wheel.read_bytes()
+
+
+def test_a_reader_that_stops_reading_waits_in_the_selector_until_its_deadline(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path) -> None:
+    worker, conn, client = loop
+    big = make_wheel(tmp_path / "packages", "big", "1.0", payload=os.urandom(4 << 20))
+    assert worker.simple is not None
+    worker.simple.index.refresh(big.name)
+    download(loop, big)  # reads one piece, then nothing more
+    assert conn.state is State.SENDING and conn.body is not None  # parked, no thread
+    assert worker.waiting_jobs == 0
+    opened = conn.body.fd
+    worker._expire(time.monotonic() + worker.cfg.timeout + 1)
+    assert conn.fd not in worker.conns
+    with pytest.raises(OSError):
+        os.fstat(opened)  # the file went with the connection
