@@ -27,7 +27,8 @@ from pypid.config import Config, ConfigError, load_config
 from pypid.index import Index
 from pypid.limits import raise_open_files_limit
 from pypid.manage import prepare_root, report_ownerless
-from pypid.storage import PackageRoot, StorageError
+from pypid.storage import StorageError
+from pypid.storage.select import open_storage
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
 from pypid.web import Services, assemble, create_app
 from pypid.web.authz import warn_at_start
@@ -87,7 +88,7 @@ def bind_address(host: str, port: int) -> str:
 
 def build_app(config: Config, progress: Callable[[int, int], None] | None = None) -> Flask:
     """Index the root and build the app, in this (the master) process."""
-    prepare_root(PackageRoot(config.root))  # no worker exists yet: any temp file is a leftover
+    prepare_root(open_storage(config))  # no worker exists yet: any temp file is a leftover
     services = assemble(config, progress=progress)
     warn_at_start(config.auth.protect, services.htpasswd.problem())
     report_ownerless(services.manager)

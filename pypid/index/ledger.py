@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from pypid.events import ANONYMOUS, Event, EventLog
+from pypid.events import ANONYMOUS, AuditLog, Event
 from pypid.index.records import Marks
 
 _NONE: Mapping[str, str] = MappingProxyType({})
@@ -32,7 +32,7 @@ def is_login(user: str) -> bool:
 class Ledger:
     """What the log describes, as of the last ``catch_up``."""
 
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: AuditLog) -> None:
         self.events = events
         self._offset = 0
         self._lock = threading.Lock()

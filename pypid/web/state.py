@@ -16,7 +16,7 @@ from pypid.simple.core import SimpleAPI
 from pypid.simple.logins import Logins
 from pypid.simple.pagecache import PageCache
 from pypid.simple.pagepack import PagePack
-from pypid.storage import PackageRoot
+from pypid.storage.select import open_storage
 
 
 @dataclass
@@ -39,7 +39,7 @@ def assemble(config: Config, *, index: Index | None = None,
              progress: Callable[[int, int], None] | None = None) -> Services:
     """Everything an app serves from ``config``; indexes the root unless given ``index``."""
     if index is None:
-        index = Index(PackageRoot(Path(config.root)))
+        index = Index(open_storage(config))
         index.load(progress)
     htpasswd = Htpasswd(Path(config.auth.htpasswd))
     logins = Logins(htpasswd, config.auth.protect)
