@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from pypid.distfile import hash_file
@@ -86,12 +86,7 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
     A failed link restores the row it replaced (a file replaced in place keeps its upload
     time); a failed record takes the new file away again."""
     old_row = index.cache.get(row.relpath)
-    try:
-        index.cache.put([row])
-    except sqlite3.Error as exc:  # the cache shares the root's disk
-        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
-            raise NoSpaceError(f"no space left on the disk of {index.cache.directory}") from None
-        raise StorageError(f"cannot record the upload in {index.cache.directory}: {exc}") from None
+    _put_row(index, row)
     try:
         stat = incoming.publish(row.relpath, overwrite=overwrite)
     except (FileExistsError, StorageError) as exc:
@@ -102,6 +97,12 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
             raise
         return Published(False, holder=row.relpath.rsplit("/", 1)[-1],  # copied in by hand
                          holder_sha256=_sha256_of(index, row.relpath))
+    if stat.identity != row.identity:
+        # A bucket names the version (ETag, time) only once it holds it; its time is the
+        # upload time every node reads from it.
+        row = replace(row, size=stat.size, mtime_ns=stat.mtime_ns, inode=stat.inode,
+                      upload_time=stat.mtime_ns / 1e9)
+        _put_row(index, row)
     if gate is not None:
         try:
             gate.record(row.relpath.rsplit("/", 1)[-1], sha256, stat.size)
@@ -117,6 +118,15 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
         for old in replaced:
             index.hide(old, forget=True)
     return Published(True, size=stat.size)
+
+
+def _put_row(index: Index, row: FileRow) -> None:
+    try:
+        index.cache.put([row])
+    except sqlite3.Error as exc:  # the cache shares the root's disk
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+            raise NoSpaceError(f"no space left on the disk of {index.cache.directory}") from None
+        raise StorageError(f"cannot record the upload in {index.cache.directory}: {exc}") from None
 
 
 def _sha256_of(index: Index, relpath: str) -> str | None:
