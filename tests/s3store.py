@@ -114,8 +114,8 @@ def _wait_ready(store: Store) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     problem: BaseException | None = None
     while time.monotonic() < deadline and store.proc.poll() is None:
+        client = store.client()
         try:
-            client = store.client()
             with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
                 client.create_bucket(Bucket=BUCKET)
             client.put_object(Bucket=BUCKET, Key="ready", Body=b"")
@@ -123,6 +123,8 @@ def _wait_ready(store: Store) -> None:
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             problem = exc
             time.sleep(0.3)
+        finally:
+            client.close()
     tail = store.log.read_text("utf-8", "replace")[-3000:]
     pytest.fail(f"SeaweedFS not ready within {START_TIMEOUT}s ({problem}); log:\n{tail}")
 

@@ -66,6 +66,14 @@ class Clients:
         self._ensure()
         return self._create
 
+    def close(self) -> None:
+        """Close this process's connections (the next call opens new ones)."""
+        with self._lock:
+            if self._pid == os.getpid():
+                self._plain.close()
+                self._create.close()
+            self._pid, self._plain, self._create = -1, None, None
+
     def _ensure(self) -> None:
         if self._pid == os.getpid():
             return

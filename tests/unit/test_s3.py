@@ -29,10 +29,23 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
+MADE: list[BucketRoot] = []
+
+
+@pytest.fixture(autouse=True)
+def close_nodes() -> Iterator[None]:
+    """Close every node's connections after each test (unclosed sockets are errors)."""
+    yield
+    while MADE:
+        MADE.pop().close()
+
+
 def node(store: Store, tmp: Path, prefix: str, name: str = "node",
          max_bytes: int = 1 << 30) -> BucketRoot:
     place = BucketPlace(store.endpoint, BUCKET, prefix, "us-east-1")
-    return BucketRoot(place, tmp / name / "root", FileCache(tmp / name / "copies", max_bytes))
+    made = BucketRoot(place, tmp / name / "root", FileCache(tmp / name / "copies", max_bytes))
+    MADE.append(made)
+    return made
 
 
 @pytest.fixture
@@ -150,6 +163,7 @@ def test_wrong_credentials_fail_without_showing_them(bucket: BucketRoot,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-xyz")
     fresh = BucketRoot(bucket.place, bucket.node_root, bucket.copies)
+    MADE.append(fresh)
     with pytest.raises(StorageError) as info:
         list(fresh.iter_files())
     assert "wrong-secret-xyz" not in str(info.value) and SECRET_KEY not in str(info.value)
