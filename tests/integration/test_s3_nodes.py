@@ -224,3 +224,22 @@ def test_the_bucket_audit_log_verifies(cluster: Cluster) -> None:
     lines = [json.loads(line) for line in
              cli(cluster.configs[2], "audit", "--json").stdout.splitlines()]
     assert {"user-add", "upload"} <= {line["action"] for line in lines}
+
+
+def test_a_node_restarted_reads_only_what_changed_while_it_was_down(cluster: Cluster) -> None:
+    node1, _, node3 = cluster.nodes
+    stop(node3.proc)
+    wheel = make_wheel(cluster.dist, "s3-late", "1.0")
+    body = multipart(form_for(wheel, "s3-late", "1.0"), (wheel.name.encode(), wheel.read_bytes()))
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    assert call(node1, "POST", "/", "alice", body, headers)[0] == 200
+    cfg = cluster.configs[2]
+    restarted = launch(cfg, cfg.parent / "root", log=cfg.parent / "server-2.log",
+                       extra_env=credentials_env())
+    cluster.nodes[2] = restarted
+    STARTED.append(restarted)
+    # Its index database still describes every other file: only the new one is read.
+    assert "(1 new or changed)" in restarted.log_text()
+    assert wheel.name in files_on(restarted, "s3-late")
+    assert files_on(restarted, "s3-gone") == {}
+    assert call(restarted, "GET", "/packages/s3_gone-1.0-py3-none-any.whl")[0] == 404
