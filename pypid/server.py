@@ -284,8 +284,9 @@ def banner(config: Config, listeners: list[Any], index: Index, htpasswd: Htpassw
     command = pypid_command()
     lines = [
         f"pypid {__version__} is ready: open {url}",
-        f"packages: {index.root.path} ({plural(index.project_count(), 'project')}, "
-        f"{plural(index.file_count(), 'file')}; files copied in are served at once)",
+        f"packages: {index.root.where} ({plural(index.project_count(), 'project')}, "
+        f"{plural(index.file_count(), 'file')}"
+        + ("; files copied in are served at once)" if not index.root.is_remote else ")"),
         f"install:  pip install --index-url {url}simple/ PACKAGE",
         f"upload:   twine upload --repository-url {url} -u NAME dist/*",
     ]
@@ -321,7 +322,7 @@ def _when_ready(server: Any) -> None:
     index = app.services.index
     log.info("pypid %s serving %s (%s) from %s on %s with %s (config: %s)", __version__,
              plural(index.project_count(), "project"), plural(index.file_count(), "file"),
-             index.root.path, bound_addresses(server.LISTENERS),
+             index.root.where, bound_addresses(server.LISTENERS),
              plural(config.server.workers, "worker"), config.source or "defaults")
 
 

@@ -47,7 +47,7 @@ class Manager:
         self.overwrite = overwrite  # [storage] overwrite: a removed name may be reused
         self._users = users  # the htpasswd file's users, read when asked
         self._changed = changed
-        self.where = str(root.path)
+        self.where = root.where
 
     # -- what the index holds
 

@@ -96,6 +96,11 @@ class Storage(Protocol):
         """This node's folder for rebuildable caches."""
         ...
 
+    @property
+    def where(self) -> str:
+        """Where the files are, for messages (a folder, or s3://bucket/prefix)."""
+        ...
+
     def event_log(self) -> AuditLog:
         """The audit/event log that belongs with these files."""
         ...

@@ -47,6 +47,7 @@ class PackageRoot:
 
     def __init__(self, root: Path) -> None:
         self.path = Path(root).absolute()
+        self.where = str(self.path)  # for messages
 
     @property
     def cache_dir(self) -> Path:

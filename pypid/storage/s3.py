@@ -78,6 +78,10 @@ class BucketRoot:
     def cache_dir(self) -> Path:
         return self.node_root / CACHE_DIRNAME
 
+    @property
+    def where(self) -> str:
+        return self.place.describe()
+
     def close(self) -> None:
         """Close the connections to the store (a later call opens new ones)."""
         self.clients.close()
