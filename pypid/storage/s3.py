@@ -45,6 +45,7 @@ from pypid.storage.s3client import (
     storage_error,
 )
 from pypid.storage.s3log import BucketLog
+from pypid.storage.s3mirror import LogMirror
 from pypid.storage.s3upload import BucketIncoming
 
 log = logging.getLogger("pypid.storage")
@@ -87,7 +88,8 @@ class BucketRoot:
         self.clients.close()
 
     def event_log(self) -> AuditLog:
-        return BucketLog(self.clients, self.place, self.note)
+        return BucketLog(self.clients, self.place, self.note, LogMirror(
+            self.cache_dir / f"events-{self.place.digest()}.jsonl"))
 
     # -- health
 

@@ -39,6 +39,11 @@ class BucketPlace:
         """The key prefix of everything pypid keeps ('' or 'prefix/')."""
         return self.prefix + "/" if self.prefix else ""
 
+    def digest(self) -> str:
+        """A short name for this place (endpoint, bucket, prefix), for local caches."""
+        return hashlib.sha256(f"{self.endpoint}\n{self.bucket}\n{self.prefix}".encode()
+                              ).hexdigest()[:12]
+
     def describe(self) -> str:
         """For messages: s3://bucket/prefix (no endpoint login: config refuses one)."""
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")

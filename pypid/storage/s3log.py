@@ -5,7 +5,8 @@ A writer creates the next seq's object with ``If-None-Match: *``: when another
 node took that seq first (412), it chains after that line and tries the next.
 An object is whole or absent, so there is no torn line; seqs are zero-padded, so
 the store lists them in order, and a reader lists only the keys after the last
-one it read (``StartAfter``), stopping at a gap.
+one it read (``StartAfter``), stopping at a gap. A node's ``LogMirror`` holds the
+lines it read before, so that a restart asks the store for the new ones only.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pypid.storage.s3client import (
     BucketPlace,
     Clients,
     client_errors,
+    is_missing,
     is_taken,
     reason,
 )
+from pypid.storage.s3mirror import LogMirror, seq_of
 
 log = logging.getLogger("pypid.audit")
 
@@ -37,9 +40,12 @@ class BucketLog:
     """The log of one bucket place; ``note`` hears whether the store answered."""
 
     def __init__(self, clients: Clients, place: BucketPlace,
-                 note: Callable[[str | None], None] = lambda _problem: None) -> None:
+                 note: Callable[[str | None], None] = lambda _problem: None,
+                 mirror: LogMirror | None = None) -> None:
         self.clients = clients
         self.place = place
+        self.mirror = mirror
+        self._mirror_end = -1  # the mirror's last seq once checked against the store
         self.path = f"{place.describe()}/{EVENTS_DIR.rstrip('/')}"
         self._note = note
         self._lock = threading.Lock()
@@ -66,6 +72,8 @@ class BucketLog:
                                   client=client, prev=prev)
                     if self._create(seq + 1, line):
                         self._tail = (seq + 1, line_hash(line))
+                        if self.mirror is not None:
+                            self.mirror.extend([line])
                         break
                     seq, prev = seq + 1, line_hash(self._get(seq + 1))  # another node's
                 else:
@@ -138,26 +146,59 @@ class BucketLog:
 
     def read(self, offset: int = 0) -> tuple[list[Event], int]:
         """The lines after seq ``offset`` (up to READ_BATCH), and the last seq read."""
+        if self.mirror is not None and offset < self._check_mirror():
+            lines = self.mirror.lines_after(offset, READ_BATCH)
+            if lines:
+                return self._decoded(lines), offset + len(lines)
         events: list[Event] = []
+        lines = []
         seq = offset
         try:
             for found in self._seqs_after(offset):
                 if found != seq + 1 or len(events) >= READ_BATCH:
                     break  # a gap (a line not listed yet): the next read goes on
-                line = self._get(found)
+                lines.append(self._get(found))
                 seq = found
-                try:
-                    events.append(decode(line))
-                except ValueError:
-                    log.warning("audit log %s: skipping seq %d: not an entry", self.path, seq)
-                if seq > self._tail[0]:
-                    self._tail = (seq, line_hash(line))
         except client_errors() as exc:
             self._note(f"{self.place.describe()}: unreachable: {reason(exc)}")
             log.debug("audit log %s: cannot read: %s", self.path, reason(exc))
-            return events, seq
-        self._note(None)
-        return events, seq
+        else:
+            self._note(None)
+        if lines and self.mirror is not None:
+            self.mirror.extend(lines)
+        return self._decoded(lines), seq
+
+    def _decoded(self, lines: list[bytes]) -> list[Event]:
+        events = []
+        for line in lines:
+            try:
+                events.append(decode(line))
+            except ValueError:
+                log.warning("audit log %s: skipping a line that is not an entry", self.path)
+        if lines and seq_of(lines[-1]) > self._tail[0]:
+            self._tail = (seq_of(lines[-1]), line_hash(lines[-1]))
+        return events
+
+    def _check_mirror(self) -> int:
+        """The mirror's last seq, once the store still holds that line as mirrored (else the
+        mirror is dropped: the bucket was replaced or rewound). -1 while it cannot say."""
+        if self._mirror_end >= 0 or self.mirror is None:
+            return self._mirror_end
+        last, line = self.mirror.last()
+        try:
+            same = last == 0 or self._get(last) == line
+        except client_errors() as exc:
+            if not is_missing(exc):
+                return -1  # the store is away: ask again at the next read
+            same = False
+        if not same:
+            log.warning("audit log %s: this node's copy %s does not match the bucket's; "
+                        "dropped it, reading the log from the store", self.path,
+                        self.mirror.path)
+            self.mirror.drop()
+            last = 0
+        self._mirror_end = last
+        return last
 
     def scan(self) -> Iterator[Event]:
         """Every line, oldest first."""

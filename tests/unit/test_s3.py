@@ -224,3 +224,29 @@ def test_verify_finds_an_edited_or_missing_line(s3_store: Store, tmp_path: Path,
     assert log.verify() == (2, "line 3: its prev hash does not match line 2")
     client.delete_object(Bucket=BUCKET, Key=key)
     assert log.verify() == (1, "line 2: missing (the next line is 3)")
+
+
+def test_a_restarted_node_reads_old_lines_from_its_copy(s3_store: Store, tmp_path: Path,
+                                                        prefix: str) -> None:
+    writer = node(s3_store, tmp_path, prefix, "writer").event_log()
+    for owner in ("a", "b", "c"):
+        writer.append("owner-add", user="u", project="p", owner=owner)
+    reader_root = node(s3_store, tmp_path, prefix, "reader")
+    assert [e.seq for e in reader_root.event_log().read(0)[0]] == [1, 2, 3]
+    writer.append("owner-add", user="u", project="p", owner="d")
+    again = node(s3_store, tmp_path, prefix, "reader")  # the same node, started again
+    gets: list[str] = []
+    again.clients.plain().meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: gets.append(params["url_path"]))
+    log = again.event_log()
+    events, offset = log.read(0)
+    assert [e.seq for e in events] == [1, 2, 3] and len(gets) == 1  # only its last line
+    events, offset = log.read(offset)
+    assert [e.seq for e in events] == [4] and len(gets) == 2  # the new line: from the store
+    assert log.read(offset) == ([], 4)
+    # A copy that no longer matches the bucket is dropped, not believed.
+    mirror = log.mirror
+    assert mirror is not None and mirror.last()[0] == 4
+    mirror.path.write_bytes(mirror.path.read_bytes().replace(b'"d"', b'"x"'))
+    fresh = node(s3_store, tmp_path, prefix, "reader").event_log()
+    assert [e.get("owner") for e in fresh.read(0)[0]] == ["a", "b", "c", "d"]
