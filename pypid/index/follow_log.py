@@ -32,6 +32,7 @@ class LogFollower:
         self.active = False
         self._stop = threading.Event()
         self._pending: list[Event] = []  # file lines not applied yet (the store failed)
+        self._polling = threading.Lock()  # the thread, and a change that must be current
         self._failing = False
         index.ledger.collect_file_events()
 
@@ -56,6 +57,7 @@ class LogFollower:
 
     def forget_thread(self) -> None:
         self.active = False
+        self._polling = threading.Lock()
 
     def _run(self) -> None:
         while not self._stop.wait(RETRY_SECONDS if self._failing else POLL_SECONDS):
@@ -77,12 +79,13 @@ class LogFollower:
     def poll(self) -> None:
         """Apply the log's new lines: marks, then the files they name."""
         index, ledger = self.index, self.index.ledger
-        if ledger.catch_up():
-            index.apply_marks(ledger.marks)
-        self._pending.extend(ledger.take_file_events())
-        while self._pending:
-            self._apply(self._pending[0])
-            self._pending.pop(0)
+        with self._polling:
+            if ledger.catch_up():
+                index.apply_marks(ledger.marks)
+            self._pending.extend(ledger.take_file_events())
+            while self._pending:
+                self._apply(self._pending[0])
+                self._pending.pop(0)
 
     def _apply(self, event: Event) -> None:
         name = event.get("file")

@@ -34,6 +34,12 @@ class Index(ReadModel):
         with ``catch_up_first``, be current before returning (see ``Follower.start``)."""
         self._follower.start(catch_up_first)
 
+    def catch_up_now(self) -> None:
+        """Remote files: apply the log's new lines now, so that a change decided here sees
+        another node's upload of a moment ago (a local root's watcher is that quick)."""
+        if isinstance(self._follower, LogFollower):
+            self._follower.poll()
+
     def close(self) -> None:
         """Stop watching and drop this thread's cache connection."""
         self._follower.stop()

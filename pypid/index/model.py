@@ -110,6 +110,9 @@ class ReadModel:
     def marks(self) -> Marks:
         return self._marks
 
+    def catch_up_now(self) -> None:
+        """Before a decision about files: see every change made anywhere (see live.Index)."""
+
     def refresh(self, relpath: str) -> None:
         """Bring one path up to date: added, changed or removed."""
         try:
