@@ -41,16 +41,14 @@ class LogFollower:
         self.index.ledger.take_file_events()
 
     def start(self, catch_up_first: bool = False) -> None:
-        if self.active:
-            return
         with self.index.lock:
             if self.active:
                 return
             self.active = True
             self._stop = threading.Event()
-            if catch_up_first:
-                self._poll_safely()
-            threading.Thread(target=self._run, name="pypid-follow-log", daemon=True).start()
+        if catch_up_first:  # outside the index's lock: polling takes it (after _polling)
+            self._poll_safely()
+        threading.Thread(target=self._run, name="pypid-follow-log", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
