@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pypid.storage.base import FileStat, StorageError
+from pypid.storage.local import UPLOAD_PREFIX
 
 log = logging.getLogger("pypid.storage")
 
@@ -79,11 +80,11 @@ class FileCache:
             self.path(relpath).unlink()
 
     def sweep(self) -> int:
-        """Remove temp files a killed process left; call before serving."""
+        """Remove the copies and upload spools a killed process left; call before serving."""
         removed = 0
         for directory, _dirs, names in os.walk(self.directory):
             for name in names:
-                if name.startswith(TEMP_PREFIX):
+                if name.startswith((TEMP_PREFIX, UPLOAD_PREFIX)):
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(directory, name))
                         removed += 1

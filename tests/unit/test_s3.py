@@ -250,3 +250,12 @@ def test_a_restarted_node_reads_old_lines_from_its_copy(s3_store: Store, tmp_pat
     mirror.path.write_bytes(mirror.path.read_bytes().replace(b'"d"', b'"x"'))
     fresh = node(s3_store, tmp_path, prefix, "reader").event_log()
     assert [e.get("owner") for e in fresh.read(0)[0]] == ["a", "b", "c", "d"]
+
+
+def test_sweep_removes_what_a_killed_process_left(tmp_path: Path) -> None:
+    copies = FileCache(tmp_path / "copies", 1 << 20)
+    for name in (".pypid-copy-1a2b", ".pypid-upload-3c4d", "kept-1.0.tar.gz"):
+        copies.path(name).parent.mkdir(parents=True, exist_ok=True)
+        copies.path(name).write_bytes(b"x")
+    assert copies.sweep() == 2
+    assert [p.name for p in copies.directory.iterdir()] == ["kept-1.0.tar.gz"]
