@@ -33,9 +33,9 @@ from pypid.config import (
     load_config,
     render_toml,
 )
-from pypid.events import EventLog, EventLogError
+from pypid.events import EventLogError
 from pypid.manage import cli_actor
-from pypid.storage import PackageRoot
+from pypid.storage.select import open_storage
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -275,9 +275,9 @@ def _user_add(args: argparse.Namespace) -> int:
 def _audit_user(args: argparse.Namespace, action: str, name: str, reason: str | None) -> int:
     """The audit line of a user change, when the package root exists (the log lives there)."""
     config = load_config(args.config)
-    if not config.root.is_dir():
+    if config.storage.backend == "local" and not config.root.is_dir():
         return EXIT_OK
-    events = EventLog(PackageRoot(config.root).cache_dir)
+    events = open_storage(config).event_log()
     try:
         events.append(action, user=cli_actor().user, owner=name, reason=reason)
     except EventLogError as exc:

@@ -8,15 +8,13 @@ shipped, commented ``etc/pypid.toml``. This module imports no other pypid module
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from packaging.requirements import InvalidRequirement, Requirement
+from pypid import config_checks as check
 
 try:
     import tomllib
@@ -25,9 +23,9 @@ except ModuleNotFoundError:  # Python < 3.11
 
 DEFAULT_PATH = Path("/etc/pypid.toml")
 ENV_VAR = "PYPID_CONFIG"
-PROTECTABLE = ("upload", "download", "list")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 UPSTREAM_MODES = ("redirect", "off", "cache")
+BACKENDS = ("local", "s3")
 
 
 class ConfigError(Exception):
@@ -36,136 +34,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-# -- checks: each takes the raw TOML value and returns the clean one or raises ValueError
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_type_name(value)}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {_type_name(value)}")
-    return value
-
-
-def _int_between(low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number, not {_type_name(value)}")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, not {value}")
-        return value
-
-    return check
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        value = _str(value)
-        if value not in choices:
-            raise ValueError(f"must be one of {_quoted(choices)}, not {value!r}")
-        return value
-
-    return check
-
-
-def _host(value: Any) -> str:
-    value = _str(value).strip()
-    if not value:
-        raise ValueError("must not be empty")
-    if any(c.isspace() for c in value) or "/" in value:
-        raise ValueError(f"is not a host name or address: {value!r}")
-    return value
-
-
-def _url_prefix(value: Any) -> str:
-    value = _str(value).rstrip("/")
-    if value and not value.startswith("/"):
-        raise ValueError(f'must be empty or start with "/", e.g. "/pypi", not {value!r}')
-    if any(part in (".", "..") for part in value.split("/")) or "//" in value:
-        raise ValueError(f"must be a plain path, not {value!r}")
-    return value
-
-
-def _networks(value: Any) -> tuple[str, ...]:
-    items = _str_list(value)
-    for item in items:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or network") from None
-    return items
-
-
-def _str_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"must be a list of strings, not {_type_name(value)}")
-    return tuple(_str(item) for item in value)
-
-
-def _optional_file(value: Any) -> str:
-    value = _str(value)
-    if value and not Path(value).is_file():
-        raise ValueError(f"no such file: {value}")
-    return value
-
-
-def _path(value: Any) -> str:
-    value = _str(value)
-    if not value:
-        raise ValueError("must not be empty")
-    return value
-
-
-def _protect(value: Any) -> tuple[str, ...]:
-    items = _str_list(value)
-    for item in items:
-        if item not in PROTECTABLE:
-            raise ValueError(f"{item!r} is not one of {_quoted(PROTECTABLE)}")
-    if len(set(items)) != len(items):
-        raise ValueError("lists an action twice")
-    return items
-
-
-def _users(value: Any) -> tuple[str, ...]:
-    items = _str_list(value)
-    for item in items:
-        if not item or ":" in item or any(c.isspace() for c in item):
-            raise ValueError(f"{item!r} is not a user name")
-    return tuple(dict.fromkeys(items))
-
-
-def _hosts(value: Any) -> tuple[str, ...]:
-    return tuple(_host(item) for item in _str_list(value))
-
-
-def _requirement_specs(value: Any) -> tuple[str, ...]:
-    """Requirement specs such as ``"urllib3==2.5.1"`` (checked with packaging)."""
-    items = _str_list(value)
-    for item in items:
-        try:
-            requirement = Requirement(item)
-        except InvalidRequirement:
-            raise ValueError(f"{item!r} is not a requirement spec, "
-                             'e.g. "urllib3==2.5.1"') from None
-        if not requirement.specifier:
-            raise ValueError(f"{item!r} names no versions; e.g. \"{requirement.name}==1.0\"")
-    return items
-
-
-def _upstream_url(value: Any) -> str:
-    value = _str(value)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"must be an http or https URL, not {value!r}")
-    return value if value.endswith("/") else value + "/"
 
 
 @dataclass(frozen=True)
@@ -184,56 +52,70 @@ class Key:
 
 
 SCHEMA: tuple[Key, ...] = (
-    Key("server", "host", "0.0.0.0", _host,  # noqa: S104 - listening everywhere is the contract
+    Key("server", "host", "0.0.0.0", check.host_value,  # noqa: S104 - listening everywhere is the contract
         'address to listen on ("::" for IPv6 + IPv4)'),
-    Key("server", "port", 8080, _int_between(0, 65535), "TCP port (0: any free port)"),
-    Key("server", "workers", 2, _int_between(1, 64), "gunicorn worker processes"),
-    Key("server", "url_prefix", "", _url_prefix,
+    Key("server", "port", 8080, check.int_between(0, 65535), "TCP port (0: any free port)"),
+    Key("server", "workers", 2, check.int_between(1, 64), "gunicorn worker processes"),
+    Key("server", "url_prefix", "", check.url_prefix,
         'mount the whole index under a path, e.g. "/pypi"'),
-    Key("server", "trusted_proxies", ("127.0.0.1",), _networks,
+    Key("server", "trusted_proxies", ("127.0.0.1",), check.networks,
         "X-Forwarded-* is believed only from these addresses or networks"),
-    Key("server", "tls_cert", "", _optional_file,
+    Key("server", "tls_cert", "", check.optional_file,
         'certificate (PEM), e.g. "/etc/ssl/certs/pypid.pem"; with tls_key: serve HTTPS'),
-    Key("server", "tls_key", "", _optional_file,
+    Key("server", "tls_key", "", check.optional_file,
         'its private key, e.g. "/etc/ssl/private/pypid.key"'),
-    Key("storage", "root", "/var/lib/pypid/packages", _path,
-        "the package directory (sub-folders are indexed too)"),
-    Key("storage", "overwrite", False, _bool, "may an upload replace an existing file?"),
-    Key("storage", "max_upload_mb", 1024, _int_between(1, 1024 * 1024),
+    Key("storage", "backend", "local", check.one_of(BACKENDS),
+        '"local": root is a directory; "s3": an S3-compatible bucket ([storage.s3])'),
+    Key("storage", "root", "/var/lib/pypid/packages", check.path_value,
+        'the package directory (sub-folders are indexed too); backend "s3": this node\'s '
+        "rebuildable caches"),
+    Key("storage", "overwrite", False, check.bool_value, "may an upload replace an existing file?"),
+    Key("storage", "max_upload_mb", 1024, check.int_between(1, 1024 * 1024),
         "largest accepted upload, in MiB"),
-    Key("auth", "htpasswd", "/etc/pypid.htpasswd", _path,
+    Key("storage.s3", "endpoint", "", check.endpoint,
+        'the store\'s URL, e.g. "http://127.0.0.1:8333"; "": AWS itself. Credentials come '
+        "from the AWS environment variables or shared files, never this file"),
+    Key("storage.s3", "bucket", "pypid", check.bucket, "the bucket every node shares"),
+    Key("storage.s3", "prefix", "", check.prefix_value,
+        'a folder in the bucket, e.g. "pypi" ("": all of it)'),
+    Key("storage.s3", "region", "us-east-1", check.host_value, "the bucket's region"),
+    Key("storage.s3", "cache_dir", "/var/lib/pypid/s3-cache", check.path_value,
+        "this node's bounded read-through copy of hot files"),
+    Key("storage.s3", "cache_max_gb", 10, check.int_between(1, 1024 * 1024),
+        "largest size of that copy, in GiB (least recently used files go first)"),
+    Key("auth", "htpasswd", "/etc/pypid.htpasswd", check.path_value,
         "Apache htpasswd file (pypid user add NAME)"),
-    Key("auth", "protect", ("upload",), _protect,
+    Key("auth", "protect", ("upload",), check.protect,
         'which actions need a login: any of "upload", "download", "list"'),
-    Key("auth", "admins", (), _users,
+    Key("auth", "admins", (), check.users,
         "users who may manage every project (yank, remove, status, owners, audit)"),
-    Key("auth", "project_owners", True, _bool,
+    Key("auth", "project_owners", True, check.bool_value,
         "only a project's owners and admins may upload to it or manage it (the first "
         "uploader owns a new project); false: any logged-in user may"),
-    Key("upstream", "url", "https://pypi.org/simple/", _upstream_url,
+    Key("upstream", "url", "https://pypi.org/simple/", check.upstream_url,
         "where unknown projects are sent"),
-    Key("upstream", "mode", "redirect", _one_of(UPSTREAM_MODES),
+    Key("upstream", "mode", "redirect", check.one_of(UPSTREAM_MODES),
         '"redirect": unknown projects redirect to url; "off": 404; "cache": mirror them'),
-    Key("upstream", "cache_root", "/var/lib/pypid/cache", _path,
+    Key("upstream", "cache_root", "/var/lib/pypid/cache", check.path_value,
         'mode "cache": where mirrored pages and files are kept'),
-    Key("upstream", "page_ttl", 600, _int_between(0, 7 * 24 * 3600),
+    Key("upstream", "page_ttl", 600, check.int_between(0, 7 * 24 * 3600),
         "seconds a mirrored page is used before it is revalidated upstream"),
-    Key("upstream", "timeout", 15, _int_between(1, 3600),
+    Key("upstream", "timeout", 15, check.int_between(1, 3600),
         "seconds an upstream request may go without progress"),
-    Key("upstream", "file_hosts", ("files.pythonhosted.org",), _hosts,
+    Key("upstream", "file_hosts", ("files.pythonhosted.org",), check.hosts,
         "hosts file links may point to besides upstream's own"),
-    Key("upstream", "offline", False, _bool,
+    Key("upstream", "offline", False, check.bool_value,
         'mode "cache": never contact upstream, serve what the cache holds'),
-    Key("upstream", "min_age_days", 0, _int_between(0, 3650),
+    Key("upstream", "min_age_days", 0, check.int_between(0, 3650),
         "cooldown: hide upstream files uploaded less than N days ago (0: off)"),
-    Key("upstream", "min_age_exempt", (), _requirement_specs,
+    Key("upstream", "min_age_exempt", (), check.requirement_specs,
         'requirement specs the cooldown lets through, e.g. ["urllib3==2.5.1"]'),
-    Key("upstream", "merge", (), _str_list,
+    Key("upstream", "merge", (), check.str_list,
         "project names (globs) whose upstream files are listed beside local ones"),
-    Key("upstream", "cache_max_gb", 0, _int_between(0, 1024 * 1024),
+    Key("upstream", "cache_max_gb", 0, check.int_between(0, 1024 * 1024),
         "0: no limit; else least recently used, unpinned files are evicted"),
-    Key("log", "level", "info", _one_of(LOG_LEVELS), "debug | info | warning | error"),
-    Key("log", "access_log", True, _bool,
+    Key("log", "level", "info", check.one_of(LOG_LEVELS), "debug | info | warning | error"),
+    Key("log", "access_log", True, check.bool_value,
         "one line per request, to stderr (the journal under systemd)"),
 )
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(key.section for key in SCHEMA))
@@ -251,10 +133,22 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class S3Config:
+    endpoint: str
+    bucket: str
+    prefix: str
+    region: str
+    cache_dir: str
+    cache_max_gb: int
+
+
+@dataclass(frozen=True)
 class StorageConfig:
+    backend: str
     root: str
     overwrite: bool
     max_upload_mb: int
+    s3: S3Config
 
 
 @dataclass(frozen=True)
@@ -302,9 +196,10 @@ class Config:
         return Path(self.storage.root)
 
 
+# Inner tables first: a section's dataclass holds its sub-tables' (storage.s3 -> storage).
 _SECTION_CLASSES = {
-    "server": ServerConfig, "storage": StorageConfig, "auth": AuthConfig,
-    "upstream": UpstreamConfig, "log": LogConfig,
+    "storage.s3": S3Config, "server": ServerConfig, "storage": StorageConfig,
+    "auth": AuthConfig, "upstream": UpstreamConfig, "log": LogConfig,
 }
 
 
@@ -375,9 +270,11 @@ def load_config(
 _KEYS = {key.dotted: key for key in SCHEMA}
 
 
-def _collect(raw: Mapping[str, Any], values: dict[str, Any], label: str) -> list[str]:
+def _collect(raw: Mapping[str, Any], values: dict[str, Any], label: str,
+             parent: str = "") -> list[str]:
     problems = []
-    for section, table in raw.items():
+    for name, table in raw.items():
+        section = parent + name
         if section not in SECTIONS:
             hint = _did_you_mean(section, SECTIONS)
             problems.append(f"{label}: {section}: unknown section{hint}")
@@ -385,31 +282,49 @@ def _collect(raw: Mapping[str, Any], values: dict[str, Any], label: str) -> list
         if not isinstance(table, dict):
             problems.append(f"{label}: {section}: must be a table ([{section}])")
             continue
-        names = [key.name for key in SCHEMA if key.section == section]
-        for name, value in table.items():
-            dotted = f"{section}.{name}"
-            if dotted not in _KEYS:
-                problems.append(f"{label}: {dotted}: unknown key{_did_you_mean(name, names)}")
-                continue
-            try:
-                values[dotted] = _KEYS[dotted].check(value)
-            except ValueError as exc:
-                problems.append(f"{label}: {dotted}: {exc}")
+        problems += _collect_table(section, table, values, label)
+    return problems
+
+
+def _collect_table(section: str, table: Mapping[str, Any], values: dict[str, Any],
+                   label: str) -> list[str]:
+    problems = []
+    names = [key.name for key in SCHEMA if key.section == section]
+    inner = {s for s in SECTIONS if s.startswith(section + ".")}
+    for name, value in table.items():
+        dotted = f"{section}.{name}"
+        if dotted in inner:  # a sub-table such as [storage.s3]
+            problems += _collect({name: value}, values, label, parent=section + ".")
+            continue
+        if dotted not in _KEYS:
+            problems.append(f"{label}: {dotted}: unknown key{_did_you_mean(name, names)}")
+            continue
+        try:
+            values[dotted] = _KEYS[dotted].check(value)
+        except ValueError as exc:
+            problems.append(f"{label}: {dotted}: {exc}")
     return problems
 
 
 def _build(values: Mapping[str, Any], source: Path | None) -> Config:
-    sections = {}
+    sections: dict[str, Any] = {}
     for section, cls in _SECTION_CLASSES.items():
-        prefix = section + "."
-        sections[section] = cls(**{k[len(prefix):]: v for k, v in values.items()
-                                   if k.startswith(prefix)})
+        fields = {key.name: values[key.dotted] for key in SCHEMA if key.section == section}
+        inner = {s.rsplit(".", 1)[1]: sections.pop(s) for s in list(sections)
+                 if s.startswith(section + ".")}
+        sections[section] = cls(**fields, **inner)
     return Config(**sections, source=source)
 
 
 def as_dotted(config: Config) -> dict[str, Any]:
     """``{"server.port": 8080, ...}`` in schema order."""
-    return {key.dotted: getattr(getattr(config, key.section), key.name) for key in SCHEMA}
+    values = {}
+    for key in SCHEMA:
+        table: Any = config
+        for part in key.section.split("."):
+            table = getattr(table, part)
+        values[key.dotted] = getattr(table, key.name)
+    return values
 
 
 SHIPPED_HEADER = """\
@@ -459,12 +374,3 @@ def toml_value(value: Any) -> str:
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _quoted(choices: tuple[str, ...]) -> str:
-    return ", ".join(f'"{c}"' for c in choices)

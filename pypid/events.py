@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("pypid.audit")
 
@@ -102,6 +102,28 @@ def decode(line: bytes) -> Event:
 
 def line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
+
+
+class AuditLog(Protocol):
+    """What the ledger, the manager and the CLI use of a log: this file (``EventLog``) or
+    a bucket's (``storage.s3log.BucketLog``). An offset is opaque: what ``read`` returned."""
+
+    path: Any  # where it is, for messages
+
+    def append(self, action: str, *, user: str, client: str | None = None,
+               **fields: Any) -> Event: ...
+
+    def repair(self) -> bool: ...
+
+    def read(self, offset: int = 0) -> tuple[list[Event], int]: ...
+
+    def scan(self) -> Iterator[Event]: ...
+
+    def size(self) -> int:
+        """The offset after the last line, or -1 when that costs a read anyway."""
+        ...
+
+    def verify(self) -> tuple[int, str | None]: ...
 
 
 class EventLog:

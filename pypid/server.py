@@ -27,7 +27,8 @@ from pypid.config import Config, ConfigError, load_config
 from pypid.index import Index
 from pypid.limits import raise_open_files_limit
 from pypid.manage import prepare_root, report_ownerless
-from pypid.storage import PackageRoot, StorageError
+from pypid.storage import StorageError
+from pypid.storage.select import open_storage
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
 from pypid.web import Services, assemble, create_app
 from pypid.web.authz import warn_at_start
@@ -87,7 +88,7 @@ def bind_address(host: str, port: int) -> str:
 
 def build_app(config: Config, progress: Callable[[int, int], None] | None = None) -> Flask:
     """Index the root and build the app, in this (the master) process."""
-    prepare_root(PackageRoot(config.root))  # no worker exists yet: any temp file is a leftover
+    prepare_root(open_storage(config))  # no worker exists yet: any temp file is a leftover
     services = assemble(config, progress=progress)
     warn_at_start(config.auth.protect, services.htpasswd.problem())
     report_ownerless(services.manager)
@@ -283,8 +284,9 @@ def banner(config: Config, listeners: list[Any], index: Index, htpasswd: Htpassw
     command = pypid_command()
     lines = [
         f"pypid {__version__} is ready: open {url}",
-        f"packages: {index.root.path} ({plural(index.project_count(), 'project')}, "
-        f"{plural(index.file_count(), 'file')}; files copied in are served at once)",
+        f"packages: {index.root.where} ({plural(index.project_count(), 'project')}, "
+        f"{plural(index.file_count(), 'file')}"
+        + ("; files copied in are served at once)" if not index.root.is_remote else ")"),
         f"install:  pip install --index-url {url}simple/ PACKAGE",
         f"upload:   twine upload --repository-url {url} -u NAME dist/*",
     ]
@@ -320,7 +322,7 @@ def _when_ready(server: Any) -> None:
     index = app.services.index
     log.info("pypid %s serving %s (%s) from %s on %s with %s (config: %s)", __version__,
              plural(index.project_count(), "project"), plural(index.file_count(), "file"),
-             index.root.path, bound_addresses(server.LISTENERS),
+             index.root.where, bound_addresses(server.LISTENERS),
              plural(config.server.workers, "worker"), config.source or "defaults")
 
 

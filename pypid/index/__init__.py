@@ -1,8 +1,8 @@
 """The index: the read model every page is rendered from, fed by storage and marks.
 
 ``model`` holds it, ``loading`` fills it at start, ``follow`` keeps each worker's
-copy current, ``live`` joins those three as ``Index``, ``publishing`` adds an upload,
-``examine`` reads one file's facts.
+copy current (``follow_log`` when the files are remote: from the event log), ``live``
+joins those as ``Index``, ``publishing`` adds an upload, ``examine`` reads one file's facts.
 """
 
 from pypid.index.live import Index

@@ -18,10 +18,11 @@ import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from pypid.events import ANONYMOUS, Event, EventLog
+from pypid.events import ANONYMOUS, AuditLog, Event
 from pypid.index.records import Marks
 
 _NONE: Mapping[str, str] = MappingProxyType({})
+FILE_ACTIONS = frozenset(("upload", "import", "remove"))
 
 
 def is_login(user: str) -> bool:
@@ -32,7 +33,7 @@ def is_login(user: str) -> bool:
 class Ledger:
     """What the log describes, as of the last ``catch_up``."""
 
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: AuditLog) -> None:
         self.events = events
         self._offset = 0
         self._lock = threading.Lock()
@@ -43,6 +44,9 @@ class Ledger:
         self._owners: dict[str, set[str]] = {}
         self._uploaders: dict[str, str] = {}  # file name -> login
         self._removed: dict[str, dict[str, str]] = {}  # project -> {file name: sha256}
+        # A remote root learns of new and removed files from the log: its lines of files,
+        # collected here (None: not collected) for ``take_file_events``.
+        self._file_events: list[Event] | None = None
 
     @property
     def marks(self) -> Marks:
@@ -62,10 +66,25 @@ class Ledger:
             changed = False
             for event in new:
                 changed |= self._fold(event)
+                if self._file_events is not None and event.action in FILE_ACTIONS:
+                    self._file_events.append(event)
             if changed:
                 self._marks = Marks(yanks=MappingProxyType(dict(self._yanks)),
                                     statuses=MappingProxyType(dict(self._statuses)))
             return changed
+
+    def collect_file_events(self) -> None:
+        """From now on, keep the upload, import and remove lines for ``take_file_events``."""
+        with self._lock:
+            if self._file_events is None:
+                self._file_events = []
+
+    def take_file_events(self) -> list[Event]:
+        """The file lines read since the last call, oldest first."""
+        with self._lock:
+            taken, self._file_events = self._file_events or [], (
+                None if self._file_events is None else [])
+            return taken
 
     # -- governance's questions (answers as of the last catch_up)
 

@@ -98,7 +98,8 @@ def _examined(index: Index, to_read: ToRead, processes: int | None
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         processes = min(usable, POOL_MAX)
     done = 0
-    if processes > 1 and len(to_read) >= POOL_FROM:
+    # A bucket's client must not cross a fork (its connections would be shared).
+    if processes > 1 and len(to_read) >= POOL_FROM and not index.root.is_remote:
         size = max(CHUNK_MIN, min(CHUNK_MAX, len(to_read) // (processes * 8) or 1))
         chunks = [to_read[at:at + size] for at in range(0, len(to_read), size)]
         try:

@@ -24,7 +24,6 @@ from packaging.version import Version
 
 from pypid.cachedb import CacheDB, FileRow
 from pypid.distfile import InvalidFilenameError, NormalizedName, parse_filename
-from pypid.events import EventLog
 from pypid.index.examine import Examined, examine
 from pypid.index.ledger import Ledger
 from pypid.index.records import FileEntry, Marks
@@ -54,7 +53,7 @@ class ReadModel:
         self._unusable: dict[str, FileIdentity] = {}  # not read again until the file changes
         self._warned: set[tuple[str, str]] = set()
         self._marks = Marks()
-        self.ledger = Ledger(EventLog(root.cache_dir))
+        self.ledger = Ledger(root.event_log())
         self._serial = 0
         self.projects_serial = 0
         self.lock = threading.RLock()
@@ -115,6 +114,9 @@ class ReadModel:
     @property
     def marks(self) -> Marks:
         return self._marks
+
+    def catch_up_now(self) -> None:
+        """Before a decision about files: see every change made anywhere (see live.Index)."""
 
     def refresh(self, relpath: str) -> None:
         """Bring one path up to date: added, changed or removed."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from pypid.distfile import hash_file
@@ -90,11 +90,9 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
     file it replaced in place (kept aside until then)."""
     try:
         old_row = index.cache.get(row.relpath)
-        index.cache.put([row])
-    except sqlite3.Error as exc:  # the cache shares the root's disk
-        if getattr(exc, "sqlite_errorcode", None) in NO_SPACE:
-            raise NoSpaceError(f"no space left on the disk of {index.cache.directory}") from None
-        raise StorageError(f"cannot record the upload in {index.cache.directory}: {exc}") from None
+    except sqlite3.Error as exc:  # a first connection on a full disk fails here
+        raise _cache_error(index, exc) from None
+    _put_row(index, row)
     in_place = overwrite and gate is not None and index.root.exists(row.relpath)
     with index.root.keeping(row.relpath) if in_place else contextlib.nullcontext():
         try:
@@ -105,6 +103,12 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
                 raise
             return Published(False, holder=row.relpath.rsplit("/", 1)[-1],  # copied in by hand
                              holder_sha256=_sha256_of(index, row.relpath))
+        if stat.identity != row.identity:
+            # A bucket names the version (ETag, time) only once it holds it; its time is
+            # the upload time every node reads from it.
+            row = replace(row, size=stat.size, mtime_ns=stat.mtime_ns, inode=stat.inode,
+                          upload_time=stat.mtime_ns / 1e9)
+            _put_row(index, row)
         if gate is not None:
             try:
                 gate.record(row.relpath.rsplit("/", 1)[-1], sha256, stat.size)
@@ -122,6 +126,19 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
         for old in replaced:
             index.hide(old, forget=True)
     return Published(True, size=stat.size)
+
+
+def _put_row(index: Index, row: FileRow) -> None:
+    try:
+        index.cache.put([row])
+    except sqlite3.Error as exc:  # the cache shares the root's disk
+        raise _cache_error(index, exc) from None
+
+
+def _cache_error(index: Index, exc: sqlite3.Error) -> StorageError:
+    if getattr(exc, "sqlite_errorcode", None) in NO_SPACE:
+        return NoSpaceError(f"no space left on the disk of {index.cache.directory}")
+    return StorageError(f"cannot record the upload in {index.cache.directory}: {exc}")
 
 
 def _restore_row(index: Index, row: FileRow, old_row: FileRow | None) -> None:

@@ -51,7 +51,8 @@ class FileEntry:
 
     def is_stat_of(self, st: os.stat_result) -> bool:
         """Is ``st`` this entry's version of the file? (No allocation: every download asks.)"""
-        return (st.st_ino == self.inode and st.st_size == self.size
+        # A negative inode: a bucket's object, whose local copy's mtime names its version.
+        return ((st.st_ino == self.inode or self.inode < 0) and st.st_size == self.size
                 and st.st_mtime_ns == self.mtime_ns)
 
     def same_file(self, stat: FileStat) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from pypid.auth import Htpasswd, process_user
 from pypid.config import Config
 from pypid.distfile import InvalidFilenameError, parse_filename
-from pypid.events import EventLog, EventLogError
+from pypid.events import EventLogError
 from pypid.index.ledger import Ledger
 from pypid.index.model import ReadModel
 from pypid.manage.catalog import Found, IndexCatalog, RootCatalog
@@ -27,7 +27,8 @@ from pypid.manage.rights import (
     NotFoundError,
     Policy,
 )
-from pypid.storage import PackageRoot
+from pypid.storage import Storage
+from pypid.storage.select import open_storage
 
 log = logging.getLogger("pypid.manage")
 
@@ -36,11 +37,11 @@ __all__ = ["Actor", "ConflictError", "ForbiddenError", "Found", "ManageError", "
            "for_cli", "for_server", "parse_since", "prepare_root", "report_ownerless"]
 
 
-def prepare_root(root: PackageRoot) -> None:
+def prepare_root(root: Storage) -> None:
     """Before serving: a torn last audit line cut (and logged), and what killed uploads
     and removals left cleared: a file half removed goes if its removal was recorded,
     else it is put back."""
-    events = EventLog(root.cache_dir)
+    events = root.event_log()
     try:
         events.repair()
     except EventLogError as exc:
@@ -85,8 +86,8 @@ def cli_actor() -> Actor:
 
 def for_cli(config: Config) -> Manager:
     """The command line's manager: the root walked on disk, its own ledger."""
-    root = PackageRoot(config.root)
-    events = EventLog(root.cache_dir)
+    root = open_storage(config)
+    events = root.event_log()
     return Manager(root, events, Ledger(events), RootCatalog(root), policy=policy(config),
                    users=Htpasswd(Path(config.auth.htpasswd)).users,
                    overwrite=config.storage.overwrite)

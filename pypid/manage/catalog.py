@@ -79,16 +79,20 @@ class IndexCatalog:
         self.index = index
 
     def files(self) -> Iterator[Found]:
+        self.index.catch_up_now()
         for project in self.index.projects():
             yield from self.project_files(project)
 
     def projects(self) -> set[str]:
+        self.index.catch_up_now()
         return set(self.index.projects())
 
     def project_files(self, project: str) -> list[Found]:
+        self.index.catch_up_now()
         return [_found(entry) for entry in self.index.files(project) or ()]
 
     def file(self, filename: str) -> Found | None:
+        self.index.catch_up_now()
         entry = self.index.file(filename)
         return None if entry is None else _found(entry)
 

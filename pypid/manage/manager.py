@@ -14,7 +14,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from pypid.events import Event, EventLog
+from pypid.events import AuditLog, Event
 from pypid.index.ledger import Ledger
 from pypid.index.records import STATUSES
 from pypid.index.slots import release_slot
@@ -36,7 +36,7 @@ Changed = Callable[[list[str]], None]  # relpaths removed (maybe none): apply th
 class Manager:
     """The changes of one package root, its event log and its folded ledger."""
 
-    def __init__(self, root: Storage, events: EventLog, ledger: Ledger, catalog: Catalog, *,
+    def __init__(self, root: Storage, events: AuditLog, ledger: Ledger, catalog: Catalog, *,
                  policy: Policy, users: Callable[[], list[str]], overwrite: bool = False,
                  changed: Changed | None = None) -> None:
         self.root = root
@@ -47,7 +47,7 @@ class Manager:
         self.overwrite = overwrite  # [storage] overwrite: a removed name may be reused
         self._users = users  # the htpasswd file's users, read when asked
         self._changed = changed
-        self.where = str(root.path)
+        self.where = root.where
 
     # -- what the index holds
 

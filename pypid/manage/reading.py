@@ -6,13 +6,13 @@ import re
 from collections.abc import Iterator
 
 from pypid.distfile import normalize
-from pypid.events import Event, EventLog
+from pypid.events import AuditLog, Event
 from pypid.manage.rights import ManageError
 
 _SINCE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?)?Z?")
 
 
-def entries(events: EventLog, project: str | None = None, since: str | None = None, *,
+def entries(events: AuditLog, project: str | None = None, since: str | None = None, *,
             label: str = "--since") -> Iterator[Event]:
     """The log's entries, oldest first, for one project and/or from a time on."""
     wanted = normalize(project) if project else None

@@ -10,6 +10,7 @@ thread and Flask). No HTTP framework in this module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -114,6 +115,7 @@ class SimpleAPI:
         self.upstream_redirect = upstream_redirect  # None: unknown projects are a 404
         self.overwrite = overwrite
         self.root_dir = str(index.root.path)
+        self.fetches = index.root.is_remote  # files reach root_dir by local_copy
         self._file_replies: dict[str, tuple[FileEntry, Reply]] = {}
         self._metadata = _BytesLRU(METADATA_CACHE_BYTES)
         self.ui: Pages | None = None  # the web UI's pages, when the app serves them
@@ -199,7 +201,7 @@ class SimpleAPI:
                 return self._file_reply(req, *found) if isinstance(found, tuple) else found
             if name.endswith(METADATA_SUFFIX):
                 return self._metadata_of(req, name[: -len(METADATA_SUFFIX)], may_block)
-            return self._file(req, name)
+            return self._file(req, name, may_block)
         if path == "/simple":
             return self._moved(req, "/simple/")
         if path == "/simple/":
@@ -274,11 +276,12 @@ class SimpleAPI:
 
     # -- files
 
-    def _entry(self, filename: str) -> tuple[FileEntry, str] | Reply:
+    def _entry(self, filename: str, may_block: bool) -> tuple[FileEntry, str] | Reply | None:
         """The index's entry for ``filename`` and its path, if the file on disk is still it.
 
         A file replaced by hand a moment ago is not re-hashed here (no request
         hashes): the watcher does that within a second, so the client is asked to retry.
+        A remote root's file is copied here first (None: that needs ``may_block``).
         """
         entry = self.index.file(filename)
         if entry is None:
@@ -289,14 +292,28 @@ class SimpleAPI:
         try:
             st = os.stat(path)
         except OSError:
+            st = None
+        if self.fetches and (st is None or not entry.is_stat_of(st)):
+            if not may_block:
+                return None  # a download: a thread's work
+            st = self._fetched(entry, path, st)
+        if st is None:
             return _not_found("no such file here")
         if not entry.is_stat_of(st):
             return _changing(filename)
         return entry, path
 
-    def _file(self, req: SimpleRequest, filename: str) -> Reply:
-        found = self._entry(filename)
-        if isinstance(found, Reply):
+    def _fetched(self, entry: FileEntry, path: str,
+                 st: os.stat_result | None) -> os.stat_result | None:
+        """The copy of a remote root's file, brought to ``path`` (``st`` if that fails)."""
+        if self.index.root.local_copy(entry.relpath, entry.identity):
+            with contextlib.suppress(OSError):
+                return os.stat(path)
+        return st
+
+    def _file(self, req: SimpleRequest, filename: str, may_block: bool) -> Reply | None:
+        found = self._entry(filename, may_block)
+        if found is None or isinstance(found, Reply):
             return found
         return self._file_reply(req, *found)
 
@@ -347,8 +364,8 @@ class SimpleAPI:
         return byte_range(req.range, entry.size)
 
     def _metadata_of(self, req: SimpleRequest, filename: str, may_block: bool) -> Reply | None:
-        found = self._entry(filename)
-        if isinstance(found, Reply):
+        found = self._entry(filename, may_block)
+        if found is None or isinstance(found, Reply):
             return found
         entry, path = found
         etag = entry.metadata_sha256

@@ -65,8 +65,8 @@ class FilePart:
     def matches(self, fd: int) -> bool:
         """Is the opened ``fd`` still the file this part was decided for?"""
         st, identity = os.fstat(fd), self.identity
-        return (st.st_ino == identity.inode and st.st_size == identity.size
-                and st.st_mtime_ns == identity.mtime_ns)
+        return ((st.st_ino == identity.inode or identity.inode < 0)  # see FileEntry.is_stat_of
+                and st.st_size == identity.size and st.st_mtime_ns == identity.mtime_ns)
 
 
 class BrokenStream(Exception):

@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from pypid.events import AuditLog
 
 CACHE_DIRNAME = ".pypid"
 
@@ -79,6 +82,10 @@ class Incoming(Protocol):
 class Storage(Protocol):
     """Where the distribution files live. Relative paths use '/' and never start with '.'."""
 
+    is_remote: bool
+    """False: the files are in ``path`` (a directory watched for changes). True: they are
+    elsewhere (a bucket); ``local_copy`` brings one to ``path``, changes come by the log."""
+
     @property
     def path(self) -> Path:
         """A local directory standing for the root (logs, the cache folder's parent)."""
@@ -87,6 +94,20 @@ class Storage(Protocol):
     @property
     def cache_dir(self) -> Path:
         """This node's folder for rebuildable caches."""
+        ...
+
+    @property
+    def where(self) -> str:
+        """Where the files are, for messages (a folder, or s3://bucket/prefix)."""
+        ...
+
+    def event_log(self) -> AuditLog:
+        """The audit/event log that belongs with these files."""
+        ...
+
+    def local_copy(self, relpath: str, identity: FileIdentity) -> bool:
+        """Make ``<path>/<relpath>`` hold that version of the file, if it can (it may
+        download: call it where blocking is allowed). A local root has nothing to fetch."""
         ...
 
     def check_readable(self) -> str | None:
@@ -146,4 +167,8 @@ class Storage(Protocol):
     def keeping(self, relpath: str) -> AbstractContextManager[None]:
         """Keep one file's bytes while the block replaces it: if the block raises, they
         are back under its name; the name is never missing meanwhile."""
+        ...
+
+    def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
+        """Clear what a killed process left (before serving); the temp files removed."""
         ...

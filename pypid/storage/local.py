@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import IO
 
 from pypid.distfile import Digests, has_dist_suffix, is_safe_filename, is_temp_name
+from pypid.events import EventLog
 from pypid.storage.base import (
     CACHE_DIRNAME,
+    FileIdentity,
     FileStat,
     NoSpaceError,
     StorageError,
@@ -41,12 +43,21 @@ class PackageRoot:
     look like a copy in progress are never listed.
     """
 
+    is_remote = False
+
     def __init__(self, root: Path) -> None:
         self.path = Path(root).absolute()
+        self.where = str(self.path)  # for messages
 
     @property
     def cache_dir(self) -> Path:
         return self.path / CACHE_DIRNAME
+
+    def event_log(self) -> EventLog:
+        return EventLog(self.cache_dir)
+
+    def local_copy(self, relpath: str, identity: FileIdentity) -> bool:  # noqa: ARG002
+        return False  # the file is here or not: nothing to fetch
 
     def check_readable(self) -> str | None:
         """None when the root can be listed, else a one-line reason."""

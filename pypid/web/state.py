@@ -19,7 +19,7 @@ from pypid.simple.mirrored import MirrorReplies
 from pypid.simple.pagecache import PageCache
 from pypid.simple.pagepack import PagePack
 from pypid.simple.ui_pages import UIPages
-from pypid.storage import PackageRoot
+from pypid.storage.select import open_storage
 from pypid.web.ui import TemplateRenderer
 
 
@@ -43,7 +43,7 @@ def assemble(config: Config, *, index: Index | None = None,
              progress: Callable[[int, int], None] | None = None) -> Services:
     """Everything an app serves from ``config``; indexes the root unless given ``index``."""
     if index is None:
-        index = Index(PackageRoot(Path(config.root)))
+        index = Index(open_storage(config))
         index.load(progress)
     htpasswd = Htpasswd(Path(config.auth.htpasswd))
     logins = Logins(htpasswd, config.auth.protect)

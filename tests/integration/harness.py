@@ -149,10 +149,12 @@ def start_server(
     return launch(cfg, root, log=workdir / "server.log", url_prefix=url_prefix)
 
 
-def launch(cfg: Path, root: Path, *, log: Path, url_prefix: str = "") -> Server:
+def launch(cfg: Path, root: Path, *, log: Path, url_prefix: str = "",
+           extra_env: Mapping[str, str] | None = None) -> Server:
     """Start `python -m pypid serve --config cfg` (in log's folder, output to log) on
-    127.0.0.1:0 and wait until /health answers 200."""
+    127.0.0.1:0 and wait until /health answers 200; ``extra_env`` is added to its env."""
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "PYPID_CONFIG")}
+    env.update(extra_env or {})
     env["PYTHONPATH"] = str(REPO_ROOT)
     env.setdefault("PYPID_BCRYPT_ROUNDS", "4")  # cheap hashes for test users
     cmd = [sys.executable, "-m", "pypid", "serve", "--config", str(cfg)]

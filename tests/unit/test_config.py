@@ -65,6 +65,12 @@ GOOD = [
       "upstream.file_hosts": ()}),
     ("log", '[log]\nlevel = "debug"\naccess_log = false',
      {"log.level": "debug", "log.access_log": False}),
+    ("s3", '[storage]\nbackend = "s3"\n[storage.s3]\nendpoint = "http://127.0.0.1:8333/"\n'
+     'bucket = "team-pypi"\nprefix = "/pypi/"\ncache_max_gb = 2',
+     {"storage.backend": "s3", "storage.s3.endpoint": "http://127.0.0.1:8333",
+      "storage.s3.bucket": "team-pypi", "storage.s3.prefix": "pypi",
+      "storage.s3.cache_max_gb": 2}),
+    ("s3-inline-table", '[storage]\ns3 = { bucket = "b-1" }', {"storage.s3.bucket": "b-1"}),
 ]
 
 
@@ -106,6 +112,13 @@ BAD = [
      ["upstream.min_age_exempt: '==1' is not a requirement spec"]),
     ("level", '[log]\nlevel = "loud"', ["log.level: must be one of"]),
     ("section-not-table", "server = 1", ["server: must be a table"]),
+    ("backend", '[storage]\nbackend = "gcs"', ['storage.backend: must be one of "local", "s3"']),
+    ("s3-unknown-key", "[storage.s3]\nbuckett = 'x'",
+     ['storage.s3.buckett: unknown key (did you mean "bucket"?)']),
+    ("s3-bucket", "[storage.s3]\nbucket = 'B'", ["storage.s3.bucket: must be 3 to 63"]),
+    ("s3-endpoint-login", "[storage.s3]\nendpoint = 'http://key:secret@x'",
+     ["storage.s3.endpoint: must not hold a login"]),
+    ("s3-not-table", "[storage]\ns3 = 1", ["storage.s3: must be a table"]),
     ("control-char", '[storage]\nroot = "/a\\u0007b"',
      ["storage.root: must not contain control"]),
     ("many-at-once", "[server]\nprot = 1\nworkers = 0\n[log]\nlevel = 3",
@@ -164,6 +177,12 @@ def test_overrides_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, {"server.port": -1})
     assert info.value.problems == ["command line: server.port: must be between 0 and 65535, not -1"]
+
+
+def test_endpoint_secret_never_repeated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "[storage.s3]\nendpoint = 'http://key:hunter2@x'"))
+    assert "hunter2" not in str(info.value)
 
 
 def test_tls_needs_both(tmp_path: Path) -> None:

@@ -1,0 +1,275 @@
+"""The S3 backend: the files live in a bucket (under ``prefix``), shared by every node.
+
+Files are objects named by their relative path; pypid's own objects (the event
+log) are under ``.pypid/`` and never listed as files. A file's identity is its
+size, LastModified and ETag (``s3client.file_stat``), the same on every node.
+Files are served from this node's read-through copies (``s3cache``), so the
+server sends local files as it does for a local root. Uploads: ``s3upload``.
+
+Publishing across nodes: the conditional create is the lock for one file name
+(two nodes racing for it store exactly one). ``publish_lock`` is this node's
+(a flock: its workers take turns); a release slot taken under another spelling
+is seen by listing the names an upload's project can start with, so it holds
+across nodes except for two spellings stored in the same instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from pypid.distfile import has_dist_suffix, is_safe_filename, is_temp_name
+from pypid.events import AuditLog
+from pypid.storage.base import (
+    CACHE_DIRNAME,
+    FileIdentity,
+    FileStat,
+    StorageError,
+    UnsafePathError,
+)
+from pypid.storage.s3cache import FileCache
+from pypid.storage.s3client import (
+    BucketPlace,
+    Clients,
+    client_errors,
+    file_stat,
+    is_missing,
+    reason,
+    storage_error,
+)
+from pypid.storage.s3log import BucketLog
+from pypid.storage.s3mirror import LogMirror
+from pypid.storage.s3upload import BucketIncoming
+
+log = logging.getLogger("pypid.storage")
+
+PAGE_LIMIT = 100_000  # listing pages of 1,000 keys: a bound, far above any real bucket
+HEALTH_PROBE_SECONDS = 10.0  # an answer from the store younger than this is believed
+CHUNK = 1024 * 1024
+
+
+class BucketRoot:
+    """A bucket (``place``) seen from this node: ``node_root`` holds its rebuildable caches
+    (index, pages, lock), ``copies`` its read-through copies of files."""
+
+    is_remote = True
+
+    def __init__(self, place: BucketPlace, node_root: Path, copies: FileCache) -> None:
+        self.place = place
+        self.node_root = Path(node_root).absolute()
+        self.copies = copies
+        self.clients = Clients(place)
+        self._problem: str | None = None
+        self._problem_at = float("-inf")
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        """The copies' folder: the server sends ``<path>/<relpath>`` once it is there."""
+        return self.copies.directory
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.node_root / CACHE_DIRNAME
+
+    @property
+    def where(self) -> str:
+        return self.place.describe()
+
+    def close(self) -> None:
+        """Close the connections to the store (a later call opens new ones)."""
+        self.clients.close()
+
+    def event_log(self) -> AuditLog:
+        return BucketLog(self.clients, self.place, self.note, LogMirror(
+            self.cache_dir / f"events-{self.place.digest()}.jsonl"))
+
+    # -- health
+
+    def note(self, problem: str | None) -> None:
+        """What the last request to the store said (None: it answered)."""
+        self._problem, self._problem_at = problem, time.monotonic()
+
+    def check_readable(self) -> str | None:
+        """The store's state as the last request found it (probed when that is old)."""
+        if time.monotonic() - self._problem_at > HEALTH_PROBE_SECONDS:
+            try:
+                self.clients.plain().list_objects_v2(Bucket=self.place.bucket,
+                                                     Prefix=self.place.top, MaxKeys=1)
+                self.note(None)
+            except client_errors() as exc:
+                self.note(f"{self.place.describe()}: unreachable: {reason(exc)}")
+        return self._problem
+
+    # -- listing
+
+    def iter_files(self, subdir: str = "") -> Iterator[FileStat]:
+        top = self.place.top
+        start = top + (subdir.strip("/") + "/" if subdir else "")
+        for item in self._list(start):
+            relpath = item["Key"][len(top):]
+            if _is_listable(relpath):
+                yield file_stat(relpath, item["Size"], item["LastModified"], item["ETag"])
+
+    def _list(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every object below ``prefix``, a page at a time."""
+        client = self.clients.plain()
+        request: dict[str, Any] = {"Bucket": self.place.bucket, "Prefix": prefix}
+        if delimiter:
+            request["Delimiter"] = delimiter
+        for _page in range(PAGE_LIMIT):
+            try:
+                answer = client.list_objects_v2(**request)
+            except client_errors() as exc:
+                self.note(f"{self.place.describe()}: unreachable: {reason(exc)}")
+                raise storage_error(exc, self.place, "list the files") from None
+            self.note(None)
+            yield from answer.get("Contents", ())
+            token = answer.get("NextContinuationToken")
+            if not answer.get("IsTruncated") or not token:
+                return
+            request["ContinuationToken"] = token
+
+    def stat(self, relpath: str) -> FileStat | None:
+        """The object now (HEAD); None if it is not there. StorageError when the store
+        cannot say: a file must never look removed because the store is down."""
+        self.resolve(relpath)
+        if not _is_listable(relpath):
+            return None
+        try:
+            head = self.clients.plain().head_object(Bucket=self.place.bucket,
+                                                    Key=self.place.key(relpath))
+        except client_errors() as exc:
+            if is_missing(exc):
+                self.note(None)
+                return None
+            self.note(f"{self.place.describe()}: unreachable: {reason(exc)}")
+            raise storage_error(exc, self.place, f"look up {relpath}") from None
+        self.note(None)
+        return file_stat(relpath, head["ContentLength"], head["LastModified"], head["ETag"])
+
+    def directories(self) -> Iterator[str]:
+        yield ""
+
+    def exists(self, relpath: str) -> bool:
+        return self.stat(relpath) is not None
+
+    def upload_neighbours(self, filename: str, keep: Callable[[str], bool]) -> list[str]:
+        """Top-level names ``keep`` accepts, listed by the first letter in either case (a
+        project's files start with its name, in any case)."""
+        found: list[str] = []
+        top = self.place.top
+        for first in sorted({filename[:1].lower(), filename[:1].upper()}):
+            for item in self._list(top + first, delimiter="/"):
+                name = item["Key"][len(top):]
+                if "/" not in name and _is_listable(name) and keep(name):
+                    found.append(name)
+        return found
+
+    # -- reading
+
+    def resolve(self, relpath: str) -> Path:
+        """Where this node keeps its copy of ``relpath`` (there or not)."""
+        if not relpath or "\x00" in relpath or "\\" in relpath or relpath.startswith("/"):
+            raise UnsafePathError(f"unsafe path {relpath!r}")
+        if any(part in ("", ".", "..") for part in relpath.split("/")):
+            raise UnsafePathError(f"unsafe path {relpath!r}")
+        return self.copies.path(relpath)
+
+    def open(self, relpath: str) -> IO[bytes]:
+        """The object's bytes as they are now, read through this node's copy."""
+        self.fetch(relpath)
+        return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it
+
+    def local_copy(self, relpath: str, identity: FileIdentity) -> bool:
+        """Make this node's copy of ``relpath`` that version; False when the object is
+        gone or is another version now (the index catches up from the log)."""
+        want = FileStat(relpath, *identity)
+        if self.copies.holds(want):
+            return True
+        try:
+            return self.fetch(relpath).identity == identity
+        except (FileNotFoundError, StorageError):
+            return False
+
+    def fetch(self, relpath: str) -> FileStat:
+        """Download the object into this node's copy; FileNotFoundError if it is gone."""
+        self.resolve(relpath)
+        try:
+            answer = self.clients.plain().get_object(Bucket=self.place.bucket,
+                                                     Key=self.place.key(relpath))
+        except client_errors() as exc:
+            if is_missing(exc):
+                raise FileNotFoundError(relpath) from None
+            self.note(f"{self.place.describe()}: unreachable: {reason(exc)}")
+            raise storage_error(exc, self.place, f"read {relpath}") from None
+        stat = file_stat(relpath, answer["ContentLength"], answer["LastModified"],
+                         answer["ETag"])
+        body = answer["Body"]
+        try:
+            if not self.copies.holds(stat):
+                self.copies.fill(stat, iter(lambda: body.read(CHUNK), b""))
+        except client_errors() as exc:
+            raise storage_error(exc, self.place, f"read {relpath}") from None
+        finally:
+            body.close()
+        return stat
+
+    # -- changing
+
+    def upload_relpath(self, filename: str) -> str:
+        if not is_safe_filename(filename):
+            raise UnsafePathError(f"unsafe file name {filename!r}")
+        return filename
+
+    def incoming(self, max_bytes: int) -> BucketIncoming:
+        return BucketIncoming(self, max_bytes)
+
+    @contextlib.contextmanager
+    def publish_lock(self) -> Iterator[None]:
+        """This node's workers take turns (flock); across nodes the conditional create
+        decides (see the module's docstring)."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.cache_dir / "publish.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def remove(self, relpath: str) -> None:
+        self.resolve(relpath)
+        try:
+            self.clients.plain().delete_object(Bucket=self.place.bucket,
+                                               Key=self.place.key(relpath))
+        except client_errors() as exc:
+            if not is_missing(exc):
+                raise storage_error(exc, self.place, f"remove {relpath}") from None
+        self.copies.drop(relpath)
+
+    @contextlib.contextmanager
+    def removing(self, relpath: str) -> Iterator[None]:
+        """The object goes once the block (which records the removal) succeeds."""
+        if self.stat(relpath) is None:
+            raise StorageError(f"{relpath} is no longer in {self.place.describe()}")
+        yield
+        self.remove(relpath)
+
+    def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
+        """Copies half written by a killed process go (the bucket has no temp files)."""
+        del was_removed  # a removal is recorded before the object goes: nothing to put back
+        return self.copies.sweep()
+
+
+def _is_listable(relpath: str) -> bool:
+    name = relpath.rsplit("/", 1)[-1]
+    return (not any(part.startswith(".") or not part for part in relpath.split("/"))
+            and not is_temp_name(name) and has_dist_suffix(name))

@@ -1,0 +1,250 @@
+"""Three real pypid nodes on one bucket of a real SeaweedFS: an upload to one is
+installed from another within two seconds, 20 racing uploads of one name over the
+three store one file, a yank and a removal on one node show on every node."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.builders import make_sdist, make_wheel
+from tests.integration.harness import REPO_ROOT, STARTED, launch, stop, write_config
+from tests.integration.helpers import (
+    JSON_TYPE,
+    Server,
+    client_tool,
+    get,
+    installed_versions,
+    run_client,
+)
+from tests.integration.test_uploads import BOUNDARY, EXISTS, form_for, multipart
+from tests.s3store import BUCKET, SECRET_KEY, Store, credentials_env
+
+pytestmark = pytest.mark.server
+LIVE = 2.5  # DESIGN: every node within two seconds, plus the polling requests
+PASSWORDS = {"alice": "alice-pw", "admin": "admin-pw"}
+
+
+@dataclass
+class Cluster:
+    nodes: list[Server]
+    configs: list[Path]
+    dist: Path
+
+
+def cli(cfg: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **credentials_env(), "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "pypid", *args, "--config", str(cfg)],
+                          input=stdin, capture_output=True, text=True, env=env, timeout=60,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    work = tmp_path_factory.mktemp("s3-nodes")
+    prefix = f"nodes/{uuid.uuid4().hex[:8]}"
+    htpasswd = work / "htpasswd"
+    configs = []
+    for i in range(3):
+        cfg = work / f"node{i + 1}" / "pypid.toml"
+        cfg.parent.mkdir()
+        write_config(cfg, cfg.parent / "root", url_prefix="", upstream="off", settings={
+            "server": {"workers": 2},
+            "storage": {"backend": "s3"},
+            "storage.s3": {"endpoint": s3_store.endpoint, "bucket": BUCKET, "prefix": prefix,
+                           "cache_dir": str(cfg.parent / "copies")},
+            "auth": {"htpasswd": str(htpasswd), "admins": ["admin"]},
+        })
+        configs.append(cfg)
+    for user, password in PASSWORDS.items():
+        done = cli(configs[0], "user", "add", user, "--password-stdin", stdin=password + "\n")
+        assert done.returncode == 0, done.stderr
+    nodes: list[Server] = []
+    try:
+        for cfg in configs:
+            node = launch(cfg, cfg.parent / "root", log=cfg.parent / "server.log",
+                          extra_env=credentials_env())
+            nodes.append(node)
+            STARTED.append(node)
+        yield Cluster(nodes, configs, work / "dist")
+    finally:
+        for node in nodes:
+            stop(node.proc)
+    for node in nodes:
+        assert SECRET_KEY not in node.log_text()
+
+
+def auth(user: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def call(node: Server, method: str, path: str, user: str | None = None,
+         body: bytes | None = None, headers: dict[str, str] | None = None,
+         conn: http.client.HTTPConnection | None = None) -> tuple[int, str, bytes]:
+    conn = conn or http.client.HTTPConnection(node.host, node.port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers={**(auth(user) if user else {}),
+                                                       **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, resp.reason, resp.read()
+    finally:
+        conn.close()
+
+
+def files_on(node: Server, project: str) -> dict[str, object]:
+    resp = get(node.url(f"/simple/{project}/"), Accept=JSON_TYPE)
+    if resp.status != 200:
+        return {}
+    return {f["filename"]: f for f in resp.json()["files"]}
+
+
+def within(seconds: float, probe: Callable[[], bool], what: str, streak: int = 6) -> None:
+    """``streak`` passing answers in a row (so each worker has it) before the deadline."""
+    deadline = time.monotonic() + seconds
+    passed = 0
+    while passed < streak:
+        if probe():
+            passed += 1
+            continue
+        passed = 0
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_twine_upload_to_one_node_pip_installs_from_another(cluster: Cluster,
+                                                            tmp_path: Path) -> None:
+    wheel = make_wheel(cluster.dist, "s3-demo", "1.0")
+    node1, _, node3 = cluster.nodes
+    run_client([client_tool("twine"), "upload", "--repository-url", node1.url("/"), "-u",
+                "alice", "-p", PASSWORDS["alice"], "--non-interactive",
+                "--disable-progress-bar", str(wheel)], tmp_path)
+    # pip asks for the page, then the file: both, a dozen times in a row (both workers).
+    within(LIVE, lambda: wheel.name in files_on(node3, "s3-demo")
+           and call(node3, "GET", f"/packages/{wheel.name}")[0] == 200,
+           "node 3 serves the upload", streak=12)
+    target = tmp_path / "target"
+    run_client([client_tool("pip"), "install", "--no-cache-dir", "--index-url",
+                node3.index_url, "--target", str(target), "s3-demo"], tmp_path)
+    assert installed_versions(target)["s3-demo"] == "1.0"
+    shown = [files_on(node, "s3-demo")[wheel.name] for node in cluster.nodes]
+    assert all(entry == shown[0] for entry in shown), "every node shows the same file"
+
+
+def test_racing_uploads_over_three_nodes_store_one(cluster: Cluster, tmp_path: Path) -> None:
+    sdists = [make_sdist(tmp_path / str(i), "s3-race", "1.0", requires_python=f">=3.{i}")
+              for i in range(20)]
+    bodies = [multipart(form_for(p, "s3-race", "1.0"), (p.name.encode(), p.read_bytes()))
+              for p in sdists]
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    conns = [http.client.HTTPConnection(cluster.nodes[i % 3].host, cluster.nodes[i % 3].port,
+                                        timeout=60) for i in range(20)]
+    for conn in conns:
+        conn.connect()
+    barrier = threading.Barrier(20)
+    results: dict[int, tuple[int, str, bytes] | BaseException] = {}
+
+    def send(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = call(cluster.nodes[i % 3], "POST", "/", "alice", bodies[i], headers,
+                              conn=conns[i])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            results[i] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    answers = {i: r for i, r in results.items() if isinstance(r, tuple)}
+    assert len(answers) == 20, results
+    name = sdists[0].name
+    winners = [i for i, (status, _, _) in answers.items() if status == 200]
+    assert len(winners) == 1, {i: r[:2] for i, r in answers.items()}
+    for i, (status, reason, _) in answers.items():
+        if i != winners[0]:
+            assert (status, reason) == (409, EXISTS.format(name))
+    winner = sdists[winners[0]].read_bytes()
+    def serves_winner(node: Server) -> bool:
+        status, _, data = call(node, "GET", f"/packages/{name}")
+        return name in files_on(node, "s3-race") and status == 200 and data == winner
+
+    for node in cluster.nodes:
+        within(LIVE, lambda node=node: serves_winner(node), "every node serves the winner")
+
+
+def test_a_yank_on_one_node_shows_on_another(cluster: Cluster, tmp_path: Path) -> None:
+    wheel = make_wheel(cluster.dist, "s3-yank", "1.0")
+    node1, node2, _ = cluster.nodes
+    body = multipart(form_for(wheel, "s3-yank", "1.0"), (wheel.name.encode(), wheel.read_bytes()))
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    assert call(node1, "POST", "/", "alice", body, headers)[0] == 200
+    # At once: a change decided on node 2 first reads the log's new lines.
+    status, _, text = call(node2, "PUT", f"/api/v1/files/{wheel.name}/yank", "admin",
+                           json.dumps({"reason": "broken build"}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status in (200, 204), text
+    within(LIVE, lambda: (files_on(node1, "s3-yank").get(wheel.name) or {}).get("yanked")
+           == "broken build",
+           "node 1 shows the yank")
+
+
+def test_a_removed_file_is_404_on_every_node(cluster: Cluster) -> None:
+    wheel = make_wheel(cluster.dist, "s3-gone", "1.0")
+    node1, node2, node3 = cluster.nodes
+    body = multipart(form_for(wheel, "s3-gone", "1.0"), (wheel.name.encode(), wheel.read_bytes()))
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    assert call(node2, "POST", "/", "alice", body, headers)[0] == 200
+    for node in cluster.nodes:  # every node shows and sends it (and keeps a copy)
+        # Each check polls: a streak of answers can all come from one worker.
+        within(LIVE, lambda node=node: wheel.name in files_on(node, "s3-gone")
+               and call(node, "GET", f"/packages/{wheel.name}")[0] == 200,
+               "every node serves the file")
+    status, _, text = call(node3, "DELETE", f"/api/v1/files/{wheel.name}", "admin")
+    assert status in (200, 204), text
+    for node in (node1, node2, node3):
+        within(LIVE, lambda node=node: call(node, "GET", f"/packages/{wheel.name}")[0] == 404
+               and wheel.name not in files_on(node, "s3-gone"),
+               "the removed file is 404 and off the page on every node")
+
+
+def test_the_bucket_audit_log_verifies(cluster: Cluster) -> None:
+    done = cli(cluster.configs[1], "audit", "--verify")
+    assert done.returncode == 0, done.stderr
+    assert "the chain is intact" in done.stdout and f"s3://{BUCKET}/" in done.stdout
+    lines = [json.loads(line) for line in
+             cli(cluster.configs[2], "audit", "--json").stdout.splitlines()]
+    assert {"user-add", "upload"} <= {line["action"] for line in lines}
+
+
+def test_a_node_restarted_reads_only_what_changed_while_it_was_down(cluster: Cluster) -> None:
+    node1, _, node3 = cluster.nodes
+    stop(node3.proc)
+    wheel = make_wheel(cluster.dist, "s3-late", "1.0")
+    body = multipart(form_for(wheel, "s3-late", "1.0"), (wheel.name.encode(), wheel.read_bytes()))
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    assert call(node1, "POST", "/", "alice", body, headers)[0] == 200
+    cfg = cluster.configs[2]
+    restarted = launch(cfg, cfg.parent / "root", log=cfg.parent / "server-2.log",
+                       extra_env=credentials_env())
+    cluster.nodes[2] = restarted
+    STARTED.append(restarted)
+    # Its index database still describes every other file: only the new one is read.
+    assert "(1 new or changed)" in restarted.log_text()
+    within(LIVE, lambda: wheel.name in files_on(restarted, "s3-late")
+           and files_on(restarted, "s3-gone") == {}
+           and call(restarted, "GET", "/packages/s3_gone-1.0-py3-none-any.whl")[0] == 404,
+           "the restarted node serves what the bucket holds now")

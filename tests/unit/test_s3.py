@@ -1,0 +1,261 @@
+"""The S3 backend and the bucket's event log against a real store (SeaweedFS)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pypid.events import EventLogError
+from pypid.storage import FileStat, StorageError, s3upload
+from pypid.storage.s3 import BucketRoot
+from pypid.storage.s3cache import FileCache
+from pypid.storage.s3client import BucketPlace
+from pypid.storage.s3log import BucketLog
+from tests.builders import make_wheel
+from tests.s3store import BUCKET, SECRET_KEY, Store, credentials_env
+
+pytestmark = pytest.mark.usefixtures("aws_env")
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in credentials_env().items():
+        monkeypatch.setenv(key, value)
+
+
+MADE: list[BucketRoot] = []
+
+
+@pytest.fixture(autouse=True)
+def close_nodes() -> Iterator[None]:
+    """Close every node's connections after each test (unclosed sockets are errors)."""
+    yield
+    while MADE:
+        MADE.pop().close()
+
+
+def node(store: Store, tmp: Path, prefix: str, name: str = "node",
+         max_bytes: int = 1 << 30) -> BucketRoot:
+    place = BucketPlace(store.endpoint, BUCKET, prefix, "us-east-1")
+    made = BucketRoot(place, tmp / name / "root", FileCache(tmp / name / "copies", max_bytes))
+    MADE.append(made)
+    return made
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"unit/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def bucket(s3_store: Store, tmp_path: Path, prefix: str) -> Iterator[BucketRoot]:
+    yield node(s3_store, tmp_path, prefix)
+
+
+def store_bytes(root: BucketRoot, name: str, data: bytes, *, overwrite: bool = False) -> FileStat:
+    incoming = root.incoming(len(data) + 1)
+    try:
+        incoming.write(data)
+        return incoming.publish(name, overwrite=overwrite)
+    finally:
+        incoming.discard()
+
+
+def test_upload_list_stat_read_and_remove(bucket: BucketRoot, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    stat = store_bytes(bucket, wheel.name, wheel.read_bytes())
+    assert stat.size == wheel.stat().st_size and stat.inode < 0
+    assert [s.relpath for s in bucket.iter_files()] == [wheel.name]
+    assert bucket.stat(wheel.name) == stat  # HEAD and the upload agree
+    assert next(iter(bucket.iter_files())).identity == stat.identity  # so does LIST
+    # The upload's own bytes are this node's copy, stamped with the object's version.
+    assert bucket.copies.holds(stat)
+    with bucket.open(wheel.name) as handle:
+        assert handle.read() == wheel.read_bytes()
+    with bucket.removing(wheel.name):
+        pass
+    assert bucket.stat(wheel.name) is None
+    assert not bucket.path.joinpath(wheel.name).exists()
+    with pytest.raises(StorageError, match="no longer"), bucket.removing(wheel.name):
+        pass
+
+
+def test_a_taken_name_is_refused_and_keeps_its_bytes(bucket: BucketRoot) -> None:
+    store_bytes(bucket, "demo-1.0.tar.gz", b"first")
+    with pytest.raises(FileExistsError):
+        store_bytes(bucket, "demo-1.0.tar.gz", b"second")
+    with bucket.open("demo-1.0.tar.gz") as handle:
+        assert handle.read() == b"first"
+    stat = store_bytes(bucket, "demo-1.0.tar.gz", b"third!", overwrite=True)
+    assert stat.size == 6
+
+
+def test_racing_nodes_store_exactly_one(s3_store: Store, tmp_path: Path, prefix: str) -> None:
+    nodes = [node(s3_store, tmp_path, prefix, f"n{i}") for i in range(3)]
+    barrier = threading.Barrier(12)
+    won: list[int] = []
+    lost: list[int] = []
+
+    def race(i: int) -> None:
+        barrier.wait(timeout=10)
+        try:
+            store_bytes(nodes[i % 3], "race-1.0.tar.gz", f"bytes {i}".encode())
+            won.append(i)
+        except FileExistsError:
+            lost.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(won) == 1 and len(lost) == 11
+    with nodes[1].open("race-1.0.tar.gz") as handle:
+        assert handle.read() == f"bytes {won[0]}".encode()
+
+
+def test_large_upload_goes_in_parts_and_races_too(bucket: BucketRoot,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3upload, "MULTIPART_THRESHOLD", 6 << 20)
+    monkeypatch.setattr(s3upload, "PART_SIZE", 5 << 20)
+    data = os.urandom(11 << 20)
+    stat = store_bytes(bucket, "big-1.0.tar.gz", data)
+    assert stat.size == len(data)
+    with pytest.raises(FileExistsError):
+        store_bytes(bucket, "big-1.0.tar.gz", data[::-1])
+    bucket.copies.drop("big-1.0.tar.gz")
+    with bucket.open("big-1.0.tar.gz") as handle:
+        assert hashlib.sha256(handle.read()).digest() == hashlib.sha256(data).digest()
+    uploads = bucket.clients.plain().list_multipart_uploads(Bucket=BUCKET,
+                                                             Prefix=bucket.place.top)
+    assert not uploads.get("Uploads"), "a refused multipart upload was not aborted"
+
+
+def test_local_copy_is_fetched_once_and_evicted_past_the_limit(
+        s3_store: Store, tmp_path: Path, prefix: str) -> None:
+    writer = node(s3_store, tmp_path, prefix, "writer")
+    reader = node(s3_store, tmp_path, prefix, "reader", max_bytes=2500)
+    stats = [store_bytes(writer, f"f{i}-1.0.tar.gz", bytes([i]) * 1000) for i in range(3)]
+    for stat in stats:
+        assert reader.local_copy(stat.relpath, stat.identity)
+        copy = reader.path / stat.relpath
+        assert copy.stat().st_mtime_ns == stat.mtime_ns
+    held = [s for s in stats if (reader.path / s.relpath).exists()]
+    assert 0 < len(held) < 3  # bounded: the oldest went
+    assert not reader.local_copy("gone-1.0.tar.gz", stats[0].identity)
+
+
+def test_listing_skips_pypid_objects_and_non_distributions(bucket: BucketRoot) -> None:
+    client = bucket.clients.plain()
+    for key in ("notes.txt", ".hidden/x-1.0.tar.gz", "sub/lib-1.0.tar.gz"):
+        client.put_object(Bucket=BUCKET, Key=bucket.place.key(key), Body=b"x")
+    bucket.event_log().append("status", user="cli:test", project="p", status="archived")
+    assert sorted(s.relpath for s in bucket.iter_files()) == ["sub/lib-1.0.tar.gz"]
+
+
+def test_wrong_credentials_fail_without_showing_them(bucket: BucketRoot,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-xyz")
+    fresh = BucketRoot(bucket.place, bucket.node_root, bucket.copies)
+    MADE.append(fresh)
+    with pytest.raises(StorageError) as info:
+        list(fresh.iter_files())
+    assert "wrong-secret-xyz" not in str(info.value) and SECRET_KEY not in str(info.value)
+    assert fresh.check_readable() is not None
+    with pytest.raises(EventLogError) as again:
+        fresh.event_log().append("status", user="u", project="p", status="archived")
+    assert "wrong-secret-xyz" not in str(again.value)
+
+
+# -- the bucket's event log
+
+
+def test_log_lines_chain_across_nodes_and_are_read_by_offset(s3_store: Store, tmp_path: Path,
+                                                             prefix: str) -> None:
+    one = node(s3_store, tmp_path, prefix, "one").event_log()
+    two = node(s3_store, tmp_path, prefix, "two").event_log()
+    assert one.append("yank", user="alice", file="a-1.0.tar.gz", reason="bad").seq == 1
+    assert two.append("unyank", user="bob", file="a-1.0.tar.gz").seq == 2  # found 1 first
+    assert one.append("status", user="alice", project="a", status="archived").seq == 3
+    events, offset = two.read(0)
+    assert [e.seq for e in events] == [1, 2, 3] and offset == 3
+    assert two.read(offset) == ([], 3)
+    assert one.verify() == (3, None)
+    assert [e.action for e in one.scan()] == ["yank", "unyank", "status"]
+
+
+def test_racing_appends_take_distinct_seqs(s3_store: Store, tmp_path: Path, prefix: str) -> None:
+    logs = [node(s3_store, tmp_path, prefix, f"n{i}").event_log() for i in range(3)]
+    barrier = threading.Barrier(9)
+    seqs: list[int] = []
+
+    def write(i: int) -> None:
+        barrier.wait(timeout=10)
+        for _ in range(3):
+            seqs.append(logs[i % 3].append("owner-add", user="u", project="p",
+                                           owner=f"o{i}").seq)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(seqs) == list(range(1, 28))
+    assert logs[0].verify() == (27, None)
+
+
+def test_verify_finds_an_edited_or_missing_line(s3_store: Store, tmp_path: Path,
+                                                prefix: str) -> None:
+    bucket = node(s3_store, tmp_path, prefix)
+    log = bucket.event_log()
+    assert isinstance(log, BucketLog)
+    for owner in ("a", "b", "c"):
+        log.append("owner-add", user="u", project="p", owner=owner)
+    client = bucket.clients.plain()
+    key = log._key(2)  # noqa: SLF001 - the test edits the store behind pypid's back
+    line = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=key, Body=line.replace(b'"b"', b'"x"'))
+    assert log.verify() == (2, "line 3: its prev hash does not match line 2")
+    client.delete_object(Bucket=BUCKET, Key=key)
+    assert log.verify() == (1, "line 2: missing (the next line is 3)")
+
+
+def test_a_restarted_node_reads_old_lines_from_its_copy(s3_store: Store, tmp_path: Path,
+                                                        prefix: str) -> None:
+    writer = node(s3_store, tmp_path, prefix, "writer").event_log()
+    for owner in ("a", "b", "c"):
+        writer.append("owner-add", user="u", project="p", owner=owner)
+    reader_root = node(s3_store, tmp_path, prefix, "reader")
+    assert [e.seq for e in reader_root.event_log().read(0)[0]] == [1, 2, 3]
+    writer.append("owner-add", user="u", project="p", owner="d")
+    again = node(s3_store, tmp_path, prefix, "reader")  # the same node, started again
+    gets: list[str] = []
+    again.clients.plain().meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: gets.append(params["url_path"]))
+    log = again.event_log()
+    events, offset = log.read(0)
+    assert [e.seq for e in events] == [1, 2, 3] and len(gets) == 1  # only its last line
+    events, offset = log.read(offset)
+    assert [e.seq for e in events] == [4] and len(gets) == 2  # the new line: from the store
+    assert log.read(offset) == ([], 4)
+    # A copy that no longer matches the bucket is dropped, not believed.
+    mirror = log.mirror
+    assert mirror is not None and mirror.last()[0] == 4
+    mirror.path.write_bytes(mirror.path.read_bytes().replace(b'"d"', b'"x"'))
+    fresh = node(s3_store, tmp_path, prefix, "reader").event_log()
+    assert [e.get("owner") for e in fresh.read(0)[0]] == ["a", "b", "c", "d"]
+
+
+def test_sweep_removes_what_a_killed_process_left(tmp_path: Path) -> None:
+    copies = FileCache(tmp_path / "copies", 1 << 20)
+    for name in (".pypid-copy-1a2b", ".pypid-upload-3c4d", "kept-1.0.tar.gz"):
+        copies.path(name).parent.mkdir(parents=True, exist_ok=True)
+        copies.path(name).write_bytes(b"x")
+    assert copies.sweep() == 2
+    assert [p.name for p in copies.directory.iterdir()] == ["kept-1.0.tar.gz"]
