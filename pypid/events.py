@@ -34,6 +34,7 @@ log = logging.getLogger("pypid.audit")
 
 LOG_NAME = "audit.jsonl"
 HEAD_NAME = "audit.head"
+HEAD_SIZE = 100  # bytes of its one record, padded: each write covers the last whole
 ZERO_HASH = "0" * 64
 ANONYMOUS = "(anonymous)"  # the user of an upload made with no login (uploads left open)
 KEYS = ("seq", "time", "user", "client", "action", "project", "file", "sha256", "size",
@@ -219,11 +220,24 @@ class EventLog:
         return size, seq, line_hash(line)
 
     def _write_head(self, seq: int, digest: str) -> None:
-        """The anchor for the last line; not fsynced (after a crash it may lag, never lead)."""
-        tmp = self.head_path.with_name(HEAD_NAME + ".tmp")
+        """The anchor for the last line; not fsynced (after a crash it may lag, never lead).
+
+        Overwritten in place, one fixed-size write (a sector: never half written), under
+        the log's lock: a rename per change cost as much as the line's fsync."""
+        record = f"{seq} {digest}".ljust(HEAD_SIZE - 1).encode("ascii") + b"\n"
         try:
-            tmp.write_text(f"{seq} {digest}\n", encoding="ascii")
-            os.replace(tmp, self.head_path)
+            try:
+                fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            except PermissionError:  # another user's head (an older pypid's root CLI)
+                tmp = self.head_path.with_name(HEAD_NAME + ".tmp")
+                tmp.write_bytes(record)
+                os.replace(tmp, self.head_path)
+                return
+            try:
+                _same_owner_as_folder(fd, self.directory)
+                os.pwrite(fd, record, 0)
+            finally:
+                os.close(fd)
         except OSError as exc:
             log.warning("audit log: cannot record its head in %s: %s", self.head_path,
                         exc.strerror or exc)
