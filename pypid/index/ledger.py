@@ -44,6 +44,7 @@ class Ledger:
         self._owners: dict[str, set[str]] = {}
         self._uploaders: dict[str, str] = {}  # file name -> login
         self._removed: dict[str, dict[str, str]] = {}  # project -> {file name: sha256}
+        self._recorded: dict[str, set[str]] = {}  # project -> uploaded, not removed since
         # A remote root learns of new and removed files from the log: its lines of files,
         # collected here (None: not collected) for ``take_file_events``.
         self._file_events: list[Event] | None = None
@@ -105,6 +106,11 @@ class Ledger:
     def uploader(self, filename: str) -> str | None:
         return self._uploaders.get(filename)
 
+    def recorded(self, project: str) -> frozenset[str]:
+        """The file names the log says were uploaded (or imported) to the project and not
+        removed since: what another process stored a moment ago, before any watcher saw it."""
+        return frozenset(self._recorded.get(project, ()))
+
     def removed(self, project: str) -> Mapping[str, str]:
         """The project's removed files: name -> sha256 (names that stay taken)."""
         removed = self._removed.get(project)
@@ -133,6 +139,7 @@ class Ledger:
     def _fold_governance(self, event: Event, project: str, name: str | None) -> None:
         action, user = event.action, sys.intern(event.user)
         if action in ("upload", "import") and name:
+            self._recorded.setdefault(project, set()).add(name)
             removed = self._removed.get(project)
             if removed is not None:
                 removed.pop(name, None)
@@ -141,6 +148,7 @@ class Ledger:
                 if project not in self._owners:
                     self._owners[project] = {user}  # the first upload claims the project
         elif action == "remove" and name:
+            self._recorded.get(project, set()).discard(name)
             self._removed.setdefault(project, {})[name] = event.get("sha256") or ""
         elif action == "owner-add" and event.get("owner"):
             self._owners.setdefault(project, set()).add(sys.intern(event.get("owner")))

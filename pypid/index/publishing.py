@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pypid.distfile import hash_file
 from pypid.index.examine import described
-from pypid.index.slots import holders
+from pypid.index.slots import holders, release_slot
 from pypid.storage import Incoming, NoSpaceError, StorageError
 
 if TYPE_CHECKING:
@@ -70,7 +70,9 @@ def publish(index: Index, incoming: Incoming, filename: str, *, sha256: str,
     with root.publish_lock():
         if gate is not None:
             gate.admit(filename, sha256)
-        held = holders(index, filename)
+        # The gate caught the log up: its uploads stand in for a scan of the upload folder.
+        held = holders(index, filename, None if gate is None
+                       else index.ledger.recorded(release_slot(filename).project))
         if not held or overwrite:
             if held and held[0].rsplit("/", 1)[-1] == filename:
                 relpath = held[0]  # replaced where it is (maybe a sub-folder)

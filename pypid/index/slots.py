@@ -8,6 +8,7 @@ cannot sit beside ``foo-1.0-py3-none-any.whl``, nor ``foo-1.0.0.zip`` beside
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.tags import Tag
@@ -61,20 +62,36 @@ def file_name_start(project: NormalizedName) -> re.Pattern[str]:
     return re.compile("[-_.]+".join(parts) + "-", re.IGNORECASE | re.ASCII)
 
 
-def holders(index: ReadModel, filename: str) -> list[str]:
+def holders(index: ReadModel, filename: str, recorded: Iterable[str] | None = None
+            ) -> list[str]:
     """Relative paths of the files that hold ``filename``'s slot now, ``filename`` itself
     first if it is there, the rest sorted.
 
-    The index knows every folder (but another worker's upload of a moment ago may not
-    have reached it); the folder uploads go to is read from disk as well.
+    The index knows every folder, but another process's upload of a moment ago may not
+    have reached it: ``recorded`` names the uploads the event log holds (caught up under
+    the publish lock), and those still on disk count; without it the folder uploads go
+    to is read from disk (a scan of every name in it, slow in a big root).
     """
     slot = release_slot(filename)
-    start = file_name_start(slot.project)
     found = {entry.relpath for entry in index.files(slot.project) or ()
              if _holds(entry.filename, slot)}
-    found.update(index.root.upload_neighbours(
-        filename, lambda name: bool(start.match(name)) and _holds(name, slot)))
+    if recorded is not None:
+        found.update(relpath for relpath in _upload_paths(index, recorded)
+                     if relpath not in found and _holds(relpath, slot)
+                     and index.root.exists(relpath))
+    else:
+        start = file_name_start(slot.project)
+        found.update(index.root.upload_neighbours(
+            filename, lambda name: bool(start.match(name)) and _holds(name, slot)))
     return sorted(found, key=lambda relpath: (relpath.rsplit("/", 1)[-1] != filename, relpath))
+
+
+def _upload_paths(index: ReadModel, names: Iterable[str]) -> Iterator[str]:
+    for name in names:
+        try:
+            yield index.root.upload_relpath(name)
+        except ValueError:  # not a name uploads use (an edited log): it holds nothing
+            continue
 
 
 def _holds(name: str, slot: ReleaseSlot) -> bool:

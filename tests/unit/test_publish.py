@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from pypid.auth import Htpasswd
+from pypid.config import defaults
 from pypid.distfile import InvalidFilenameError
 from pypid.index import Index, Marks, Published, publish
 from pypid.index.slots import file_name_start, release_slot
+from pypid.manage import Actor, for_server
 from pypid.storage import (
     FileIdentity,
     FileStat,
@@ -209,6 +212,35 @@ def test_another_spelling_not_indexed_yet_is_found_on_disk(index: Index, root: P
     assert index.files("p") is None
     published = publish_as(index, wheel, "p-1.0-py3-none-any.whl")
     assert not published.stored and published.holder == "P-1.0-py3-none-any.whl"
+
+
+def test_with_a_gate_the_log_names_another_process_upload(index: Index, root: Path,
+                                                          tmp_path: Path) -> None:
+    """Under a gate the log, caught up under the publish lock, stands in for the scan of
+    the upload folder: another process's upload (on disk, in the log, not in this index)
+    holds the slot; a name the log recorded but that is gone does not."""
+    wheel = make_wheel(tmp_path, "p", "1.0")
+    (root / "P-1.0-py3-none-any.whl").write_bytes(wheel.read_bytes())
+    events = index.ledger.events
+    events.append("upload", user="bob", project="p", file="P-1.0-py3-none-any.whl")
+    events.append("upload", user="bob", project="p", file="p-2.0.tar.gz")  # gone since
+    manager = for_server(defaults(), index, Htpasswd(tmp_path / "htpasswd"),
+                         changed=lambda _removed: None)
+    gate = manager.upload_gate(Actor("cli:root", admin=True))
+    incoming, sha256 = receive(index, wheel)
+    try:
+        published = publish(index, incoming, "p-1.0-py3-none-any.whl", sha256=sha256,
+                             metadata=None, requires_python=None, overwrite=False, gate=gate)
+    finally:
+        incoming.discard()
+    assert not published.stored and published.holder == "P-1.0-py3-none-any.whl"
+    sdist = make_sdist(tmp_path, "p", "2.0")
+    incoming, sha256 = receive(index, sdist)
+    try:
+        assert publish(index, incoming, "p-2.0.tar.gz", sha256=sha256, metadata=None,
+                       requires_python=None, overwrite=False, gate=gate).stored
+    finally:
+        incoming.discard()
 
 
 def test_other_tags_and_subfolder_spellings(index: Index, root: Path, tmp_path: Path) -> None:
