@@ -48,6 +48,10 @@ class EventLogError(Exception):
     """The log cannot take a change (one line, for the operator)."""
 
 
+class LogUnavailableError(EventLogError):
+    """The log's store cannot be reached now (a bucket down): the change is refused."""
+
+
 class NoSpaceError(EventLogError):
     """The file system is full: the change is refused, the log unchanged."""
 

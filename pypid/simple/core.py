@@ -163,8 +163,13 @@ class SimpleAPI:
     def _health(self, req: SimpleRequest, may_block: bool) -> Reply | None:
         """200 while the root can be read, else 503. With ``list`` protected, only the
         status unless logged in: counts and paths are for those who may list."""
-        problem = self.index.root.check_readable()
-        body: dict[str, object] = {"status": "ok" if problem is None else "unavailable"}
+        root = self.index.root
+        if root.is_remote and not may_block:
+            return None  # asking a bucket may take a while: a thread's work
+        problem = root.check_readable()
+        # A bucket away: pages and cached files are still served, changes are not.
+        down = "degraded" if root.is_remote else "unavailable"
+        body: dict[str, object] = {"status": "ok" if problem is None else down}
         detailed = not self.logins.needed("list")
         if not detailed and req.authorization:
             if not may_block:

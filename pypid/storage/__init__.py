@@ -9,10 +9,11 @@ from pypid.storage.base import (
     Storage,
     StorageError,
     TooLargeError,
+    UnavailableError,
     UnsafePathError,
 )
 from pypid.storage.local import IncomingFile, PackageRoot
 
 __all__ = ["CACHE_DIRNAME", "FileIdentity", "FileStat", "Incoming", "IncomingFile",
            "NoSpaceError", "PackageRoot", "Storage", "StorageError", "TooLargeError",
-           "UnsafePathError"]
+           "UnavailableError", "UnsafePathError"]

@@ -35,6 +35,10 @@ class NoSpaceError(StorageError):
     """The package root's file system is full."""
 
 
+class UnavailableError(StorageError):
+    """The store cannot be reached now (a bucket down or overloaded): try again later."""
+
+
 class FileIdentity(NamedTuple):
     """One version of a file's content: a change in any field means "read it again".
 

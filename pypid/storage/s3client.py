@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pypid.storage.base import FileStat, StorageError
+from pypid.storage.base import FileStat, StorageError, UnavailableError
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
@@ -162,7 +162,23 @@ def reason(exc: BaseException) -> str:
 
 
 def storage_error(exc: BaseException, place: BucketPlace, doing: str) -> StorageError:
-    return StorageError(f"{place.describe()}: cannot {doing}: {reason(exc)}")
+    kind = UnavailableError if is_unreachable(exc) else StorageError
+    return kind(f"{place.describe()}: cannot {doing}: {reason(exc)}")
+
+
+UNAVAILABLE_CODES = frozenset(("SlowDown", "ServiceUnavailable", "InternalError",
+                               "RequestTimeout"))
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The store is away or overloaded (try again), not refusing this request."""
+    status = status_of(exc)
+    if status is not None:
+        return status >= 500 or code_of(exc) in UNAVAILABLE_CODES
+    from botocore.exceptions import ConnectionError as NoConnection  # noqa: PLC0415 - see _make
+    from botocore.exceptions import HTTPClientError  # noqa: PLC0415
+
+    return isinstance(exc, (NoConnection, HTTPClientError, OSError))  # no answer, timeout
 
 
 # -- identities

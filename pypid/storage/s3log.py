@@ -16,13 +16,23 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pypid.events import ZERO_HASH, Event, EventLogError, decode, encode, line_hash, utc_now
+from pypid.events import (
+    ZERO_HASH,
+    Event,
+    EventLogError,
+    LogUnavailableError,
+    decode,
+    encode,
+    line_hash,
+    utc_now,
+)
 from pypid.storage.s3client import (
     BucketPlace,
     Clients,
     client_errors,
     is_missing,
     is_taken,
+    is_unreachable,
     reason,
 )
 from pypid.storage.s3mirror import LogMirror, seq_of
@@ -81,7 +91,8 @@ class BucketLog:
                                         "other writers in a row; try again")
             except client_errors() as exc:
                 self._note(f"{self.place.describe()}: unreachable: {reason(exc)}")
-                raise EventLogError(f"{self.path}: cannot write: {reason(exc)}") from None
+                kind = LogUnavailableError if is_unreachable(exc) else EventLogError
+                raise kind(f"{self.path}: cannot write: {reason(exc)}") from None
         self._note(None)
         log.info("%s", line.decode())  # the journal's copy
         return decode(line)

@@ -18,12 +18,12 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from pypid.events import EventLogError
-from pypid.events import NoSpaceError as LogFullError
 from pypid.manage import Actor, ManageError, NotFoundError
 from pypid.manage.catalog import project_name
 from pypid.simple.pep691 import format_upload_time
 from pypid.simple.reply import Reply
-from pypid.storage import NoSpaceError, StorageError
+from pypid.storage import StorageError
+from pypid.web import errors
 from pypid.web.state import services
 
 log = logging.getLogger("pypid.api")
@@ -66,14 +66,16 @@ def endpoint(*, login: str) -> Callable[[Callable[..., Response]], Callable[...,
                 return problem(exc.status, exc.detail, exc.headers)
             except ManageError as exc:
                 return problem(exc.status, str(exc))
-            except (LogFullError, NoSpaceError) as exc:
-                log.error("%s %s refused: %s", request.method, request.path, exc)
-                return problem(507, str(exc))
             except (EventLogError, StorageError) as exc:
-                log.error("%s %s failed: %s", request.method, request.path, exc)
-                return problem(500, str(exc))
+                log.error("%s %s refused: %s", request.method, request.path, exc)
+                return problem(*_failed(exc))
         return wrapper
     return decorate
+
+
+def _failed(exc: EventLogError | StorageError) -> tuple[int, str, list[tuple[str, str]]]:
+    status, headers = errors.failed_change(exc)
+    return status, str(exc), headers
 
 
 def _actor(login: str) -> Actor:

@@ -7,10 +7,25 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from pypid.events import EventLogError, LogUnavailableError
+from pypid.events import NoSpaceError as LogFullError
 from pypid.simple.reply import Kind, text
+from pypid.storage import NoSpaceError, StorageError, UnavailableError
 from pypid.web.replies import response
 
 log = logging.getLogger("pypid.web")
+
+RETRY_AFTER = "30"  # seconds a client should wait when the store is away
+
+
+def failed_change(exc: StorageError | EventLogError) -> tuple[int, list[tuple[str, str]]]:
+    """The status of a change the storage or the log could not take, and its headers:
+    507 a full disk, 503 (with Retry-After) a store that cannot be reached, else 500."""
+    if isinstance(exc, (NoSpaceError, LogFullError)):
+        return 507, []
+    if isinstance(exc, (UnavailableError, LogUnavailableError)):
+        return 503, [("Retry-After", RETRY_AFTER)]
+    return 500, []
 
 
 def plain_error(status: int, message: str, *, reason: bool = False,

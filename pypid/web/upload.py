@@ -36,13 +36,11 @@ from pypid.distfile import (
     read_core_metadata,
 )
 from pypid.events import EventLogError
-from pypid.events import NoSpaceError as LogFullError
 from pypid.index import Published, publish
 from pypid.manage import ManageError
 from pypid.simple.reply import Reply
 from pypid.storage import (
     IncomingFile,
-    NoSpaceError,
     StorageError,
     TooLargeError,
     UnsafePathError,
@@ -69,10 +67,18 @@ _HEX = re.compile(r"^[0-9a-f]+$")
 
 
 class UploadError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str,
+                 headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or []
+
+    @classmethod
+    def of(cls, exc: StorageError | EventLogError) -> UploadError:
+        """What the storage or the log refused, as the answer that says so."""
+        status, headers = errors.failed_change(exc)
+        return cls(status, str(exc), headers)
 
 
 class FormError(ValueError):
@@ -160,7 +166,8 @@ def upload() -> Response:
     try:
         status, message = _handle()
     except UploadError as exc:
-        return errors.plain_error(exc.status, exc.message, reason=True)
+        return errors.plain_error(exc.status, exc.message, reason=True,
+                                  headers=dict(exc.headers))
     except _Refused as exc:
         return response(exc.reply)
     return Response(message + "\n", status=status, mimetype="text/plain")
@@ -225,12 +232,9 @@ def _parse() -> tuple[ImmutableMultiDict[str, str], ImmutableMultiDict[str, File
     except RequestEntityTooLarge:  # Werkzeug's own bounds on the form's text
         raise UploadError(400, f"the form has more than {MAX_FORM_PARTS} parts or a field "
                           f"larger than {MAX_FORM_TEXT // MIB} MiB") from None
-    except NoSpaceError as exc:
-        log.error("upload refused: %s", exc)
-        raise UploadError(507, str(exc)) from None
     except StorageError as exc:
         log.error("upload refused: %s", exc)
-        raise UploadError(500, str(exc)) from None
+        raise UploadError.of(exc) from None
     except (BadRequest, ValueError) as exc:
         raise UploadError(400, f"malformed upload body ({_describe(exc)})") from None
 
@@ -266,8 +270,7 @@ def _remove_pkg(form: ImmutableMultiDict[str, str]) -> tuple[int, str]:
         raise UploadError(exc.status, str(exc)) from None
     except (EventLogError, StorageError) as exc:
         log.error("remove_pkg %s %s refused: %s", name, version_text, exc)
-        raise UploadError(507 if isinstance(exc, (LogFullError, NoSpaceError)) else 500,
-                          str(exc)) from None
+        raise UploadError.of(exc) from None
     return 200, "removed " + ", ".join(event.get("file") for event in events)
 
 
@@ -358,20 +361,11 @@ def _store(incoming: IncomingFile, dist: DistFile, meta: CoreMetadata) -> tuple[
                             overwrite=svc.config.storage.overwrite, gate=gate)
     except ManageError as exc:
         raise UploadError(exc.status, str(exc)) from None
-    except LogFullError as exc:
-        log.error("upload of %s refused: %s", dist.filename, exc)
-        raise UploadError(507, str(exc)) from None
-    except EventLogError as exc:
-        log.error("upload of %s refused: %s", dist.filename, exc)
-        raise UploadError(500, str(exc)) from None
     except UnsafePathError as exc:
         raise UploadError(400, str(exc)) from None
-    except NoSpaceError as exc:
+    except (EventLogError, StorageError) as exc:
         log.error("upload of %s refused: %s", dist.filename, exc)
-        raise UploadError(507, str(exc)) from None
-    except StorageError as exc:
-        log.error("upload of %s failed: %s", dist.filename, exc)
-        raise UploadError(500, str(exc)) from None
+        raise UploadError.of(exc) from None
     if not published.stored:
         return _conflict_or_same(dist.filename, published, sha256)
     log.info("%s uploaded %s (%d bytes) from %s", user or "anonymous", dist.filename,
