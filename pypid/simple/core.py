@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qsl, quote
 
-from pypid import __version__
 from pypid.distfile import (
     WHEEL,
     MetadataError,
@@ -33,6 +31,7 @@ from pypid.distfile import (
 )
 from pypid.index import FileEntry, Index
 from pypid.simple import pep691
+from pypid.simple.health import health
 from pypid.simple.logins import Logins
 from pypid.simple.mirrored import MirrorReplies
 from pypid.simple.negotiate import OFFERS, negotiate
@@ -137,7 +136,9 @@ class SimpleAPI:
             else:
                 reply = self._route(req, path, may_block)
         elif path == "/health":
-            reply = self._health(req, may_block)
+            reply = health(self.index, self.logins, self.mirror,
+                           authorization=req.authorization, client=req.client,
+                           may_block=may_block)
         elif self.ui is not None and path.startswith(UI_PATHS):
             if "list" in self.logins.protect:
                 refused = self._refused(req, "list", may_block)
@@ -159,35 +160,6 @@ class SimpleAPI:
         if isinstance(login, Reply):
             return login.for_head() if req.method == "HEAD" else login
         return False
-
-    def _health(self, req: SimpleRequest, may_block: bool) -> Reply | None:
-        """200 while the root can be read, else 503. With ``list`` protected, only the
-        status unless logged in: counts and paths are for those who may list."""
-        root = self.index.root
-        if root.is_remote and not may_block:
-            return None  # asking a bucket may take a while: a thread's work
-        problem = root.check_readable()
-        # A bucket away: pages and cached files are still served, changes are not.
-        down = "degraded" if root.is_remote else "unavailable"
-        body: dict[str, object] = {"status": "ok" if problem is None else down}
-        detailed = not self.logins.needed("list")
-        if not detailed and req.authorization:
-            if not may_block:
-                return None  # a password check: a thread's work
-            login = self.logins.authenticate("list", req.authorization, req.client)
-            detailed = not isinstance(login, Reply)
-        if detailed:
-            if problem is None:
-                body.update(projects=self.index.project_count(), files=self.index.file_count())
-            else:
-                body["reason"] = problem
-            body["version"] = __version__
-            if self.mirror is not None:
-                body["upstream"] = self.mirror.health()
-        data = (json.dumps(body) + "\n").encode()
-        return Reply(Kind.HEALTH, 200 if problem is None else 503, [
-            ("Content-Type", "application/json"), ("Content-Length", str(len(data))),
-            ("Cache-Control", "no-store")], data)
 
     def unknown(self, req: SimpleRequest) -> Reply:
         """A request nothing here has a page for: 404, or 401 first when ``list`` is

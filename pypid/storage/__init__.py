@@ -12,7 +12,8 @@ from pypid.storage.base import (
     UnavailableError,
     UnsafePathError,
 )
-from pypid.storage.local import IncomingFile, PackageRoot
+from pypid.storage.incoming import IncomingFile
+from pypid.storage.local import PackageRoot
 
 __all__ = ["CACHE_DIRNAME", "FileIdentity", "FileStat", "Incoming", "IncomingFile",
            "NoSpaceError", "PackageRoot", "Storage", "StorageError", "TooLargeError",

@@ -7,33 +7,28 @@ nothing of HTTP or of the index built on top of it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import logging
 import os
-import secrets
 import stat as stat_module
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from pypid.distfile import Digests, has_dist_suffix, is_safe_filename, is_temp_name
+from pypid.distfile import has_dist_suffix, is_safe_filename, is_temp_name
 from pypid.events import EventLog
 from pypid.storage.base import (
     CACHE_DIRNAME,
     FileIdentity,
     FileStat,
-    NoSpaceError,
     StorageError,
-    TooLargeError,
     UnsafePathError,
 )
+from pypid.storage.incoming import UPLOAD_PREFIX, IncomingFile, fsync_dir, storage_error
 
 log = logging.getLogger("pypid.storage")
 
-UPLOAD_PREFIX = ".pypid-upload-"  # named temp files (only where O_TMPFILE is missing)
 ASIDE_PREFIX = ".pypid-removing-"  # a file being removed, until its audit line is written
-FILE_MODE = 0o644
 
 
 class PackageRoot:
@@ -203,8 +198,8 @@ class PackageRoot:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise _storage_error(exc, path.parent) from None
-        _fsync_dir(path.parent)
+            raise storage_error(exc, path.parent) from None
+        fsync_dir(path.parent)
 
     @contextlib.contextmanager
     def removing(self, relpath: str) -> Iterator[None]:
@@ -218,10 +213,10 @@ class PackageRoot:
         except FileNotFoundError:
             raise StorageError(f"{relpath} is no longer in {self.path}") from None
         except OSError as exc:
-            raise _storage_error(exc, path.parent) from None
+            raise storage_error(exc, path.parent) from None
         with _put_back_if_raised(aside, path):
             yield
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @contextlib.contextmanager
     def keeping(self, relpath: str) -> Iterator[None]:
@@ -235,7 +230,7 @@ class PackageRoot:
         try:
             os.link(path, aside)
         except OSError as exc:
-            raise _storage_error(exc, path.parent) from None
+            raise storage_error(exc, path.parent) from None
         with _put_back_if_raised(aside, path):
             yield
 
@@ -278,172 +273,6 @@ class PackageRoot:
                         exc.strerror or exc)
 
 
-class IncomingFile:
-    """An upload being received: hashed and size-checked as it is written.
-
-    It lives in the root's file system as an unnamed ``O_TMPFILE`` (a killed
-    worker leaves nothing behind) or, where that is unsupported, as a dot-file
-    that ``sweep_temp_files`` removes at the next start. ``publish`` links it
-    into place (no overwrite: two racing uploads cannot both win) or renames it
-    over the old file (overwrite). It has the file-object methods Werkzeug's
-    form parser needs.
-    """
-
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        self.directory = directory
-        self.max_bytes = max_bytes
-        self.digests = Digests()
-        self.name: str | None = None  # set for a named temp file only
-        try:
-            self._fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except (AttributeError, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR,
-                                                              errno.EINVAL, errno.ENOENT):
-                raise _storage_error(exc, directory) from None
-            self.name = str(directory / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}")
-            try:
-                self._fd = os.open(self.name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC,
-                                   0o600)
-            except OSError as exc2:
-                raise _storage_error(exc2, directory) from None
-        self._pos = 0
-        self._synced = False
-        self.published = False
-
-    @property
-    def size(self) -> int:
-        return self.digests.size
-
-    # -- what Werkzeug's multipart parser calls
-
-    def write(self, data: bytes) -> int:
-        if self.digests.size + len(data) > self.max_bytes:
-            raise TooLargeError(f"the file is larger than {self.max_bytes // (1024 * 1024)} MiB")
-        self.digests.update(data)
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.pwrite(self._fd, view, self._pos)
-                self._pos += written
-                view = view[written:]
-        except OSError as exc:
-            raise _storage_error(exc, self.directory) from None
-        return len(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self._pos = os.lseek(self._fd, offset, whence)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            size = max(self.digests.size - self._pos, 0)
-        data = os.pread(self._fd, size, self._pos)
-        self._pos += len(data)
-        return data
-
-    def flush(self) -> None:
-        pass
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._fd
-
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
-
-    def close(self) -> None:
-        """Werkzeug closes part streams after parsing; the data stays until ``discard``."""
-
-    # -- what pypid calls
-
-    def stat_as(self, relpath: str) -> FileStat:
-        """The stat ``relpath`` will have once published (a link or rename keeps it)."""
-        return FileStat.of(relpath, os.fstat(self._fd))
-
-    def reopen(self) -> IO[bytes]:
-        """An independent reader of the received bytes (own offset), for validation."""
-        if self.name is not None:
-            return open(self.name, "rb")  # noqa: SIM115 - the caller closes it
-        return open(f"/proc/self/fd/{self._fd}", "rb")  # noqa: SIM115
-
-    def sync(self) -> None:
-        """Make the received bytes durable (before any lock is taken: this is the slow part)."""
-        if not self._synced:
-            try:
-                os.fchmod(self._fd, FILE_MODE)
-                os.fsync(self._fd)
-            except OSError as exc:
-                raise _storage_error(exc, self.directory) from None
-            self._synced = True
-
-    def publish(self, relpath: str, *, overwrite: bool) -> FileStat:
-        """Make the received bytes ``relpath`` (below the root), durably and atomically.
-
-        Raise FileExistsError when it exists and ``overwrite`` is off.
-        """
-        self.sync()
-        final = self.directory / relpath
-        dir_fd = -1
-        staged: str | None = None  # a link of ours to remove if the rename fails
-        try:
-            dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-            source = self.name or f"/proc/self/fd/{self._fd}"
-            if overwrite:
-                if self.name is None:  # an unnamed file needs a name to be renamed
-                    staged = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
-                    _link(source, staged, dir_fd)
-                    source = str(final.parent / staged)
-                os.replace(source, final)
-                staged = None
-            else:
-                _link(source, final.name, dir_fd)  # fails, atomically, when final exists
-                if self.name is not None:
-                    os.unlink(self.name)
-            self.name = None
-            self.published = True
-            os.fsync(dir_fd)
-            st = os.fstat(self._fd)
-        except FileExistsError:
-            raise
-        except OSError as exc:
-            raise _storage_error(exc, final.parent) from None
-        finally:
-            if staged is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(staged, dir_fd=dir_fd)
-            if dir_fd >= 0:
-                os.close(dir_fd)
-        return FileStat.of(relpath, st)
-
-    def discard(self) -> None:
-        """Close and, unless published, remove the received bytes."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if self.name is not None and not self.published:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.name)
-            self.name = None
-
-
-def _link(source: str, name: str, dir_fd: int) -> None:
-    """linkat(AT_SYMLINK_FOLLOW): a dir fd makes Python call linkat, which can follow
-    /proc/self/fd/N to an O_TMPFILE inode (plain link() would not)."""
-    os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
-
-
 @contextlib.contextmanager
 def _put_back_if_raised(aside: Path, path: Path) -> Iterator[None]:
     """``aside`` goes back to ``path`` if the block raises, else it is deleted."""
@@ -451,24 +280,7 @@ def _put_back_if_raised(aside: Path, path: Path) -> Iterator[None]:
         yield
     except BaseException:
         os.rename(aside, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         raise
     with contextlib.suppress(FileNotFoundError):
         aside.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _storage_error(exc: OSError, directory: Path) -> StorageError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpaceError(f"no space left on the disk of {directory}")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StorageError(f"cannot write to {directory}: {exc.strerror}")
-    return StorageError(f"cannot store the file in {directory}: {exc.strerror or exc}")
-

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pypid.storage.base import FileStat, StorageError
-from pypid.storage.local import UPLOAD_PREFIX
+from pypid.storage.incoming import UPLOAD_PREFIX
 
 log = logging.getLogger("pypid.storage")
 

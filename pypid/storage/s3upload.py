@@ -15,7 +15,7 @@ import logging
 from typing import IO, Any, Protocol
 
 from pypid.storage.base import FileStat, StorageError
-from pypid.storage.local import IncomingFile
+from pypid.storage.incoming import IncomingFile
 from pypid.storage.s3cache import FileCache
 from pypid.storage.s3client import BucketPlace, Clients, client_errors, is_taken, storage_error
 

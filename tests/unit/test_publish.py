@@ -28,7 +28,7 @@ from pypid.storage import (
     StorageError,
     UnsafePathError,
 )
-from pypid.storage.local import UPLOAD_PREFIX
+from pypid.storage.incoming import UPLOAD_PREFIX
 from tests.builders import make_sdist, make_wheel
 
 
