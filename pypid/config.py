@@ -232,6 +232,8 @@ SCHEMA: tuple[Key, ...] = (
         "project names (globs) whose upstream files are listed beside local ones"),
     Key("upstream", "cache_max_gb", 0, _int_between(0, 1024 * 1024),
         "0: no limit; else least recently used, unpinned files are evicted"),
+    Key("metrics", "allow", ("127.0.0.1", "::1"), _networks,
+        "addresses or networks that may read /metrics ([] : nobody)"),
     Key("log", "level", "info", _one_of(LOG_LEVELS), "debug | info | warning | error"),
     Key("log", "access_log", True, _bool,
         "one line per request, to stderr (the journal under systemd)"),
@@ -281,6 +283,11 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    allow: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str
     access_log: bool
@@ -294,6 +301,7 @@ class Config:
     storage: StorageConfig
     auth: AuthConfig
     upstream: UpstreamConfig
+    metrics: MetricsConfig
     log: LogConfig
     source: Path | None = field(default=None, compare=False)
 
@@ -304,7 +312,7 @@ class Config:
 
 _SECTION_CLASSES = {
     "server": ServerConfig, "storage": StorageConfig, "auth": AuthConfig,
-    "upstream": UpstreamConfig, "log": LogConfig,
+    "upstream": UpstreamConfig, "metrics": MetricsConfig, "log": LogConfig,
 }
 
 

@@ -46,6 +46,7 @@ from pypid.http1 import (
     find_head,
     parse_head,
 )
+from pypid.metrics import tally
 from pypid.simple.core import SimpleAPI, SimpleRequest
 from pypid.simple.reply import Reply
 from pypid.worker.answers import BARE_LF_HEAD, BUSY, HEAD_TOO_LARGE, LOCATED, MAX_HEAD, forwarded
@@ -96,6 +97,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         self.last_notify = 0.0
         self._common = (0, b"", b"")  # the second they are for; keep-alive; close
         self.access_logging = access_log_enabled(self.log, self.cfg)
+        self.counts = tally.tally()  # the loop thread's own counters
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
         for listener in self.sockets:
             listener.setblocking(False)
@@ -242,6 +244,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
                 self._refuse(conn, BARE_LF_HEAD)
                 return
             started = datetime.now() if self.access_logging else None
+            read_at = time.perf_counter()
             reply = self._decide(head, conn) if head is not None else None
             if head is None or reply is None:
                 self._to_thread(conn, self._slow)
@@ -250,9 +253,10 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
             self._count_request()
             close = head.close or not self.alive or not self.keepalive
             if reply.file is not None:
-                self._send_file(conn, head, reply, close, started)
+                self._send_file(conn, head, reply, close, started, read_at=read_at)
                 return
             self._queue(conn, self._answer_head(reply, close), reply.body)
+            self._tally(head, reply, read_at)
             if started is not None:
                 self._log_access(conn, head, reply, len(reply.body), started)
             if close:
@@ -265,6 +269,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         """Answer a head no parser should be trusted with, and close."""
         conn.buf.clear()
         self._count_request()
+        tally.request(self.counts, "other", "other", reply.status, 0.0)
         self._queue(conn, self._answer_head(reply, True), reply.body)
         self._leave_selector(conn, State.CLOSING)
 
@@ -290,7 +295,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         return reply
 
     def _send_file(self, conn: Conn, head: PlainHead, reply: Reply, close: bool,
-                   started: datetime | None) -> None:
+                   started: datetime | None, *, read_at: float) -> None:
         """Queue the head; the body follows from the open file once the queue has left.
         The connection's next request waits for both."""
         opened = self._open_body(conn, head, reply, started)
@@ -301,7 +306,14 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
             self._to_thread(conn, partial(self._slow_request, head=head))
         else:
             self._queue(conn, self._answer_head(reply, close))
+            self._tally(head, reply, read_at)
             self._leave_selector(conn, State.CLOSING if close else State.PAUSED)
+
+    def _tally(self, head: PlainHead, reply: Reply, read_at: float) -> None:
+        """Count an answer of the loop's (a file's: once its head is queued)."""
+        path = head.path[len(self.prefix):] if self.prefix else head.path
+        tally.request(self.counts, tally.route_of(head.method, path), head.method,
+                      reply.status, time.perf_counter() - read_at)
 
     def _answer_head(self, reply: Reply, close: bool) -> bytes:
         now = int(time.time())
