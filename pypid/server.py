@@ -28,6 +28,7 @@ from pypid.index import Index
 from pypid.limits import raise_open_files_limit
 from pypid.manage import prepare_root, report_ownerless
 from pypid.metrics import store, tally
+from pypid.metrics.pulse import Pulse
 from pypid.storage import PackageRoot, StorageError
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
 from pypid.web import Services, assemble, create_app
@@ -137,6 +138,7 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
         self.config_path = config_path
         self.overrides = overrides or {}
         self.notifier = notifier or Notifier()
+        self.pulse: Pulse | None = None
         super().__init__()
 
     @property
@@ -152,8 +154,11 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
         """The STATUS= text: ASCII, short, true."""
         index = self.services.index
         workers = plural(self.pypid_config.server.workers, "worker")
+        folder = _metrics_folder(self)
+        if self.pulse is None or self.pulse.folder.path != folder.path:
+            self.pulse = Pulse(folder)
         return (f"serving {plural(index.project_count(), 'project')} on "
-                f"{bound_addresses(listeners)}, {workers}")
+                f"{bound_addresses(listeners)}, {workers}; {self.pulse.line()}")
 
     def load_config(self) -> None:
         config = self.pypid_config
