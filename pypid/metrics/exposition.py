@@ -32,6 +32,11 @@ def number(value: float) -> str:
     return repr(value)
 
 
+def _plain(counts: Counts, key: tuple[object, ...]) -> str:
+    value = counts.get(key, 0)
+    return number(value if isinstance(value, (int, float)) else 0)
+
+
 def _labels(**labels: object) -> str:
     return "{" + ",".join(f'{name}="{value}"' for name, value in labels.items()) + "}"
 
@@ -45,35 +50,43 @@ def render(counts: Counts, gauges: Mapping[str, float], version: str) -> str:
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
 
+    requests: dict[tuple[object, ...], float] = {}
+    buckets: dict[tuple[object, int], float] = {}
+    seconds: dict[object, float] = {}
+    for key, value in counts.items():
+        if key[0] == "requests" and isinstance(value, list):
+            _, route, method, status, index = key
+            requests[route, method, status] = requests.get((route, method, status), 0) + value[0]
+            buckets[route, index] = buckets.get((route, index), 0) + value[0]  # type: ignore[index]
+            seconds[route] = seconds.get(route, 0.0) + value[1]
+
     family("pypid_http_requests_total", "counter", "HTTP requests answered.")
-    requests = sorted((k, v) for k, v in counts.items() if k[0] == "requests")
-    for (_, route, method, status), value in requests:
+    for (route, method, status), value in sorted(requests.items(), key=str):
         out.append("pypid_http_requests_total" + _labels(route=route, method=method,
                                                          status=status) + f" {number(value)}")
 
     family("pypid_http_request_duration_seconds", "histogram",
            "Time from reading a request to sending its answer (a file: its head).")
-    routes = sorted({k[1] for k in counts if k[0] == "duration_sum"})
-    for route in routes:
+    for route in sorted(seconds, key=str):
         cumulative = 0.0
         for index, bound in enumerate((*BUCKETS, float("inf"))):
-            cumulative += counts.get(("duration", route, index), 0)
+            cumulative += buckets.get((route, index), 0)
             le = "+Inf" if bound == float("inf") else repr(bound)
             out.append(f"pypid_http_request_duration_seconds_bucket"
                        f"{_labels(route=route, le=le)} {number(cumulative)}")
         out.append(f"pypid_http_request_duration_seconds_count{_labels(route=route)} "
                    f"{number(cumulative)}")
         out.append(f"pypid_http_request_duration_seconds_sum{_labels(route=route)} "
-                   f"{number(counts.get(('duration_sum', route), 0))}")
+                   f"{number(seconds[route])}")
 
     family("pypid_uploads_total", "counter", "Uploads by result.")
     for result in UPLOAD_RESULTS:
-        value = counts.get(("uploads", result), 0)
-        out.append(f"pypid_uploads_total{_labels(result=result)} {number(value)}")
+        out.append(f"pypid_uploads_total{_labels(result=result)} "
+                   f"{_plain(counts, ('uploads', result))}")
 
     for key, name, help_text in _PLAIN:
         family(name, "counter", help_text)
-        out.append(f"{name} {number(counts.get((key,), 0))}")
+        out.append(f"{name} {_plain(counts, (key,))}")
 
     for key, help_text in (("projects", "Projects the index holds."),
                            ("files", "Distribution files the index holds."),
@@ -83,12 +96,11 @@ def render(counts: Counts, gauges: Mapping[str, float], version: str) -> str:
 
     family("pypid_upstream_requests_total", "counter", "Requests to the upstream index by result.")
     for result in UPSTREAM_RESULTS:
-        value = counts.get(("upstream", result), 0)
-        out.append(f"pypid_upstream_requests_total{_labels(result=result)} {number(value)}")
+        out.append(f"pypid_upstream_requests_total{_labels(result=result)} "
+                   f"{_plain(counts, ('upstream', result))}")
     family("pypid_upstream_last_success_timestamp_seconds", "gauge",
            "When upstream last answered (Unix time; 0: never).")
-    out.append(f"pypid_upstream_last_success_timestamp_seconds "
-               f"{number(counts.get((LATEST,), 0))}")
+    out.append(f"pypid_upstream_last_success_timestamp_seconds {_plain(counts, (LATEST,))}")
 
     family("pypid_build_info", "gauge", "The running pypid version.")
     out.append(f"pypid_build_info{_labels(version=version)} 1")

@@ -28,7 +28,7 @@ class Pulse:
         """``12.5 req/s (1 min), 3 uploads today``: ASCII, short."""
         now = self.clock()
         counts = self.folder.read()
-        done = sum(v for k, v in counts.items() if k[0] == "requests")
+        done = sum(v[0] for k, v in counts.items() if k[0] == "requests" and isinstance(v, list))
         self._samples.append((now, done))
         while len(self._samples) > 1 and now - self._samples[0][0] > WINDOW:
             self._samples.popleft()
@@ -38,7 +38,8 @@ class Pulse:
         return f"{rate:.1f} req/s (1 min), {uploads} upload{'' if uploads == 1 else 's'} today"
 
     def _uploads_today(self, counts: Counts, now: float) -> int:
-        stored = int(counts.get(("uploads", "stored"), 0))
+        value = counts.get(("uploads", "stored"), 0)
+        stored = int(value) if isinstance(value, (int, float)) else 0
         today = time.strftime("%Y-%m-%d", time.gmtime(now))
         path = self.folder.path / DAY_FILE
         try:

@@ -34,7 +34,8 @@ def _decode(rows: object) -> Counts:
     counts: Counts = {}
     if isinstance(rows, list):
         for row in rows:
-            if isinstance(row, list) and len(row) >= 2 and isinstance(row[-1], (int, float)):
+            if isinstance(row, list) and len(row) >= 2 and isinstance(row[-1],
+                                                                      (int, float, list)):
                 counts[tuple(row[:-1])] = row[-1]
     return counts
 

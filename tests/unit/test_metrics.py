@@ -104,10 +104,12 @@ def test_status_figures(tmp_path: Path) -> None:
     folder = MetricsFolder(tmp_path)
     pulse = Pulse(folder, clock=lambda: now[0])
     worker = folder.worker_file(1)
-    folder.write(worker, {("requests", "project", "GET", 200): 100, ("uploads", "stored"): 4})
+    folder.write(worker, {("requests", "project", "GET", 200, 0): [100, 0.1],
+                          ("uploads", "stored"): 4})
     assert pulse.line() == "0.0 req/s (1 min), 0 uploads today"
     now[0] += 30
-    folder.write(worker, {("requests", "project", "GET", 200): 400, ("uploads", "stored"): 5})
+    folder.write(worker, {("requests", "project", "GET", 200, 0): [400, 0.4],
+                          ("uploads", "stored"): 5})
     assert pulse.line() == "10.0 req/s (1 min), 1 upload today"
     now[0] += 86400  # the next day: counted from its first line
     assert pulse.line().endswith(", 0 uploads today")
