@@ -125,6 +125,7 @@ class Flusher:
         self.folder = folder
         self.file = folder.worker_file(os.getpid())
         self._stop = threading.Event()
+        self._warned = False
         self._thread = threading.Thread(target=self._run, name="pypid-metrics", daemon=True)
 
     def start(self) -> None:
@@ -138,7 +139,10 @@ class Flusher:
         try:
             self.folder.write(self.file, tally.snapshot())
         except OSError as exc:
-            log.warning("cannot write this worker's counts: %s", exc)
+            if not self._warned:  # once: a read-only root would say so every second
+                self._warned = True
+                log.warning("cannot write this worker's counts (/metrics shows only what "
+                            "the worker asked has counted): %s", exc)
 
     def stop(self) -> None:
         """The last write: when the worker stops, nothing it counted is lost."""
