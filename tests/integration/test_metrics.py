@@ -4,6 +4,7 @@ after a reload; an address outside ``metrics.allow`` gets 403."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -187,9 +188,12 @@ def test_counters_add_up_across_workers_kills_and_reloads(
     assert value(after, "pypid_http_request_duration_seconds_count", route="project") == project
     assert value(after, "pypid_http_request_duration_seconds_bucket", route="project",
                  le="+Inf") == project
-    # Both workers answered some of the pages (each wrote its own counts).
-    folder = srv.root / ".pypid" / "metrics"
-    assert len(list(folder.glob("worker-*.json"))) == 2
+    # Both workers answered some of the pages (each writes its own counts).
+    files = list((srv.root / ".pypid" / "metrics").glob("worker-*.json"))
+    assert len(files) == 2
+    for path in files:  # rows: [*key, value]; a request's value is [count, seconds]
+        rows = json.loads(path.read_text())
+        assert any(row[:2] == ["requests", "project"] and row[-1][0] > 0 for row in rows), path
 
     # A worker killed: its counts stay; its replacement counts on.
     base = after
