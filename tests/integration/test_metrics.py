@@ -222,6 +222,8 @@ def test_counters_add_up_across_workers_kills_and_reloads(
 
 
 def test_an_address_not_allowed_gets_403(tmp_path: Path) -> None:
+    """Only 192.0.2.0/24 may read it; 127.0.0.1 (the test) is a trusted proxy, so the
+    client it names in X-Forwarded-For is the one that counts."""
     root = tmp_path / "packages"
     root.mkdir()
     srv = start_server(tmp_path, root, settings={"metrics": {"allow": ["192.0.2.0/24"]}})
@@ -229,5 +231,8 @@ def test_an_address_not_allowed_gets_403(tmp_path: Path) -> None:
         resp = get(srv.url("/metrics"))
         assert resp.status == 403, resp.describe()
         assert b"pypid_" not in resp.body
+        assert get(srv.url("/metrics"), X_Forwarded_For="198.51.100.9").status == 403
+        named = get(srv.url("/metrics"), X_Forwarded_For="192.0.2.7")
+        assert named.status == 200 and b"pypid_build_info" in named.body
     finally:
         stop(srv.proc)
