@@ -114,6 +114,8 @@ SCHEMA: tuple[Key, ...] = (
         "project names (globs) whose upstream files are listed beside local ones"),
     Key("upstream", "cache_max_gb", 0, check.int_between(0, 1024 * 1024),
         "0: no limit; else least recently used, unpinned files are evicted"),
+    Key("metrics", "allow", ("127.0.0.1", "::1"), check.networks,
+        "addresses or networks that may read /metrics ([] : nobody)"),
     Key("log", "level", "info", check.one_of(LOG_LEVELS), "debug | info | warning | error"),
     Key("log", "access_log", True, check.bool_value,
         "one line per request, to stderr (the journal under systemd)"),
@@ -175,6 +177,11 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    allow: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str
     access_log: bool
@@ -188,6 +195,7 @@ class Config:
     storage: StorageConfig
     auth: AuthConfig
     upstream: UpstreamConfig
+    metrics: MetricsConfig
     log: LogConfig
     source: Path | None = field(default=None, compare=False)
 
@@ -199,7 +207,8 @@ class Config:
 # Inner tables first: a section's dataclass holds its sub-tables' (storage.s3 -> storage).
 _SECTION_CLASSES = {
     "storage.s3": S3Config, "server": ServerConfig, "storage": StorageConfig,
-    "auth": AuthConfig, "upstream": UpstreamConfig, "log": LogConfig,
+    "auth": AuthConfig, "upstream": UpstreamConfig, "metrics": MetricsConfig,
+    "log": LogConfig,
 }
 
 

@@ -27,6 +27,8 @@ from pypid.config import Config, ConfigError, load_config
 from pypid.index import Index
 from pypid.limits import raise_open_files_limit
 from pypid.manage import prepare_root, report_ownerless
+from pypid.metrics import store, tally
+from pypid.metrics.pulse import Pulse
 from pypid.storage import StorageError
 from pypid.storage.select import open_storage
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
@@ -137,6 +139,7 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
         self.config_path = config_path
         self.overrides = overrides or {}
         self.notifier = notifier or Notifier()
+        self.pulse: Pulse | None = None
         super().__init__()
 
     @property
@@ -152,8 +155,11 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
         """The STATUS= text: ASCII, short, true."""
         index = self.services.index
         workers = plural(self.pypid_config.server.workers, "worker")
+        folder = _metrics_folder(self)
+        if self.pulse is None or self.pulse.folder.path != folder.path:
+            self.pulse = Pulse(folder)
         return (f"serving {plural(index.project_count(), 'project')} on "
-                f"{bound_addresses(listeners)}, {workers}")
+                f"{bound_addresses(listeners)}, {workers}; {self.pulse.line()}")
 
     def load_config(self) -> None:
         config = self.pypid_config
@@ -181,7 +187,10 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
             "control_socket_disable": True,  # gunicorn >= 25 only
             "post_worker_init": _post_worker_init,
             "pre_request": _drop_forwarder_headers,
+            "post_request": _count_app_request,
             "when_ready": _when_ready,
+            "worker_exit": _worker_exit,
+            "child_exit": _child_exit,
         }
         if config.server.tls_cert:
             settings["certfile"] = config.server.tls_cert
@@ -307,11 +316,42 @@ def _drop_forwarder_headers(worker: Any, req: Any) -> None:
     is not a prefix of the path makes it fail with a traceback)."""
     req.headers = [(name, value) for name, value in req.headers
                    if name not in ("SCRIPT_NAME", "PATH_INFO")]
+    req.pypid_started = time.perf_counter()
+
+
+def _count_app_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """A request the app answered (the worker's loop counts its own)."""
+    status = getattr(resp, "status_code", None)
+    if status is None:
+        return
+    prefix = worker.app.pypid_config.server.url_prefix
+    path = req.path or ""
+    if prefix:
+        path = path[len(prefix):] if path.startswith(prefix + "/") else "-"
+    seconds = time.perf_counter() - getattr(req, "pypid_started", time.perf_counter())
+    tally.request(tally.tally(), tally.route_of(req.method, path), req.method, status, seconds)
+
+
+def _metrics_folder(app: PypidApplication) -> store.MetricsFolder:
+    return store.folder_for(app.services.index.root.cache_dir)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    """In the worker, as it stops: its last counts to its file."""
+    flusher = store.current()
+    if flusher is not None:
+        flusher.stop()
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """In the master: a worker is gone (stopped, replaced or killed); keep its counts."""
+    _metrics_folder(server.app).retire(worker.pid)
 
 
 def _post_worker_init(worker: Any) -> None:
     """Each worker follows changes in the root from its first moment. One forked long
     after the load (a replacement for a killed worker) catches up before it answers."""
+    store.start_flushing(_metrics_folder(worker.app))
     index = worker.app.services.index
     index.start_watching(catch_up_first=time.monotonic() - index.loaded_at > CATCH_UP_AFTER)
 
@@ -320,6 +360,7 @@ def _when_ready(server: Any) -> None:
     app: PypidApplication = server.app
     config = app.pypid_config
     index = app.services.index
+    _metrics_folder(app).retire()  # no worker runs yet: these are a previous run's
     log.info("pypid %s serving %s (%s) from %s on %s with %s (config: %s)", __version__,
              plural(index.project_count(), "project"), plural(index.file_count(), "file"),
              index.root.where, bound_addresses(server.LISTENERS),

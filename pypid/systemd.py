@@ -23,6 +23,7 @@ log = logging.getLogger("pypid")
 
 PROBE_TIMEOUT = 1.0
 PROBE_WINDOW = 2.0  # how long one loop pass may wait for a worker to answer
+STATUS_EVERY = 10.0  # seconds between two STATUS= lines with fresh figures
 EXTEND_USEC = 30_000_000  # cold start: ask systemd for 30 s more each time we report progress
 
 
@@ -106,6 +107,7 @@ class PypidArbiter(Arbiter):  # type: ignore[misc]
         self._describe: Callable[[list[Any]], str] = app.describe
         self._ready = False
         self._was_ready = False
+        self._last_status = time.monotonic()
 
     def first_ready(self) -> None:
         """Called once, when a worker first answers: a hook for a start banner."""
@@ -126,6 +128,10 @@ class PypidArbiter(Arbiter):  # type: ignore[misc]
         super().murder_workers()
         if self.WORKERS:
             self.notifier.ping()
+            now = time.monotonic()
+            if self._ready and self.notifier.active and now - self._last_status >= STATUS_EVERY:
+                self._last_status = now
+                self.notifier.status(self.describe())
 
     def _wait_for_an_answer(self) -> None:
         deadline = time.monotonic() + PROBE_WINDOW

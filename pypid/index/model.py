@@ -71,6 +71,9 @@ class ReadModel:
     def file_count(self) -> int:
         return len(self._by_filename)
 
+    def stored_bytes(self) -> int:
+        return sum(entry.size for entry in list(self._by_filename.values()))
+
     def files(self, project: str) -> tuple[FileEntry, ...] | None:
         return self._by_project.get(NormalizedName(project))
 

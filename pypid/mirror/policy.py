@@ -14,6 +14,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from pypid.distfile import normalize
+from pypid.metrics import tally
 
 DAY = 86400
 
@@ -61,6 +62,7 @@ class Cooldown:
         if self._exempted(project, version):
             return None
         days = self.min_age // DAY
+        tally.add("cooldown_hidden")
         if uploaded is None:
             return f"upstream gives no upload time (cooldown: upstream.min_age_days = {days})"
         age = max(0.0, (now - uploaded) / DAY)

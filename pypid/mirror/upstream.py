@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from pypid import __version__
+from pypid.metrics import tally
 
 log = logging.getLogger("pypid.mirror")
 
@@ -93,10 +94,12 @@ class Upstream:
                 response = self._get(parts.scheme, parts.netloc, _target(parts), headers)
             except TimeoutError:
                 self.note(False)
+                tally.add("upstream", "timeout")
                 raise UpstreamError(f"upstream {parts.hostname} made no progress in "
                                     f"{self.timeout:g}s", 504) from None
             except (OSError, http.client.HTTPException) as exc:
                 self.note(False)
+                tally.add("upstream", "error")
                 raise UpstreamError(f"upstream {parts.hostname} unreachable: "
                                     f"{exc or type(exc).__name__}") from None
             if response.status in (301, 302, 303, 307, 308):
@@ -105,6 +108,10 @@ class Upstream:
                 url = urljoin(url, location)
                 continue
             self.note(response.status < 500)
+            tally.add("upstream", "error" if response.status >= 500 else
+                      "not_modified" if response.status == 304 else "ok")
+            if response.status < 500:
+                tally.latest(tally.LATEST, time.time())
             if response.status >= 500:
                 response.close()
                 raise UpstreamError(f"upstream answered {response.status} for {parts.path}")

@@ -12,6 +12,7 @@ import binascii
 import logging
 
 from pypid.auth import Htpasswd, LoginThrottledError
+from pypid.metrics import tally
 from pypid.simple.reply import REALM, Kind, Reply, text
 
 log = logging.getLogger("pypid.auth")
@@ -73,6 +74,7 @@ class Logins:
             log.warning("login for %r from %s refused: %s", user, client, problem)
             return self.refusal(action, f"no logins are possible on the server ({problem})")
         log.warning("failed login for %r from %s", user, client)
+        tally.add("login_failures")
         return self.refusal(action, "wrong user name or password")
 
     @staticmethod

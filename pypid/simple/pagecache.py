@@ -13,7 +13,10 @@ import hashlib
 import threading
 from collections.abc import Callable
 
+from pypid.metrics import tally
 from pypid.simple.pagepack import PagePack
+
+_HIT = ("page_cache_hits",)
 
 MIN_GZIP_BYTES = 1024
 # Per worker. Small, since a page that leaves it is read back from the pack
@@ -84,6 +87,8 @@ class PageCache:
         """The page if it is current and needs no rendering, else None."""
         cached = self._pages.get((space, name))
         if cached is not None and cached[0] == serial:
+            counts = tally.LOCAL.counts  # inline: the loop's every page passes here
+            counts[_HIT] = counts.get(_HIT, 0) + 1  # type: ignore[operator]
             return cached[1]
         if self.pack is None:
             return None
@@ -95,6 +100,7 @@ class PageCache:
         self._reads += 1
         if self._reads % PROMOTE_EVERY == 0:
             self._keep(page)
+        tally.add(*_HIT)
         return page
 
     def get(self, space: str, name: str, serial: int, render: Callable[[], bytes]) -> Page:
@@ -103,6 +109,7 @@ class PageCache:
         if page is not None:
             return page
         page = Page(self, space, name, serial, render())
+        tally.add("page_cache_misses")
         self._keep(page)
         if self.pack is not None:
             self.pack.put(space, name, serial, page.etag.encode("ascii") + page.body)

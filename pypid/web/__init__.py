@@ -6,7 +6,7 @@ from flask import Flask
 
 from pypid import __version__
 from pypid.config import Config
-from pypid.web import api, authz, errors, home, proxy, simple_api, upload
+from pypid.web import api, authz, errors, home, metrics, proxy, simple_api, upload
 from pypid.web.state import Services, assemble, services
 
 __all__ = ["Services", "assemble", "create_app", "services"]
@@ -33,7 +33,7 @@ def create_app(config: Config, *, services: Services | None = None) -> Flask:
     app.jinja_env.globals["version"] = __version__
     app.before_request(_watch_in_this_process)
     authz.register(app)
-    for module in (home, simple_api, upload, api):
+    for module in (home, simple_api, upload, api, metrics):
         app.register_blueprint(module.bp)
     errors.register(app)
     app.wsgi_app = proxy.wrap(  # type: ignore[method-assign]

@@ -38,6 +38,7 @@ from pypid.distfile import (
 from pypid.events import EventLogError
 from pypid.index import Published, publish
 from pypid.manage import ManageError
+from pypid.metrics import tally
 from pypid.simple.reply import Reply
 from pypid.storage import (
     IncomingFile,
@@ -179,6 +180,21 @@ class _Refused(Exception):  # noqa: N818 - carries the login's refusal
         self.reply = reply
 
 
+# An upload's result by status, when the view did not name it (refused before or in it).
+_RESULTS = {401: "unauthorized", 403: "forbidden", 409: "conflict"}
+
+
+@bp.after_request
+def _count(resp: Response) -> Response:
+    """``pypid_uploads_total``: every POST here but pypiserver's remove action."""
+    result = g.get("upload_result") or _RESULTS.get(resp.status_code, "rejected")
+    if result != "removal":
+        tally.add("uploads", result)
+        if result == "stored":
+            tally.add("upload_bytes", amount=g.get("upload_bytes", 0))
+    return resp
+
+
 @bp.teardown_app_request
 def _discard_incoming(_exc: BaseException | None) -> None:
     for incoming in getattr(request, "incoming_files", ()):
@@ -188,6 +204,7 @@ def _discard_incoming(_exc: BaseException | None) -> None:
 def _handle() -> tuple[int, str]:
     form, files = _parse()
     if _check_action(form) == "remove_pkg":
+        g.upload_result = "removal"
         return _remove_pkg(form)
     name = _required(form, "name")
     version_text = _required(form, "version")
@@ -370,6 +387,7 @@ def _store(incoming: IncomingFile, dist: DistFile, meta: CoreMetadata) -> tuple[
         return _conflict_or_same(dist.filename, published, sha256)
     log.info("%s uploaded %s (%d bytes) from %s", user or "anonymous", dist.filename,
              published.size, request.remote_addr)
+    g.upload_result, g.upload_bytes = "stored", published.size
     return 200, f"stored {dist.filename}"
 
 
@@ -379,6 +397,7 @@ def _conflict_or_same(filename: str, published: Published, sha256: str) -> tuple
     holder = published.holder or filename
     existing = published.holder_sha256
     if holder == filename and existing is not None and hmac.compare_digest(existing, sha256):
+        g.upload_result = "identical"
         return 200, f"{filename} is already here, byte for byte"
     raise UploadError(409, f"File already exists: {holder}")
 

@@ -122,6 +122,7 @@ def test_notification_sequence(tmp_path: Path, root: Path, notify: Notifications
         first = notify.texts()[ready]
         assert "Gunicorn arbiter booted" not in " ".join(notify.texts())  # gunicorn's early READY
         assert f"STATUS=serving 1 project on 127.0.0.1:{server.port}, 2 workers" in first
+        assert "req/s (1 min), 0 uploads today" in first  # the figures (pypid.metrics.pulse)
         assert all(text.isascii() for text in notify.texts())
         pings = notify.wait_for("WATCHDOG=1", after=ready + 1)
         notify.wait_for("WATCHDOG=1", after=pings + 1, timeout=3)
