@@ -49,7 +49,7 @@ class Bundle:
         try:
             self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
         except tarfile.TarError as exc:
-            raise BundleError(f"{path} is not a tar file: {exc}") from None
+            raise BundleError(f"not a tar file ({type(exc).__name__})") from None
         try:
             self.members = self._members()
             self.manifest = self._manifest()
