@@ -22,7 +22,7 @@ from pypid.bundle.manifest import (
     Manifest,
     decode,
     member_problem,
-    parse_time,
+    parse_time_ns,
 )
 from pypid.distfile import hash_file
 from pypid.manage import Actor, ManageError, Manager
@@ -190,7 +190,7 @@ def _add_file(bundle: Bundle, manager: Manager, actor: Actor, item: BundledFile,
         sha256 = incoming.digests.hexdigest("sha256")
         if not hmac.compare_digest(sha256, item.sha256):
             raise BundleError(f"{item.filename}: changed while it was imported; stopped")
-        when = int(parse_time(item.upload_time) * 1e9)
+        when = parse_time_ns(item.upload_time)
         fd = incoming.fileno()
         os.utime(fd, ns=(when, when))
         _same_owner_as_root(fd, root.path)

@@ -17,6 +17,7 @@ from pypid.distfile import (
     parse_filename,
 )
 from pypid.index.records import STATUSES
+from pypid.simple.pep691 import format_upload_time
 
 FORMAT = "pypid-bundle"
 FORMAT_VERSION = 1
@@ -58,23 +59,29 @@ class Manifest:
 
 
 def format_time(epoch: float) -> str:
-    """Epoch seconds as a manifest's UTC time.
+    """Epoch seconds as a manifest's UTC time: the pages' own form (PEP 700).
 
     >>> format_time(0.5)
     '1970-01-01T00:00:00.500000Z'
     """
-    return time.strftime(_TIME, time.gmtime(int(epoch))) + f".{int(epoch % 1 * 1e6):06d}Z"
+    return format_upload_time(epoch)
+
+
+def parse_time_ns(text: str) -> int:
+    """A manifest's UTC time as epoch nanoseconds (exact: no float on the way).
+
+    >>> parse_time_ns('1970-01-01T00:00:01.250000Z')
+    1250000000
+    """
+    whole, _, rest = text.removesuffix("Z").partition(".")
+    if rest and (not rest.isdigit() or len(rest) > 9):
+        raise ValueError(f"not a UTC time: {text!r}")
+    return timegm(time.strptime(whole, _TIME)) * 10**9 + int(rest.ljust(9, "0") or 0)
 
 
 def parse_time(text: str) -> float:
-    """A manifest's UTC time as epoch seconds.
-
-    >>> parse_time('1970-01-01T00:00:01.250000Z')
-    1.25
-    """
-    whole, _, rest = text.removesuffix("Z").partition(".")
-    fraction = float(f"0.{rest}") if rest.isdigit() else 0.0
-    return timegm(time.strptime(whole, _TIME)) + fraction
+    """A manifest's UTC time as epoch seconds."""
+    return parse_time_ns(text) / 1e9
 
 
 def encode(manifest: Manifest) -> bytes:

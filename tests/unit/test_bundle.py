@@ -14,7 +14,6 @@ import pytest
 
 from pypid import cli
 from pypid.bundle.manifest import BundleError, decode
-from pypid.mirror.priming import Pinned
 from tests.builders import make_wheel
 
 Tar = Callable[..., Path]
@@ -218,4 +217,3 @@ def test_export_by_requirement_takes_only_that_release(
     (tmp_path / "req.txt").write_text("demo==3.0\n")
     assert pypid("export", str(bundle), "-r", str(tmp_path / "req.txt"),
                  "--config", str(config)) == 1
-    assert Pinned("demo", "2.0") is not None
