@@ -14,7 +14,9 @@ import pytest
 
 from pypid import cli
 from pypid.bundle.manifest import BundleError, decode
-from tests.builders import make_wheel
+from pypid.mirror.store import MirrorStore, PageRecord
+from pypid.mirror.translate import UpstreamFile, UpstreamPage
+from tests.builders import make_wheel, wheel_bytes
 
 Tar = Callable[..., Path]
 
@@ -217,3 +219,35 @@ def test_export_by_requirement_takes_only_that_release(
     (tmp_path / "req.txt").write_text("demo==3.0\n")
     assert pypid("export", str(bundle), "-r", str(tmp_path / "req.txt"),
                  "--config", str(config)) == 1
+
+
+def test_export_takes_the_mirrors_cached_files_with_upstreams_facts(
+        tmp_path: Path, site: Callable[[str], Path]) -> None:
+    config = site("a")
+    cache = tmp_path / "cache"
+    with open(config, "a") as handle:
+        handle.write(f'[upstream]\nmode = "cache"\ncache_root = "{cache}"\n')
+    _, data = wheel_bytes("upstream-thing", "1.0")
+    sha256 = hashlib.sha256(data).hexdigest()
+    store = MirrorStore(cache)
+    item = UpstreamFile("upstream_thing-1.0-py3-none-any.whl", "1.0", "https://x/f", sha256,
+                        yanked="old", upload_time="2024-01-02T03:04:05.000000Z")
+    store.save(PageRecord(UpstreamPage("upstream-thing", (item,), "deprecated", "gone"),
+                          "", "", 0.0))
+    path = store.file_path("upstream-thing", item.filename)
+    store.make_dir(path.parent)
+    path.write_bytes(data)
+    pylock = tmp_path / "pylock.toml"
+    pylock.write_text('lock-version = "1.0"\n[[packages]]\nname = "upstream-thing"\n'
+                      'version = "1.0"\n[[packages.wheels]]\nname = "x.whl"\n'
+                      f'hashes = {{sha256 = "{sha256}"}}\n')
+    bundle = tmp_path / "m.tar"
+    assert pypid("export", str(bundle), "--lock", str(pylock), "--config", str(config)) == 0
+    manifest = decode(members(bundle)["manifest.json"])
+    assert [(f.filename, f.sha256, f.yanked, f.upload_time) for f in manifest.files] == [
+        (item.filename, sha256, "old", "2024-01-02T03:04:05.000000Z")]
+    assert [(p.status, p.reason) for p in manifest.projects] == [("deprecated", "gone")]
+    path.write_bytes(data + b"x")  # a cached file that no longer matches is never bundled
+    assert pypid("export", str(bundle), "--project", "upstream-thing",
+                 "--config", str(config)) == 1
+    assert decode(members(bundle)["manifest.json"]) == manifest  # the old bundle stands
