@@ -201,9 +201,13 @@ def _add_file(bundle: Bundle, manager: Manager, actor: Actor, item: BundledFile,
             except FileExistsError:
                 raise BundleError(f"{item.filename}: appeared here while importing; "
                                   "stopped") from None
-            manager.events.append("import", user=actor.user, client=actor.client,
-                                  project=item.project, file=item.filename,
-                                  sha256=item.sha256, size=item.size)
+            try:
+                manager.events.append("import", user=actor.user, client=actor.client,
+                                      project=item.project, file=item.filename,
+                                      sha256=item.sha256, size=item.size)
+            except BaseException:
+                root.remove(relpath)  # a file without its line does not count
+                raise
     finally:
         incoming.discard()
 

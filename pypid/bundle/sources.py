@@ -16,9 +16,9 @@ from pypid.bundle.manifest import BundledProject, BundleError, format_time, pars
 from pypid.cachedb import DB_NAME
 from pypid.distfile import InvalidFilenameError, hash_file, parse_filename
 from pypid.index.ledger import Ledger
-from pypid.mirror.holdings import METADATA_SUFFIX
+from pypid.mirror.holdings import holdings
 from pypid.mirror.priming import Pinned
-from pypid.mirror.store import MirrorStore
+from pypid.mirror.store import MirrorStore, PageRecord
 from pypid.storage import Storage
 
 
@@ -60,29 +60,24 @@ def local_files(root: Storage, ledger: Ledger) -> list[Candidate]:
 def mirrored_files(store: MirrorStore) -> list[Candidate]:
     """Every whole file the mirror's cache holds that its cached page describes."""
     found = []
-    try:
-        projects = sorted(os.listdir(store.files))
-    except OSError:
-        return []
-    for project in projects:
-        record = store.load(project) if not project.startswith(".") else None
-        if record is None:
+    pages: dict[str, PageRecord | None] = {}
+    for held in holdings(store):
+        if held.project not in pages:
+            pages[held.project] = store.load(held.project)
+        record = pages[held.project]
+        item = record.page.file(held.filename) if record is not None else None
+        if item is None:
             continue
-        for filename in store.cached_files(project):
-            item = record.page.file(filename)
-            if filename.endswith(METADATA_SUFFIX) or item is None:
-                continue
-            path = store.files / project / filename
-            try:
-                size = os.stat(path).st_size
-                when = format_time(parse_time(item.upload_time or "")) \
-                    if item.upload_time else format_time(os.stat(path).st_mtime)
-            except (OSError, ValueError):
-                continue
-            yanked = None if item.yanked is False else ("" if item.yanked is True
-                                                        else str(item.yanked))
-            found.append(Candidate(filename, project, item.version, path, size, when, yanked,
-                                   None, item.sha256, local=False))
+        path = store.files / held.project / held.filename
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        when = _upstream_time(item.upload_time, st.st_mtime)
+        yanked = None if item.yanked is False else ("" if item.yanked is True
+                                                    else str(item.yanked))
+        found.append(Candidate(held.filename, held.project, item.version, path, st.st_size,
+                               format_time(when), yanked, None, item.sha256, local=False))
     return found
 
 
@@ -155,6 +150,14 @@ def _upload_times(cache_dir: Path) -> dict[str, tuple[tuple[int, int, int], floa
     finally:
         with contextlib.suppress(sqlite3.Error):
             conn.close()
+
+
+def _upstream_time(text: str | None, fallback: float) -> float:
+    """Upstream's upload time (PEP 700, "Z"), else when the file was cached."""
+    try:
+        return parse_time(text) if text else fallback
+    except ValueError:
+        return fallback
 
 
 def _same_version(a: str, b: str) -> bool:

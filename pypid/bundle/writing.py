@@ -28,6 +28,7 @@ from pypid.bundle.manifest import (
     parse_time,
 )
 from pypid.bundle.sources import Candidate
+from pypid.storage.local import fsync_dir
 
 CHUNK = 1024 * 1024
 
@@ -67,7 +68,7 @@ def write_bundle(dest: Path, files: list[Candidate], projects: list[BundledProje
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -97,10 +98,3 @@ def _member(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     info.size, info.mtime, info.mode = size, int(mtime), 0o644
     return info
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -204,7 +204,7 @@ class PackageRoot:
             return
         except OSError as exc:
             raise _storage_error(exc, path.parent) from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @contextlib.contextmanager
     def removing(self, relpath: str) -> Iterator[None]:
@@ -221,7 +221,7 @@ class PackageRoot:
             raise _storage_error(exc, path.parent) from None
         with _put_back_if_raised(aside, path):
             yield
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @contextlib.contextmanager
     def keeping(self, relpath: str) -> Iterator[None]:
@@ -451,13 +451,14 @@ def _put_back_if_raised(aside: Path, path: Path) -> Iterator[None]:
         yield
     except BaseException:
         os.rename(aside, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         raise
     with contextlib.suppress(FileNotFoundError):
         aside.unlink()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a folder's new or renamed entries durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
