@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pypid import __version__, cli_manage, cli_mirror
+from pypid import __version__, cli_bundle, cli_manage, cli_mirror
 from pypid.auth import (
     Htpasswd,
     HtpasswdError,
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_usage(sys.stderr)
         print("pypid: error: a command is required (serve, check-config, reload, user, "
-              "yank, unyank, remove, status, owner, audit, mirror)",
+              "yank, unyank, remove, status, owner, audit, mirror, export, import)",
               file=sys.stderr)
         return EXIT_USAGE
     if args.command != "serve":
@@ -205,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_user_list)
     cli_manage.add_commands(commands, _command)
     cli_mirror.add_commands(commands, _command)
+    cli_bundle.add_commands(commands, _command)
     return parser
 
 

@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pypid"
 RANK = {"distfile": 0, "config": 0, "config_checks": -0.5, "auth": 0, "http1": 0,
         "limits": 0, "metrics": 0, "storage": 1, "cachedb": 1.5, "watch": 1, "index": 2,
         "mirror": 2.5, "simple": 3, "web": 4, "systemd": 4, "accesslog": 4, "events": 0.5,
-        "manage": 3, "cli_manage": 6.5, "cli_mirror": 6.5, "worker": 5, "server": 6, "cli": 7,
+        "manage": 3, "cli_manage": 6.5, "cli_mirror": 6.5,
+        "cli_bundle": 6.5, "bundle": 3.5, "worker": 5, "server": 6, "cli": 7,
         "__main__": 8,
         "__init__": -1}
 
