@@ -61,12 +61,20 @@ def prefixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
 
 @pytest.fixture(autouse=True)
 def _within_limits() -> Iterator[None]:
-    """After each test: no watchdog kill, and no server process past MAX_RSS."""
-    yield
-    for guarded in GUARDED:
-        assert not guarded.breaches, guarded.breaches
-        over = {pid: rss >> 20 for pid, rss in guarded.peak_rss().items() if rss > MAX_RSS}
-        assert not over, f"peak RSS in MB over {MAX_RSS >> 20}: {over}"
+    """After each test: no watchdog kill, and no server process past MAX_RSS; then the
+    servers the test itself started are stopped (a test that forgets, or fails before
+    its own close, would leave them running after pytest exits)."""
+    before = len(GUARDED)
+    try:
+        yield
+        for guarded in GUARDED:
+            assert not guarded.breaches, guarded.breaches
+            over = {pid: rss >> 20 for pid, rss in guarded.peak_rss().items() if rss > MAX_RSS}
+            assert not over, f"peak RSS in MB over {MAX_RSS >> 20}: {over}"
+    finally:
+        for guarded in GUARDED[before:]:
+            guarded.close()
+        del GUARDED[before:]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
