@@ -11,8 +11,9 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -88,6 +89,31 @@ def request(
 def get(url: str, **headers: str) -> Response:
     """GET with headers given as keywords (underscores become dashes)."""
     return request(url, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+
+LIVE = 2.5  # DESIGN: a change shows on every worker within two seconds (plus the polling)
+
+
+def until(probe: Callable[[], object], what: str, streak: int = 8, within: float = LIVE
+          ) -> None:
+    """Poll until ``streak`` answers in a row pass (so that, likely, every worker has
+    it), within ``within`` seconds; a failure says ``what`` did not happen."""
+    deadline = time.monotonic() + within
+    passed = 0
+    while passed < streak:
+        if probe():
+            passed += 1
+            continue
+        passed = 0
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def project_json(url: str) -> dict[str, Any]:
+    """A project page's PEP 691 JSON (asserting a 200)."""
+    resp = get(url, Accept=JSON_TYPE)
+    assert resp.status == 200, resp.describe()
+    return resp.json()  # type: ignore[no-any-return]
 
 
 def raw_request(host: str, port: int, raw: bytes, timeout: float = 10.0) -> tuple[int, bytes]:

@@ -7,25 +7,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.builders import make_wheel
 from tests.integration.harness import REPO_ROOT, STARTED, start_server, stop
 from tests.integration.helpers import (
-    JSON_TYPE,
     Server,
     client_tool,
     get,
     installed_versions,
+    project_json,
     run_client,
+    until,
 )
 
 pytestmark = pytest.mark.server
-LIVE = 2.5  # DESIGN: within two seconds, plus the polling requests
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +52,8 @@ def pypid(server: Server, *args: str, check: bool = True) -> subprocess.Complete
     return proc
 
 
-def page(server: Server, project: str) -> dict[str, object]:
-    resp = get(server.url(f"/simple/{project}/"), Accept=JSON_TYPE)
-    assert resp.status == 200, resp.describe()
-    return resp.json()  # type: ignore[no-any-return]
-
-
-def until(probe: object, what: str, streak: int = 8) -> None:
-    """Poll until ``streak`` answers in a row pass (so every worker has it), within LIVE."""
-    deadline = time.monotonic() + LIVE
-    passed = 0
-    while passed < streak:
-        if probe():  # type: ignore[operator]
-            passed += 1
-            continue
-        passed = 0
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
+def page(server: Server, project: str) -> dict[str, Any]:
+    return project_json(server.url(f"/simple/{project}/"))
 
 
 def yanked(server: Server) -> dict[str, object]:

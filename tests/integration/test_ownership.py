@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,16 @@ import pytest
 
 from tests.builders import make_sdist, make_wheel
 from tests.integration.harness import REPO_ROOT, STARTED, launch, stop, write_config
-from tests.integration.helpers import JSON_TYPE, Server, client_tool, get, run_client
+from tests.integration.helpers import (
+    Server,
+    client_tool,
+    get,
+    project_json,
+    run_client,
+    until,
+)
 
 pytestmark = pytest.mark.server
-LIVE = 2.5  # DESIGN: every worker within two seconds, plus the polling requests
 PASSWORDS = {"alice": "Al1ce-pw-93f1", "bob": "B0b-pw-27c4", "root-admin": "Adm1n-pw-5d0e"}
 PROBLEM = "application/problem+json"
 
@@ -128,22 +133,7 @@ def twine(gov: Governed, tmp: Path, user: str, *files: Path,
 
 
 def page(gov: Governed, project: str) -> dict[str, Any]:
-    resp = get(gov.url(f"/simple/{project}/"), Accept=JSON_TYPE)
-    assert resp.status == 200, resp.describe()
-    return resp.json()  # type: ignore[no-any-return]
-
-
-def until(probe: object, what: str, streak: int = 8) -> None:
-    """Poll until ``streak`` answers in a row pass (so every worker has it), within LIVE."""
-    deadline = time.monotonic() + LIVE
-    passed = 0
-    while passed < streak:
-        if probe():  # type: ignore[operator]
-            passed += 1
-            continue
-        passed = 0
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
+    return project_json(gov.url(f"/simple/{project}/"))
 
 
 def audit(gov: Governed, *args: str) -> list[dict[str, Any]]:

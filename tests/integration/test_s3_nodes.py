@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tests.integration.helpers import (
     get,
     installed_versions,
     run_client,
+    until,
 )
 from tests.integration.test_uploads import BOUNDARY, EXISTS, form_for, multipart
 from tests.s3store import BUCKET, SECRET_KEY, Store, credentials_env
@@ -113,15 +113,7 @@ def files_on(node: Server, project: str) -> dict[str, object]:
 
 def within(seconds: float, probe: Callable[[], bool], what: str, streak: int = 6) -> None:
     """``streak`` passing answers in a row (so each worker has it) before the deadline."""
-    deadline = time.monotonic() + seconds
-    passed = 0
-    while passed < streak:
-        if probe():
-            passed += 1
-            continue
-        passed = 0
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
+    until(probe, what, streak, within=seconds)
 
 
 def test_twine_upload_to_one_node_pip_installs_from_another(cluster: Cluster,
