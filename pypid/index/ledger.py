@@ -100,6 +100,9 @@ class Ledger:
         name is never sent upstream, even with no files left (dependency confusion)."""
         return project in self._owners or project in self._removed
 
+    def is_claimed(self, project: str) -> bool:
+        return project in self._owners
+
     def claimed(self) -> frozenset[str]:
         return frozenset(self._owners)
 

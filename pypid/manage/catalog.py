@@ -42,6 +42,8 @@ class Catalog(Protocol):
 
     def projects(self) -> set[str]: ...
 
+    def has_project(self, project: str) -> bool: ...
+
     def project_files(self, project: str) -> list[Found]: ...
 
     def file(self, filename: str) -> Found | None: ...
@@ -65,6 +67,9 @@ class RootCatalog:
     def projects(self) -> set[str]:
         return {found.project for found in self.files()}
 
+    def has_project(self, project: str) -> bool:
+        return any(found.project == project for found in self.files())
+
     def project_files(self, project: str) -> list[Found]:
         return [found for found in self.files() if found.project == project]
 
@@ -86,6 +91,10 @@ class IndexCatalog:
     def projects(self) -> set[str]:
         self.index.catch_up_now()
         return set(self.index.projects())
+
+    def has_project(self, project: str) -> bool:
+        self.index.catch_up_now()
+        return self.index.files(project) is not None
 
     def project_files(self, project: str) -> list[Found]:
         self.index.catch_up_now()

@@ -61,7 +61,9 @@ class Manager:
         """The normalized name of a project here (with files, or with owners recorded)."""
         project = project_name(name)
         self.ledger.catch_up()
-        if project not in self.ledger.claimed() and not self.catalog.project_files(project):
+        # A cheap look at each: a whole list of Found (a version parsed per file) was made
+        # here for a yes or no.
+        if not self.ledger.is_claimed(project) and not self.catalog.has_project(project):
             raise NotFoundError(f"no project named {project} in {self.where}")
         return project
 
