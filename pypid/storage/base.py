@@ -138,6 +138,11 @@ class Storage(Protocol):
         """Read one file's bytes."""
         ...
 
+    def upload_time(self, stat: FileStat) -> float:
+        """When the file was uploaded (epoch seconds), asked after ``open``: its mtime, or a
+        bucket object's LastModified unless an import stated another."""
+        ...
+
     def upload_relpath(self, filename: str) -> str:
         """Where a new upload named ``filename`` goes; UnsafePathError for a bad name."""
         ...

@@ -157,6 +157,9 @@ class PackageRoot:
     def open(self, relpath: str) -> IO[bytes]:
         return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it
 
+    def upload_time(self, stat: FileStat) -> float:
+        return stat.mtime_ns / 1e9  # an import sets the mtime
+
     def exists(self, relpath: str) -> bool:
         return os.path.lexists(self.resolve(relpath))
 

@@ -85,9 +85,12 @@ def test_an_export_holds_the_files_and_a_manifest_of_their_facts(
         tmp_path: Path, site: Callable[[str], Path]) -> None:
     bundle = exported(tmp_path, site)
     held = members(bundle)
-    assert sorted(held) == ["demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl",
-                            "manifest.json"]
+    assert sorted(held) == ["audit.jsonl", "demo-1.0-py3-none-any.whl",
+                            "demo-2.0-py3-none-any.whl", "manifest.json"]
     manifest = decode(held["manifest.json"])
+    assert manifest.audit is not None  # every local file: the whole site, its log too
+    assert manifest.audit.lines == held["audit.jsonl"].count(b"\n") == 2
+    assert manifest.audit.sha256 == hashlib.sha256(held["audit.jsonl"]).hexdigest()
     first = manifest.files[0]
     assert first.sha256 == hashlib.sha256(held[first.filename]).hexdigest()
     assert first.size == len(held[first.filename]) and first.yanked == "broken"
