@@ -46,6 +46,7 @@ from pypid.storage.s3client import (
 )
 from pypid.storage.s3log import BucketLog
 from pypid.storage.s3mirror import LogMirror
+from pypid.storage.s3shelf import BucketShelf
 from pypid.storage.s3upload import UPLOAD_TIME_KEY, BucketIncoming
 
 log = logging.getLogger("pypid.storage")
@@ -91,6 +92,9 @@ class BucketRoot:
     def event_log(self) -> AuditLog:
         return BucketLog(self.clients, self.place, self.note, LogMirror(
             self.cache_dir / f"events-{self.place.digest()}.jsonl"))
+
+    def mirror_shelf(self) -> BucketShelf:
+        return BucketShelf(self.clients, self.place)
 
     # -- health
 
