@@ -70,17 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--changes", type=int, default=1000)
     parser.add_argument("--files", type=int, default=100_000, help="the restart's bucket")
+    parser.add_argument("--only", choices=("nodes", "restart"),
+                        help="run only measures 1-4 (nodes) or only 5 (restart)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="pypid-bench-s3-") as tmp:
-        work = Path(tmp)
-        store = start_store(work / "store")
-        try:
-            small_phases(store, work, args, results)
-        finally:
-            stop_store(store)
-    restart_phase(args, results)
+    if args.only != "restart":
+        with tempfile.TemporaryDirectory(prefix="pypid-bench-s3-") as tmp:
+            work = Path(tmp)
+            store = start_store(work / "store")
+            try:
+                small_phases(store, work, args, results)
+            finally:
+                stop_store(store)
+    if args.only != "nodes":
+        restart_phase(args, results)
     report(args, results, time.perf_counter() - started)
     return 0
 
@@ -253,19 +257,24 @@ def report(args: argparse.Namespace, results: dict[str, Any], took: float) -> No
     print(f"{'measure':40} {'s3':>10} {'baseline':>10} {'ratio':>7}  target")
     for label, what in (("page", f"project page {PAGE} req/s"),
                         ("file", "cached 100 KB file req/s")):
-        s3, local, r = ratio(label)
-        print(f"{what:40} {s3:10.0f} {local:10.0f} {r:7.2f}  >= 0.8 (local root)")
-    node, direct = (statistics.median(results["huge"][k]) for k in ("node", "store"))
-    print(f"{'uncached 100 MB file MB/s (median)':40} {node:10.0f} {direct:10.0f} "
-          f"{node / direct:7.2f}  >= 0.5 (direct GET from the store)")
-    late = results["changes"]["late"]
+        if label in results:
+            s3, local, r = ratio(label)
+            print(f"{what:40} {s3:10.0f} {local:10.0f} {r:7.2f}  >= 0.8 (local root)")
+    if "huge" in results:
+        node, direct = (statistics.median(results["huge"][k]) for k in ("node", "store"))
+        print(f"{'uncached 100 MB file MB/s (median)':40} {node:10.0f} {direct:10.0f} "
+              f"{node / direct:7.2f}  >= 0.5 (direct GET from the store)")
+    late = results.get("changes", {}).get("late")
     if late:
         p99 = late[min(len(late) - 1, int(len(late) * 0.99))]
         over = sum(1 for s in late if s > 2.0)
         print(f"{'change seen on the other node, s':40} p50 {statistics.median(late):.3f}  "
               f"p99 {p99:.3f}  max {late[-1]:.3f}  ({len(late)} changes, {over} over 2 s; "
               "target p99 <= 2 s)")
-    restart = results["restart"]
+    restart = results.get("restart")
+    if restart is None:
+        print(f"this run took {took:.0f} s (a 2-core machine: every figure is noisy)")
+        return
     print(f"{'restart on ' + format(restart['files'], ',') + ' files: first page, s':40} "
           f"{min(restart['seconds']):10.2f}  (rounds: "
           f"{', '.join(f'{s:.2f}' for s in restart['seconds'])}; target < 5 s)")
