@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import os
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from pypid.distfile import hash_file
 from pypid.events import check_chain
 from pypid.manage import Actor, ManageError, Manager
 from pypid.manage.catalog import Found
+from pypid.storage.s3 import BucketRoot
 from pypid.storage.s3log import BucketLog
 from pypid.storage.s3upload import BucketIncoming
 
@@ -215,7 +217,10 @@ def _add_file(bundle: Bundle, manager: Manager, actor: Actor, item: BundledFile,
     """Receive the member into a temp file in the root's file system (checked again: the
     bundle may have changed since), give it its upload time and owner, link it in."""
     root = manager.root
-    incoming = root.incoming(max_bytes)
+    # Into a bucket: spooled in TMPDIR, no node copy (the CLI may be root on a node).
+    incoming = (BucketIncoming(root, max_bytes, spool=Path(tempfile.gettempdir()),
+                               keep_copy=False)
+                if isinstance(root, BucketRoot) else root.incoming(max_bytes))
     try:
         bundle.copy(item, incoming.write)
         sha256 = incoming.digests.hexdigest("sha256")

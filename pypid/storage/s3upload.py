@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 from pypid.storage.base import FileStat, StorageError
@@ -37,12 +38,19 @@ class Bucket(Protocol):
 
 
 class BucketIncoming(IncomingFile):
-    """A local spool file in the copies' folder (so that it can become this node's copy)."""
+    """A local spool file in the copies' folder (so that it can become this node's copy).
 
-    def __init__(self, root: Bucket, max_bytes: int) -> None:
-        root.copies.directory.mkdir(parents=True, exist_ok=True)
-        super().__init__(root.copies.directory, max_bytes)
+    ``spool`` and not ``keep_copy``: a spool elsewhere and no copy kept, for the command
+    line (``pypid import`` as root must not make the service's folders root's)."""
+
+    def __init__(self, root: Bucket, max_bytes: int, *, spool: Path | None = None,
+                 keep_copy: bool = True) -> None:
+        if spool is None:
+            spool = root.copies.directory
+            spool.mkdir(parents=True, exist_ok=True)
+        super().__init__(spool, max_bytes)
         self.root = root
+        self.keep_copy = keep_copy
         # A bucket sets LastModified itself: an import's upload time goes with the object.
         self.upload_time_ns: int | None = None
 
@@ -68,7 +76,8 @@ class BucketIncoming(IncomingFile):
         if stat is None:
             raise StorageError(f"{self.root.place.describe()}: {relpath} vanished just after "
                                "it was stored")
-        self._keep_as_copy(relpath, stat)
+        if self.keep_copy:
+            self._keep_as_copy(relpath, stat)
         return stat
 
     def _keep_as_copy(self, relpath: str, stat: FileStat) -> None:
