@@ -127,9 +127,15 @@ class Upstream:
             conn = http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self._ssl)
         else:
             conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
-        conn.request("GET", target, headers={"User-Agent": USER_AGENT, **(headers or {})})
+        conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Connection": "close",
+                                             **(headers or {})})
         response = conn.getresponse()
-        conn.close()  # the socket itself closes once the response is read and closed
+        # Not conn.close(): on a keep-alive answer (a server that ignores "Connection:
+        # close") it closes the response too, and its body reads as empty. Closing the
+        # socket object alone defers the real close until the response's file is closed.
+        sock, conn.sock = conn.sock, None
+        if sock is not None:
+            sock.close()
         return response
 
     # -- reachability, shared by the workers through two marker files
