@@ -37,6 +37,10 @@ class UpstreamError(Exception):
         self.status = status
 
 
+class ForeignRedirect(UpstreamError):
+    """Upstream redirected to a host that is neither its own nor one of ``file_hosts``."""
+
+
 @dataclass
 class Fetched:
     """An upstream answer whose body is still to be read (``response``), or was (``body``)."""
@@ -88,8 +92,8 @@ class Upstream:
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or parts.hostname not in self.hosts:
-                raise UpstreamError(f"upstream redirected to {parts.hostname or url!r}, "
-                                    "which is neither upstream nor one of upstream.file_hosts")
+                raise ForeignRedirect(f"upstream redirected to {parts.hostname or url!r}, "
+                                      "which is neither upstream nor one of upstream.file_hosts")
             try:
                 response = self._get(parts.scheme, parts.netloc, _target(parts), headers)
             except TimeoutError:
