@@ -31,7 +31,10 @@ from pypid.mirror.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("pypid.mirror")
 
-CHUNK = 256 * 1024
+# Bytes per read and per relayed chunk. Each thread relaying a download holds one; chunks
+# above glibc's mmap threshold (128 KiB) raise that threshold and then stay behind in the
+# per-thread malloc arenas, so a crowd grew a worker by several times more (bench/mirror.py).
+CHUNK = 64 * 1024
 POLL = 0.005  # seconds between looks at a growing file
 MAX_UNSIZED_BYTES = 16 * 1024**3  # a file upstream gives no size for
 
