@@ -303,3 +303,14 @@ def test_health_follows_the_last_answer(upstream: tuple[Upstream, dict]) -> None
         up.page("demo")
     health = up.health()
     assert health["reachable"] is False and health["last_success"]
+
+
+def test_an_answer_that_keeps_the_connection_is_read_whole(
+        upstream: tuple[Upstream, dict]) -> None:
+    """An upstream that ignores "Connection: close" (http.client used to close such an
+    answer along with its connection: an empty body)."""
+    up, routes = upstream
+    body = _json_page(_file())
+    routes["/simple/demo/"] = (200, {"Content-Type": JSON_MEDIA, "Connection": "keep-alive"},
+                               body)
+    assert up.page("demo").body == body
