@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from tests.integration.loopserver import LoopbackServer, read_head
+
 IDLE_LIMIT = 30.0  # seconds a connection may go silent before the proxy drops it
 
 
@@ -24,44 +26,22 @@ class Seen:
     authorization: str | None
 
 
-class ConnectProxy:
+class ConnectProxy(LoopbackServer):
     def __init__(self) -> None:
         self.seen: list[Seen] = []
         self.refuse = False
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
     def url(self, login: str = "") -> str:
         return f"http://{login + '@' if login else ''}127.0.0.1:{self.port}"
 
-    def close(self) -> None:
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(timeout=5)
-
-    def _serve(self) -> None:
-        self._sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(IDLE_LIMIT)
         with conn, contextlib.suppress(OSError, ValueError):
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                data = conn.recv(4096)
-                if not data:
-                    return
-                head += data
-            head, _, rest = head.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
+            head = read_head(conn)
+            if head is None:
+                return
+            lines, rest = head
             method, target, version = lines[0].split(" ", 2)
             fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
             auth = next((v for k, v in fields.items() if k.lower() == "proxy-authorization"),
@@ -108,7 +88,7 @@ def pipe(client: socket.socket, upstream: socket.socket) -> None:
     back.join(timeout=IDLE_LIMIT)
 
 
-class TlsFront:
+class TlsFront(LoopbackServer):
     """TLS on loopback in front of a plain HTTP server (``target_port``): an https
     upstream for the mirror, with the certificate ``cert``/``key`` (for 127.0.0.1)."""
 
@@ -116,27 +96,9 @@ class TlsFront:
         self.target_port = target_port
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(cert, key)
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def close(self) -> None:
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(timeout=5)
-
-    def _serve(self) -> None:
-        self._sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(IDLE_LIMIT)
         with contextlib.suppress(OSError), \
                 self._context.wrap_socket(conn, server_side=True) as tls, \
