@@ -70,6 +70,14 @@ class Upstream:
         self._state_dir = state_dir
         self._ssl: ssl.SSLContext | None = None
         self._proxies = proxy_settings(os.environ if environ is None else environ)
+        parts = urlsplit(url)
+        try:  # said once at start, so that an administrator sees the drop-in took
+            proxy = proxy_for(parts.scheme, parts.netloc, self._proxies)
+        except ProxyError as exc:
+            log.warning("mirror: %s; every upstream request will fail", exc)
+        else:
+            if proxy is not None:
+                log.info("mirror: upstream requests go through proxy %s", proxy.where)
 
     def page(self, project: str, etag: str = "", last_modified: str = "") -> Fetched:
         """GET ``project``'s page; a 304 when the validators still hold. The body is read
