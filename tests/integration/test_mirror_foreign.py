@@ -42,13 +42,10 @@ class Foreign:
     log: Path
     files: dict[str, bytes]  # file name -> bytes
 
-    def log_text(self) -> str:
-        return self.log.read_text("utf-8", "replace")
-
 
 def _root(root: Path) -> dict[str, bytes]:
     make_wheel(root, "foreign-lib", "1.0")
-    make_wheel(root / "sub" / "deeper", "foreign-lib", "1.1")  # a sub-folder: ../sub/ links
+    make_wheel(root / "sub" / "deeper", "foreign-lib", "1.1")  # /packages/sub/deeper/...
     make_sdist(root, "foreign-lib", "1.1")
     make_wheel(root, "foreign-app", "1.0", requires_dist=("foreign-lib>=1.1",))
     make_wheel(root, "cool-pkg", "1.0")
