@@ -93,14 +93,16 @@ def warm(port: int, paths: list[str], headers: dict[str, str]) -> None:
 
 def wrk_pairs(server: Server, pairs: list[tuple[str, Scenario, Scenario]], work: Path,
               args: argparse.Namespace, pin: Pin) -> list[dict[str, Any]]:
-    """wrk on the local and the mirrored scenario of each pair, turn about, ``rounds``
-    times; the medians of req/s and of the server's CPU time per request."""
+    """wrk on the local and the mirrored scenario of each pair, turn about (local first in
+    even rounds, mirrored first in odd ones, as the machine's other load drifts),
+    ``rounds`` times; the medians of req/s and of the server's CPU time per request."""
     assert server.port is not None
     rows = []
     for name, local, mirrored in pairs:
         runs: dict[str, list[tuple[float, float, float]]] = {"local": [], "mirrored": []}
-        for _ in range(args.rounds):
-            for label, scenario in (("local", local), ("mirrored", mirrored)):
+        for turn in range(args.rounds):
+            sides = [("local", local), ("mirrored", mirrored)]
+            for label, scenario in sides[::-1] if turn % 2 else sides:  # neither always first
                 pids = process_tree(server.pid)
                 cpu = tree_cpu_seconds(pids)
                 res = run_wrk(server.port, scenario, work, duration=args.duration,
