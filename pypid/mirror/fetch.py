@@ -36,8 +36,12 @@ from pypid.mirror.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("pypid.mirror")
 
-CHUNK = 256 * 1024
+# Bytes per read and per relayed chunk. Each thread relaying a download holds one; chunks
+# above glibc's mmap threshold (128 KiB) raise that threshold and then stay behind in the
+# per-thread malloc arenas, so a crowd grew a worker by several times more (bench/mirror.py).
+CHUNK = 64 * 1024
 POLL = 0.005  # seconds between looks at a growing file
+FIRST_POLL = 0.0005  # the first looks for its first bytes: upstream on a LAN answers in ~1 ms
 MAX_UNSIZED_BYTES = 16 * 1024**3  # a file upstream gives no size for
 
 
@@ -59,7 +63,7 @@ class Follower:
     def first_bytes(self) -> UpstreamError | None:
         """Wait until the download has bytes or has ended; its error if it failed first."""
         deadline = time.monotonic() + self._idle_limit
-        delay = POLL
+        delay = FIRST_POLL
         while time.monotonic() < deadline:
             done = self._finished()
             if os.fstat(self._fd).st_size > 0 or (done and self._succeeded()):

@@ -22,7 +22,7 @@ from pypid.mirror.holdings import prune
 from pypid.mirror.policy import Cooldown, merges
 from pypid.mirror.store import MirrorStore, PageRecord
 from pypid.mirror.translate import PageError, UpstreamFile, read_page
-from pypid.mirror.upstream import Upstream, UpstreamError, read_bounded
+from pypid.mirror.upstream import ForeignRedirect, Upstream, UpstreamError, read_bounded
 from pypid.storage import Shelf
 
 log = logging.getLogger("pypid.mirror")
@@ -103,9 +103,13 @@ class Mirror:
 
     def _revalidate(self, project: str, record: PageRecord | None) -> PageRecord | None:
         try:
-            fetched = self.upstream.page(project, record.etag if record else "",
-                                         record.last_modified if record else "")
-            if fetched.status == 404:
+            try:
+                fetched = self.upstream.page(project, record.etag if record else "",
+                                             record.last_modified if record else "")
+            except ForeignRedirect as exc:  # pypiserver's fallback: "not here, ask PyPI"
+                log.info("mirror: %s: %s; taken as not upstream", project, exc)
+                fetched = None
+            if fetched is None or fetched.status == 404:
                 self._forget(project)
                 if len(self._missing) > 4 * RECORDS_KEPT:
                     self._missing.clear()

@@ -375,3 +375,13 @@ def test_a_shelf_holds_pages_for_a_node_that_never_fetched_them(tmp_path: Path) 
     assert record is not None and record.page == page and record.etag == '"e"'
     assert (tmp_path / "two" / "pages" / "demo.json").is_file()  # kept here from now on
     assert MirrorStore(tmp_path / "three").load("demo") is None  # no shelf: nothing shared
+
+def test_an_answer_that_keeps_the_connection_is_read_whole(
+        upstream: tuple[Upstream, dict]) -> None:
+    """An upstream that ignores "Connection: close" (http.client used to close such an
+    answer along with its connection: an empty body)."""
+    up, routes = upstream
+    body = _json_page(_file())
+    routes["/simple/demo/"] = (200, {"Content-Type": JSON_MEDIA, "Connection": "keep-alive"},
+                               body)
+    assert up.page("demo").body == body
