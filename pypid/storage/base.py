@@ -176,3 +176,8 @@ class Storage(Protocol):
     def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
         """Clear what a killed process left (before serving); the temp files removed."""
         ...
+
+    def clear_abandoned(self) -> int:
+        """While serving, now and then: clear what other nodes, killed, left in a shared
+        store (a bucket's unfinished multipart uploads); a local root has none: 0."""
+        ...

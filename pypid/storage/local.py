@@ -255,6 +255,10 @@ class PackageRoot:
             log.info("removed %d unfinished upload(s) from %s", removed, self.path)
         return removed
 
+    def clear_abandoned(self) -> int:
+        """Nothing: this root is no other node's (``sweep_temp_files`` clears its own)."""
+        return 0
+
     def _settle_aside(self, directory: str, name: str,
                       was_removed: Callable[[str], bool]) -> None:
         aside = os.path.join(directory, name)

@@ -46,6 +46,7 @@ from pypid.storage.s3client import (
 )
 from pypid.storage.s3log import BucketLog
 from pypid.storage.s3mirror import LogMirror
+from pypid.storage.s3sweep import SWEEP_SECONDS, abort_abandoned
 from pypid.storage.s3upload import BucketIncoming
 
 log = logging.getLogger("pypid.storage")
@@ -69,6 +70,7 @@ class BucketRoot:
         self._problem: str | None = None
         self._problem_at = float("-inf")
         self._lock = threading.Lock()
+        self._next_sweep = float("-inf")
 
     @property
     def path(self) -> Path:
@@ -266,7 +268,20 @@ class BucketRoot:
     def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
         """Copies half written by a killed process go (the bucket has no temp files)."""
         del was_removed  # a removal is recorded before the object goes: nothing to put back
+        self.clear_abandoned()
         return self.copies.sweep()
+
+    def clear_abandoned(self) -> int:
+        """Abort the multipart uploads killed nodes left (``s3sweep``), at most once every
+        SWEEP_SECONDS in this process; 0 while the store cannot be asked (tried again then)."""
+        if time.monotonic() < self._next_sweep:
+            return 0
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        try:
+            return abort_abandoned(self.clients.plain(), self.place)
+        except client_errors() as exc:
+            log.info("s3: cannot look for abandoned uploads now: %s", reason(exc))
+            return 0
 
 
 def _is_listable(relpath: str) -> bool:

@@ -56,16 +56,31 @@ class Cluster:
     store: Store
     nodes: list[Server]
     configs: list[Path]
-    dist: Path
+    work: Path
+    prefix: str
     env: dict[str, str] = field(default_factory=dict)  # added to each node's environment
 
-    def start(self, i: int, *, health: int | None = 200) -> Server:
+    @property
+    def dist(self) -> Path:
+        return self.work / "dist"
+
+    def add_node(self, endpoint: str, *, workers: int = 2) -> int:
+        """One more node's config (started by ``start``), its store at ``endpoint``."""
+        cfg = self.work / f"node{len(self.configs) + 1}" / "pypid.toml"
+        write_node_config(cfg, endpoint, self.prefix, workers=workers,
+                          htpasswd=self.work / "htpasswd")
+        self.configs.append(cfg)
+        return len(self.configs) - 1
+
+    def start(self, i: int, *, health: int | None = 200,
+              env: dict[str, str] | None = None) -> Server:
         """(Re)start node ``i`` (its log: a new file each time); ``health``: the /health
-        status to wait for (None: any answer)."""
+        status to wait for (None: any answer); ``env``: added to its environment."""
         cfg = self.configs[i]
         logs = len(list(cfg.parent.glob("server*.log")))
         server = launch(cfg, cfg.parent / "root", log=cfg.parent / f"server-{logs}.log",
-                        extra_env={**credentials_env(), **self.env}, health=health)
+                        extra_env={**credentials_env(), **self.env, **(env or {})},
+                        health=health)
         STARTED.append(server)
         if i < len(self.nodes):
             self.nodes[i] = server
@@ -78,13 +93,13 @@ class Cluster:
         kill_node(self.nodes[i].proc)
 
 
-def write_node_config(cfg: Path, store: Store, prefix: str, *, workers: int,
+def write_node_config(cfg: Path, endpoint: str, prefix: str, *, workers: int,
                       htpasswd: Path) -> None:
     cfg.parent.mkdir(parents=True, exist_ok=True)
     write_config(cfg, cfg.parent / "root", url_prefix="", upstream="off", settings={
         "server": {"workers": workers},
         "storage": {"backend": "s3"},
-        "storage.s3": {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": prefix,
+        "storage.s3": {"endpoint": endpoint, "bucket": BUCKET, "prefix": prefix,
                        "cache_dir": str(cfg.parent / "copies")},
         "auth": {"htpasswd": str(htpasswd), "admins": ["admin"]},
     })
@@ -97,11 +112,12 @@ def running_nodes(store: Store, work: Path, count: int, *, prefix: str, workers:
     the end, whatever happens; their logs must never show the store's secret."""
     configs = [work / f"node{i + 1}" / "pypid.toml" for i in range(count)]
     for cfg in configs:
-        write_node_config(cfg, store, prefix, workers=workers, htpasswd=work / "htpasswd")
+        write_node_config(cfg, store.endpoint, prefix, workers=workers,
+                          htpasswd=work / "htpasswd")
     for user, password in PASSWORDS.items():
         done = cli(configs[0], "user", "add", user, "--password-stdin", stdin=password + "\n")
         assert done.returncode == 0, done.stderr
-    cluster = Cluster(store, [], configs, work / "dist", dict(env or {}))
+    cluster = Cluster(store, [], configs, work, prefix, dict(env or {}))
     try:
         for i in range(count):
             cluster.start(i)

@@ -1,19 +1,26 @@
 """Nodes failing on one bucket of a real SeaweedFS: one node SIGKILLed under load while
-the others answer every request, and back with what changed meanwhile."""
+the others answer every request, and back with what changed meanwhile; one SIGKILLed in
+the middle of a multipart upload, which leaves nothing visible and is aborted."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pypid.storage.s3sweep import STALE_ENV
 from tests.builders import make_wheel
-from tests.integration.s3nodes import Cluster, ReadLoad, call, running_nodes
+from tests.integration.helpers import client_env, client_tool
+from tests.integration.s3nodes import PASSWORDS, Cluster, ReadLoad, call, running_nodes
+from tests.integration.stallproxy import StallProxy
 from tests.integration.test_s3_nodes import LIVE, files_on, within
 from tests.integration.test_uploads import BOUNDARY, form_for, multipart
-from tests.s3store import Store
+from tests.s3store import BUCKET, Store
 
 pytestmark = pytest.mark.server
 HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
@@ -59,3 +66,55 @@ def test_a_node_killed_under_load_fails_no_request_elsewhere(cluster: Cluster,
            and call(restarted, "GET", f"/packages/{second.name}")[0] == 200
            and call(restarted, "GET", f"/packages/{first.name}")[0] == 200,
            "node 1 serves again, with the change made while it was away")
+
+
+BIG = 70 * 1024 * 1024  # above s3upload's MULTIPART_THRESHOLD (64 MiB): sent in parts
+
+
+def test_a_node_killed_mid_multipart_upload_leaves_nothing(cluster: Cluster,
+                                                           tmp_path: Path) -> None:
+    """twine sends a large wheel to node 4, whose store is behind a proxy that holds its
+    first part: node 4 is SIGKILLed in the middle of the multipart upload, then started
+    again, which aborts it; no node ever shows the file."""
+    store = cluster.store.client()
+    store_port = int(cluster.store.endpoint.rsplit(":", 1)[1])
+    big = make_wheel(tmp_path, "s3-big", "1.0", payload=os.urandom(BIG))
+    proxy = StallProxy(store_port, b"partNumber=")
+    try:
+        i = cluster.add_node(proxy.endpoint, workers=1)
+        node = cluster.start(i)
+        output = tmp_path / "twine.log"
+        with output.open("wb") as out:
+            twine = subprocess.Popen(  # stopped below, whatever happens
+                [client_tool("twine"), "upload", "--repository-url", node.url("/"), "-u",
+                 "alice", "-p", PASSWORDS["alice"], "--non-interactive",
+                 "--disable-progress-bar", str(big)], cwd=tmp_path, env=client_env(tmp_path),
+                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert proxy.stalled.wait(timeout=120), "node 4 never sent a part"
+            assert [u["Key"] for u in unfinished(store, cluster.prefix)] == [
+                f"{cluster.prefix}/{big.name}"]
+            cluster.kill(i)
+            assert twine.wait(timeout=60) != 0, output.read_text()
+        finally:
+            if twine.poll() is None:
+                twine.kill()
+                twine.wait(timeout=10)
+        restarted = cluster.start(i, env={STALE_ENV: "0"})  # its start-up sweep aborts it
+    finally:
+        proxy.close()
+    assert unfinished(store, cluster.prefix) == []
+    assert "aborted 1 multipart upload(s)" in restarted.log_text()
+    for server in cluster.nodes:
+        assert big.name not in files_on(server, "s3-big")
+        assert call(server, "GET", f"/packages/{big.name}")[0] == 404
+    with pytest.raises(store.exceptions.ClientError):
+        store.head_object(Bucket=BUCKET, Key=f"{cluster.prefix}/{big.name}")
+    copies = cluster.configs[i].parent / "copies"
+    assert [p.name for p in copies.rglob("*") if p.is_file()] == []  # no spool left
+
+
+def unfinished(store: Any, prefix: str) -> list[dict[str, Any]]:
+    """The bucket's multipart uploads below ``prefix`` that are neither done nor aborted."""
+    answer = store.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix + "/")
+    return list(answer.get("Uploads", []))

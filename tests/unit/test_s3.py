@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pypid.events import EventLogError
-from pypid.storage import FileStat, StorageError, s3upload
+from pypid.storage import FileStat, StorageError, s3sweep, s3upload
 from pypid.storage.s3 import BucketRoot
 from pypid.storage.s3cache import FileCache
 from pypid.storage.s3client import BucketPlace
@@ -259,3 +260,32 @@ def test_sweep_removes_what_a_killed_process_left(tmp_path: Path) -> None:
         copies.path(name).write_bytes(b"x")
     assert copies.sweep() == 2
     assert [p.name for p in copies.directory.iterdir()] == ["kept-1.0.tar.gz"]
+
+
+def test_abandoned_multipart_uploads_are_aborted_once_idle(
+        bucket: BucketRoot, s3_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload a killed node left (started, one part sent) is spared while it may still
+    be alive, and aborted once idle for STALE_SECONDS; another prefix's is not touched."""
+    monkeypatch.delenv(s3sweep.STALE_ENV, raising=False)
+    client = bucket.clients.plain()
+    place = bucket.place
+    started = []
+    for key in (place.key("big-1.0.tar.gz"), f"other-{place.prefix}/big-1.0.tar.gz"):
+        upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1,
+                           Body=b"x" * 1024)
+        started.append((key, upload_id))
+
+    def left() -> list[str]:
+        answer = client.list_multipart_uploads(Bucket=BUCKET, Prefix=place.top)
+        return [upload["Key"] for upload in answer.get("Uploads", [])]
+
+    assert s3sweep.abort_abandoned(client, place) == 0  # just sent: maybe alive
+    assert left() == [started[0][0]]
+    later = time.time() + s3sweep.STALE_SECONDS + 60
+    assert s3sweep.abort_abandoned(client, place, now=later) == 1
+    assert left() == []
+    assert s3sweep.abort_abandoned(client, place, now=later) == 0
+    key, upload_id = started[1]
+    assert client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"]
+    client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
