@@ -118,6 +118,11 @@ class Storage(Protocol):
         """None when the files can be listed, else a one-line reason."""
         ...
 
+    def last_problem(self) -> str | None:
+        """``check_readable`` as this node's processes last found it, asking nothing
+        remote (for the master, which serves no request)."""
+        ...
+
     def iter_files(self, subdir: str = "") -> Iterator[FileStat]:
         """Every distribution file below ``subdir`` ('' for all)."""
         ...

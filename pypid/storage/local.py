@@ -54,6 +54,10 @@ class PackageRoot:
     def local_copy(self, relpath: str, identity: FileIdentity) -> bool:  # noqa: ARG002
         return False  # the file is here or not: nothing to fetch
 
+    def last_problem(self) -> str | None:
+        """A directory is asked at once: ``check_readable``."""
+        return self.check_readable()
+
     def check_readable(self) -> str | None:
         """None when the root can be listed, else a one-line reason."""
         try:

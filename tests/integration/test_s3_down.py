@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.builders import make_wheel
+from tests.integration.harness import stop
 from tests.integration.helpers import Server, get
 from tests.integration.s3nodes import Cluster, call, running_nodes
 from tests.integration.test_s3_nodes import LIVE, files_on, within
+from tests.integration.test_systemd import Notifications
 from tests.integration.test_uploads import BOUNDARY, form_for, multipart
 from tests.s3store import start_store, stop_store
 
@@ -145,3 +148,54 @@ def test_the_store_away_for_30_seconds(pair: Cluster, tmp_path: Path) -> None:
                              and get(node.url(f"/packages/{second.name}")).status == 200
                              for node in (one, two)),
            "the change after the outage shows on both nodes")
+
+
+def test_a_node_started_while_the_store_is_away(tmp_path: Path) -> None:
+    """Node 1, restarted while the store is away, serves what its caches hold (and says
+    so, to /health and systemd); node 3, which never saw the bucket, starts serving
+    nothing. Both catch up by themselves, with a change node 1 had not seen."""
+    with nodes_on_own_store(tmp_path, 2) as cluster, notify_socket(tmp_path) as notify:
+        one, two = cluster.nodes
+        first = make_wheel(tmp_path / "dist", "down-demo", "1.0")
+        assert upload(one, first, "1.0")[0] == 200
+        until(lambda: get(one.url(f"/packages/{first.name}")).status == 200, "served")
+        stop(one.proc)
+        second = make_wheel(tmp_path / "dist", "down-demo", "2.0")
+        assert upload(two, second, "2.0")[0] == 200  # node 1 has not seen it
+        stop_store(cluster.store)
+
+        one = cluster.start(0, health=503, env={"NOTIFY_SOCKET": notify.sock.getsockname()})
+        status, body = health(one)
+        assert body["status"] == "degraded", body
+        assert "unreachable" in str(body["reason"]), body
+        assert "started while the store was away" in str(body["reason"]), body
+        ready = notify.wait_for("READY=1")
+        assert "STATUS=degraded: " in notify.texts()[ready], notify.texts()
+        assert files_on(one, "down-demo").keys() == {first.name}
+        assert get(one.url(f"/packages/{first.name}")).body == first.read_bytes()
+        assert upload(one, second, "2.0")[0] == 503
+        assert one.log_text().count("started while the store was away") == 1
+
+        fresh = cluster.start(cluster.add_node(cluster.store.endpoint, workers=1),
+                              health=503)
+        assert "this node has never read the bucket" in fresh.log_text()
+        assert get(fresh.url("/simple/down-demo/")).status == 404
+
+        restart_store(cluster)
+        until(lambda: health(one)[0] == 200 and health(fresh)[0] == 200,
+              "the nodes never caught up by themselves")
+        for node in (one, fresh):
+            assert files_on(node, "down-demo").keys() == {first.name, second.name}
+            assert get(node.url(f"/packages/{second.name}")).body == second.read_bytes()
+        notify.wait_for("STATUS=serving", timeout=30, after=ready)
+
+
+@contextlib.contextmanager
+def notify_socket(work: Path) -> Iterator[Notifications]:
+    """A datagram socket standing for systemd's NOTIFY_SOCKET."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(work / "notify.sock"))
+    try:
+        yield Notifications(sock)
+    finally:
+        sock.close()
