@@ -160,6 +160,17 @@ class Storage(Protocol):
         goes to, whose names ``keep`` accepts."""
         ...
 
+    def claim(self, slot: str, filename: str) -> str | None:
+        """After ``filename`` was stored: make it the one file of release ``slot`` (a text
+        every spelling shares) across nodes. None when it is, else the file that holds
+        the slot (the caller removes ``filename``). A local root: None (its publish lock
+        already excludes every other writer)."""
+        ...
+
+    def unclaim(self, slot: str, filename: str) -> None:
+        """``filename``'s upload failed after its claim: free the slot again."""
+        ...
+
     def publish_lock(self) -> AbstractContextManager[None]:
         """Held by one upload at a time, in every process: a check and a publish in it
         cannot be interleaved with another's."""

@@ -195,6 +195,13 @@ class PackageRoot:
         finally:
             os.close(fd)  # releases the lock
 
+    def claim(self, slot: str, filename: str) -> str | None:
+        """Nothing to claim: every writer takes ``publish_lock`` first."""
+        return None
+
+    def unclaim(self, slot: str, filename: str) -> None:
+        """Nothing was claimed."""
+
     def remove(self, relpath: str) -> None:
         path = self.resolve(relpath)
         try:

@@ -9,8 +9,8 @@ server sends local files as it does for a local root. Uploads: ``s3upload``.
 Publishing across nodes: the conditional create is the lock for one file name
 (two nodes racing for it store exactly one). ``publish_lock`` is this node's
 (a flock: its workers take turns); a release slot taken under another spelling
-is seen by listing the names an upload's project can start with, so it holds
-across nodes except for two spellings stored in the same instant.
+is seen in the log, and two spellings stored in the same instant are kept apart
+by the slot's claim (``s3claims``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pypid.storage.base import (
     UnsafePathError,
 )
 from pypid.storage.s3cache import FileCache
+from pypid.storage.s3claims import claim_slot, unclaim_slot
 from pypid.storage.s3client import (
     BucketPlace,
     Clients,
@@ -260,6 +261,13 @@ class BucketRoot:
             yield
         finally:
             os.close(fd)
+
+    def claim(self, slot: str, filename: str) -> str | None:
+        """The slot's claim object decides between nodes (``s3claims``)."""
+        return claim_slot(self.clients, self.place, slot, filename)
+
+    def unclaim(self, slot: str, filename: str) -> None:
+        unclaim_slot(self.clients, self.place, slot, filename)
 
     def remove(self, relpath: str) -> None:
         self.resolve(relpath)

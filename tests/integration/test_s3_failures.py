@@ -1,11 +1,14 @@
 """Nodes failing on one bucket of a real SeaweedFS: one node SIGKILLed under load while
 the others answer every request, and back with what changed meanwhile; one SIGKILLed in
-the middle of a multipart upload, which leaves nothing visible and is aborted."""
+the middle of a multipart upload, which leaves nothing visible and is aborted; two
+spellings of one release sent to two nodes at once, of which exactly one is stored."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +17,8 @@ from typing import Any
 import pytest
 
 from pypid.storage.s3sweep import STALE_ENV
-from tests.builders import make_wheel
-from tests.integration.helpers import client_env, client_tool
+from tests.builders import make_sdist, make_wheel
+from tests.integration.helpers import Server, client_env, client_tool
 from tests.integration.s3nodes import PASSWORDS, Cluster, ReadLoad, call, running_nodes
 from tests.integration.stallproxy import StallProxy
 from tests.integration.test_s3_nodes import LIVE, files_on, within
@@ -118,3 +121,66 @@ def unfinished(store: Any, prefix: str) -> list[dict[str, Any]]:
     """The bucket's multipart uploads below ``prefix`` that are neither done nor aborted."""
     answer = store.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix + "/")
     return list(answer.get("Uploads", []))
+
+
+ROUNDS = 8  # races of two spellings; each round a new release
+
+
+def test_two_spellings_of_one_release_on_two_nodes_at_once(cluster: Cluster,
+                                                           tmp_path: Path) -> None:
+    """``Foo_Bar-V.tar.gz`` to one node and ``foo.bar-V.tar.gz`` (other bytes) to another,
+    released by a barrier: exactly one is stored, the other answers 409 naming it."""
+    nodes = cluster.nodes[:3]
+    store = cluster.store.client()
+    for turn in range(ROUNDS):
+        version = f"1.{turn}"
+        spellings = [f"Foo_Bar-{version}.tar.gz", f"foo.bar-{version}.tar.gz"]
+        sdists = [make_sdist(tmp_path / f"{turn}-{i}", "foo-bar", version,
+                             requires_python=f">=3.{i}") for i in range(2)]  # other bytes
+        bodies = [multipart(form_for(sdist, "foo-bar", version),
+                            (name.encode(), sdist.read_bytes()))
+                  for sdist, name in zip(sdists, spellings, strict=True)]
+        targets = [nodes[turn % 3], nodes[(turn + 1) % 3]]
+        answers = race([(node, body) for node, body in zip(targets, bodies, strict=True)])
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200, 409], answers
+        winner = spellings[[status for status, _ in answers].index(200)]
+        assert answers[spellings.index(winner) ^ 1][1] == f"File already exists: {winner}"
+        stored = [key.rsplit("/", 1)[1] for key in keys(store, cluster.prefix)
+                  if key.lower().replace("_", ".").endswith(f"/foo.bar-{version}.tar.gz")]
+        assert stored == [winner], stored
+        for node in nodes:
+            within(LIVE, lambda node=node, end=f"-{version}.tar.gz", winner=winner: [
+                name for name in files_on(node, "foo-bar") if name.endswith(end)] == [winner],
+                "every node shows the one winner")
+
+
+def race(sends: list[tuple[Server, bytes]]) -> list[tuple[int, str]]:
+    """POST each body to its node at the same instant (connections opened first)."""
+    conns = [http.client.HTTPConnection(node.host, node.port, timeout=60) for node, _ in sends]
+    for conn in conns:
+        conn.connect()
+    barrier = threading.Barrier(len(sends))
+    answers: list[tuple[int, str] | BaseException | None] = [None] * len(sends)
+
+    def send(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            node, body = sends[i]
+            answers[i] = call(node, "POST", "/", "alice", body, HEADERS, conn=conns[i])[:2]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            answers[i] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(sends))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(isinstance(answer, tuple) for answer in answers), answers
+    return answers  # type: ignore[return-value]
+
+
+def keys(store: Any, prefix: str) -> list[str]:
+    """Every key below ``prefix`` (a test bucket's: one page)."""
+    return [item["Key"] for item in
+            store.list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/").get("Contents", [])]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pypid.events import EventLogError
+from pypid.index.slots import slot_name
 from pypid.storage import FileStat, StorageError, s3sweep, s3upload
 from pypid.storage.s3 import BucketRoot
 from pypid.storage.s3cache import FileCache
@@ -289,3 +290,25 @@ def test_abandoned_multipart_uploads_are_aborted_once_idle(
     key, upload_id = started[1]
     assert client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"]
     client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
+
+
+def test_a_release_slot_is_claimed_once_across_spellings(
+        bucket: BucketRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first stored spelling holds the slot; a claim whose file never came is freed by
+    its uploader, or void once stale."""
+    monkeypatch.delenv(s3sweep.STALE_ENV, raising=False)
+    slot = slot_name("Foo_Bar-1.0.tar.gz")
+    store_bytes(bucket, "Foo_Bar-1.0.tar.gz", b"first")
+    assert bucket.claim(slot, "Foo_Bar-1.0.tar.gz") is None
+    assert bucket.claim(slot, "Foo_Bar-1.0.tar.gz") is None  # the same file again
+    assert bucket.claim(slot, "foo.bar-1.0.tar.gz") == "Foo_Bar-1.0.tar.gz"
+    bucket.unclaim(slot, "Foo_Bar-1.0.tar.gz")  # stored: its claim stays
+    assert bucket.claim(slot, "foo.bar-1.0.tar.gz") == "Foo_Bar-1.0.tar.gz"
+
+    other = slot_name("Baz-2.0.tar.gz")
+    assert bucket.claim(other, "Baz-2.0.tar.gz") is None  # its bytes never come
+    assert bucket.claim(other, "baz-2.0.tar.gz") == "Baz-2.0.tar.gz"  # maybe still coming
+    bucket.unclaim(other, "Baz-2.0.tar.gz")  # its upload failed
+    assert bucket.claim(other, "baz-2.0.tar.gz") is None
+    monkeypatch.setenv(s3sweep.STALE_ENV, "0")  # a killed node's claim: void once stale
+    assert bucket.claim(other, "BAZ-2.0.tar.gz") is None
