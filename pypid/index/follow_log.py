@@ -4,8 +4,9 @@ log's upload, import and remove lines say which files changed, so no poll lists 
 Each worker's thread reads the log's new lines every ``POLL_SECONDS`` (and new marks with
 them); an uploaded file is looked up (HEAD) and read only if this node's cache does not
 describe it; a removed one is hidden at once. A file put into the bucket by hand, with
-no line, is found by the next start's listing. A node started while its store was
-away lists it once it answers.
+no line, is found only by the next start's listing: the bucket is written through pypid
+(README, "Running several nodes"), so no poll lists it. A node started while its store
+was away lists it once it answers.
 """
 
 from __future__ import annotations
