@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import http.client
 import os
 import signal
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.integration.harness import REPO_ROOT, STARTED, STOP_TIMEOUT, launch, stop, write_config
-from tests.integration.helpers import Server
+from tests.integration.helpers import Server, at_once
+from tests.integration.test_uploads import BOUNDARY
 from tests.s3store import BUCKET, SECRET_KEY, Store, credentials_env
 
 PASSWORDS = {"alice": "alice-pw", "admin": "admin-pw"}
@@ -47,6 +49,23 @@ def call(node: Server, method: str, path: str, user: str | None = None,
         return resp.status, resp.reason, resp.read()
     finally:
         conn.close()
+
+
+UPLOAD_HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def upload_at_once(sends: list[tuple[Server, bytes]]) -> list[tuple[int, str, bytes]]:
+    """POST each upload body to its node as alice, all released at one instant by a
+    barrier (connections opened first); every answer, in order."""
+    conns = [http.client.HTTPConnection(node.host, node.port, timeout=60) for node, _ in sends]
+    for conn in conns:
+        conn.connect()
+    answers = at_once([functools.partial(call, node, "POST", "/", "alice", body,
+                                         UPLOAD_HEADERS, conn=conn)
+                       for (node, body), conn in zip(sends, conns, strict=True)])
+    done = [answer for answer in answers if isinstance(answer, tuple)]
+    assert len(done) == len(sends), answers
+    return done
 
 
 @dataclass

@@ -4,9 +4,7 @@ three store one file, a yank and a removal on one node show on every node."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +22,14 @@ from tests.integration.helpers import (
     run_client,
     until,
 )
-from tests.integration.s3nodes import PASSWORDS, Cluster, call, cli, running_nodes
+from tests.integration.s3nodes import (
+    PASSWORDS,
+    Cluster,
+    call,
+    cli,
+    running_nodes,
+    upload_at_once,
+)
 from tests.integration.test_uploads import BOUNDARY, EXISTS, form_for, multipart
 from tests.s3store import BUCKET, Store
 
@@ -75,29 +80,8 @@ def test_racing_uploads_over_three_nodes_store_one(cluster: Cluster, tmp_path: P
               for i in range(20)]
     bodies = [multipart(form_for(p, "s3-race", "1.0"), (p.name.encode(), p.read_bytes()))
               for p in sdists]
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-    conns = [http.client.HTTPConnection(cluster.nodes[i % 3].host, cluster.nodes[i % 3].port,
-                                        timeout=60) for i in range(20)]
-    for conn in conns:
-        conn.connect()
-    barrier = threading.Barrier(20)
-    results: dict[int, tuple[int, str, bytes] | BaseException] = {}
-
-    def send(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = call(cluster.nodes[i % 3], "POST", "/", "alice", bodies[i], headers,
-                              conn=conns[i])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            results[i] = exc
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    answers = {i: r for i, r in results.items() if isinstance(r, tuple)}
-    assert len(answers) == 20, results
+    answers = dict(enumerate(upload_at_once([(cluster.nodes[i % 3], body)
+                                             for i, body in enumerate(bodies)])))
     name = sdists[0].name
     winners = [i for i, (status, _, _) in answers.items() if status == 200]
     assert len(winners) == 1, {i: r[:2] for i, r in answers.items()}
