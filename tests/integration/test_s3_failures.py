@@ -42,6 +42,16 @@ def cluster(s3_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield nodes
 
 
+@pytest.fixture
+def store(cluster: Cluster) -> Iterator[Any]:
+    """A boto3 client of the cluster's store, closed after the test."""
+    client = cluster.store.client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def upload_body(path: Path, project: str, version: str) -> bytes:
     return multipart(form_for(path, project, version), (path.name.encode(), path.read_bytes()))
 
@@ -84,12 +94,11 @@ def test_a_node_killed_under_load_fails_no_request_elsewhere(cluster: Cluster,
 BIG = 70 * 1024 * 1024  # above s3upload's MULTIPART_THRESHOLD (64 MiB): sent in parts
 
 
-def test_a_node_killed_mid_multipart_upload_leaves_nothing(cluster: Cluster,
+def test_a_node_killed_mid_multipart_upload_leaves_nothing(cluster: Cluster, store: Any,
                                                            tmp_path: Path) -> None:
     """twine sends a large wheel to node 4, whose store is behind a proxy that holds its
     first part: node 4 is SIGKILLed in the middle of the multipart upload, then started
     again, which aborts it; no node ever shows the file."""
-    store = cluster.store.client()
     store_port = int(cluster.store.endpoint.rsplit(":", 1)[1])
     big = make_wheel(tmp_path, "s3-big", "1.0", payload=os.urandom(BIG))
     proxy = StallProxy(store_port, b"partNumber=")
@@ -137,12 +146,11 @@ def unfinished(store: Any, prefix: str) -> list[dict[str, Any]]:
 ROUNDS = 8  # races of two spellings; each round a new release
 
 
-def test_two_spellings_of_one_release_on_two_nodes_at_once(cluster: Cluster,
+def test_two_spellings_of_one_release_on_two_nodes_at_once(cluster: Cluster, store: Any,
                                                            tmp_path: Path) -> None:
     """``Foo_Bar-V.tar.gz`` to one node and ``foo.bar-V.tar.gz`` (other bytes) to another,
     released by a barrier: exactly one is stored, the other answers 409 naming it."""
     nodes = cluster.nodes[:3]
-    store = cluster.store.client()
     for turn in range(ROUNDS):
         version = f"1.{turn}"
         spellings = [f"Foo_Bar-{version}.tar.gz", f"foo.bar-{version}.tar.gz"]
