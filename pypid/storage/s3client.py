@@ -63,7 +63,6 @@ class Clients:
 
     def __init__(self, place: BucketPlace) -> None:
         self.place = place
-        self.hold_until = 0.0
         self._lock = threading.Lock()
         self._pid = -1
         self._plain: Any = None
@@ -101,17 +100,17 @@ class Clients:
                 self._pid = os.getpid()
 
     def _fail_if_held(self, **_: Any) -> None:
-        if time.monotonic() < self.hold_until:
+        if time.monotonic() < _HELD.get(self.place, 0.0):
             from botocore.exceptions import EndpointConnectionError  # noqa: PLC0415 - see _make
 
             raise EndpointConnectionError(endpoint_url=self.place.endpoint or "s3")
 
     def _answered(self, **_: Any) -> None:
-        self.hold_until = 0.0
+        _HELD.pop(self.place, None)
 
     def _unanswered(self, exception: BaseException | None = None, **_: Any) -> None:
         if exception is not None and is_unreachable(exception):
-            self.hold_until = time.monotonic() + HOLD_SECONDS
+            _HELD[self.place] = time.monotonic() + HOLD_SECONDS
 
     def _make(self) -> Any:
         # Imported here: only a node with backend "s3" pays the ~0.3 s boto3 costs.
@@ -130,6 +129,11 @@ class Clients:
         return boto3.session.Session().client(
             "s3", endpoint_url=self.place.endpoint or None, region_name=self.place.region,
             config=config)
+
+
+# The store of each place that did not answer, and until when calls to it fail at once
+# (in this process: every Clients of the place shares it).
+_HELD: dict[BucketPlace, float] = {}
 
 
 def _if_none_match(params: dict[str, Any], **_: Any) -> None:
