@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,7 @@ def pair(tmp_path: Path) -> Iterator[Cluster]:
 
 OUTAGE = 30.0  # the figure
 OUTAGE_REQUESTS = 20_000  # a bound on the loop below, far above what 30 s allows
+PACE = 0.005  # seconds between two reads: the loop ends by time, not by count
 
 
 @pytest.mark.outage
@@ -122,8 +124,11 @@ def test_the_store_away_for_30_seconds(pair: Cluster, tmp_path: Path) -> None:
     until(lambda: all(get(node.url(path)).status == 200 for node, path in reads),
           "both nodes serve the upload")  # and so keep a copy of the file
 
-    stop_store(pair.store)
+    # The reads begin as the store is told to stop (SeaweedFS takes its 10 s of grace
+    # before SIGKILL); changes are tried once it is gone.
+    stopping = threading.Thread(target=stop_store, args=(pair.store,))
     away_since = time.monotonic()
+    stopping.start()
     answers: dict[int, int] = {}
     refused = []
     for turn in range(OUTAGE_REQUESTS):
@@ -132,9 +137,12 @@ def test_the_store_away_for_30_seconds(pair: Cluster, tmp_path: Path) -> None:
         node, path = reads[turn % len(reads)]
         status = get(node.url(path)).status
         answers[status] = answers.get(status, 0) + 1
-        if turn % 500 == 0:  # a change now and then: refused, never half made
+        if turn % 250 == 0 and not stopping.is_alive():  # now and then, on either node
             second = make_wheel(tmp_path / f"dist{turn}", "down-demo", "2.0")
-            refused.append(upload(pair.nodes[turn % 2], second, "2.0")[0])
+            refused.append(upload(pair.nodes[turn // 250 % 2], second, "2.0")[0])
+        time.sleep(PACE)
+    stopping.join(timeout=30)
+    assert pair.store.proc.poll() is not None, "the store never stopped"
     assert answers.keys() == {200}, answers
     assert refused and set(refused) == {503}, refused
     assert all(health(node)[0] == 503 for node in (one, two))
