@@ -152,13 +152,15 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
         return self.pypid_config.server.url_prefix + "/health"
 
     def describe(self, listeners: list[Any]) -> str:
-        """The STATUS= text: ASCII, short, true."""
+        """The STATUS= text: ASCII, short, true (first: why the store is away, if it is)."""
         index = self.services.index
         workers = plural(self.pypid_config.server.workers, "worker")
         folder = _metrics_folder(self)
         if self.pulse is None or self.pulse.folder.path != folder.path:
             self.pulse = Pulse(folder)
-        return (f"serving {plural(index.project_count(), 'project')} on "
+        problem = index.root.last_problem()
+        return (("degraded: " + problem + "; " if problem else "")
+                + f"serving {plural(index.project_count(), 'project')} on "
                 f"{bound_addresses(listeners)}, {workers}; {self.pulse.line()}")
 
     def load_config(self) -> None:

@@ -9,7 +9,7 @@ from pypid.index import loading
 from pypid.index.follow import Follower
 from pypid.index.follow_log import LogFollower
 from pypid.index.model import Progress, ReadModel
-from pypid.storage import Storage
+from pypid.storage import Storage, UnavailableError
 
 
 class Index(ReadModel):
@@ -24,10 +24,18 @@ class Index(ReadModel):
         self.loaded_scan: loading.Scan | None = None  # the root as the load found it
 
     def load(self, progress: Progress | None = None) -> None:
-        """Scan the whole root; hash only what the cache does not already know."""
-        self.loaded_scan = loading.load(self, progress)
+        """Scan the whole root; hash only what the cache does not already know. A bucket
+        that cannot be reached: serve this node's cache until the follower can list it."""
         if isinstance(self._follower, LogFollower):
-            self._follower.loaded()
+            try:
+                self.loaded_scan = loading.load(self, progress)
+            except UnavailableError as exc:
+                loading.load_cached(self, str(exc))
+                self._follower.list_when_back()
+            else:
+                self._follower.loaded()
+        else:
+            self.loaded_scan = loading.load(self, progress)
         self.loaded_at = time.monotonic()
 
     def start_watching(self, catch_up_first: bool = False) -> None:

@@ -80,6 +80,26 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None,
     return scan
 
 
+def load_cached(index: Index, problem: str) -> None:
+    """The store cannot be listed (``problem``): show the files the cache describes, as
+    they were when this node last saw them, with the marks of the log's local copy, and
+    say so in one line. The follower lists the store once it answers."""
+    index.ledger.catch_up()
+    index.apply_marks(index.ledger.marks)
+    with index.loading():
+        for row in index.cache.iter_files():
+            index.show(FileStat(row.relpath, row.size, row.mtime_ns, row.inode), row)
+    files, projects = index.file_count(), index.project_count()
+    if files:
+        index.behind = (f"started while the store was away: serving the {files} files of "
+                        f"{projects} projects this node held then")
+        log.warning("%s; %s, until the store answers", problem, index.behind)
+    else:
+        index.behind = "started while the store was away, with no copy of its index"
+        log.warning("%s; this node has never read the bucket: it serves nothing until "
+                    "the store answers (then it starts by itself)", problem)
+
+
 def fingerprint(stats: Iterable[FileStat]) -> Scan:
     """The files and their identities, in two numbers (in any order; the same in every
     process forked from this one, which shares its string hashes)."""

@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,6 +56,9 @@ class ReadModel:
         self.ledger = Ledger(root.event_log())
         self._serial = 0
         self.projects_serial = 0
+        # Why the files shown may not be the root's now (None: they are): a node started
+        # while its store was away serves its cache until the store answers.
+        self.behind: str | None = None
         self.lock = threading.RLock()
         reset = weakref.WeakMethod(self._reset_after_fork)
         os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
@@ -212,6 +215,16 @@ class ReadModel:
                 self._set_winner(self._by_path[min(remaining)])
             else:
                 self._unset_winner(entry)
+
+    def show_only(self, stats: Iterable[FileStat]) -> None:
+        """Show exactly the files of a full listing, each as it is now; hide the rest."""
+        seen = set()
+        for stat in stats:
+            self.update(stat)
+            seen.add(stat.relpath)
+        for relpath in [p for p in self._by_path if p not in seen]:
+            self.hide(relpath, forget=True)
+        self.keep_unusable_only(seen)
 
     def entry_at(self, relpath: str) -> FileEntry | None:
         return self._by_path.get(relpath)

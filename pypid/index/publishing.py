@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pypid.distfile import hash_file
 from pypid.index.examine import described
-from pypid.index.slots import holders, release_slot
+from pypid.index.slots import holders, release_slot, slot_name
 from pypid.storage import Incoming, NoSpaceError, StorageError
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ def publish(index: Index, incoming: Incoming, filename: str, *, sha256: str,
 
 def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *,
           overwrite: bool, gate: Gate | None, sha256: str) -> Published:
-    """Under the publish lock: the row, the link, the record, then the other spellings go.
+    """Under the publish lock: the row, the link, the claim of the release slot (which
+    decides between nodes: ``Storage.claim``), the record, then the other spellings go.
     A failed link restores the row it replaced (a file replaced in place keeps its upload
     time); a failed record takes the new file away again, and puts back the bytes of a
     file it replaced in place (kept aside until then)."""
@@ -111,16 +112,25 @@ def _link(index: Index, incoming: Incoming, row: FileRow, replaced: list[str], *
             row = replace(row, size=stat.size, mtime_ns=stat.mtime_ns, inode=stat.inode,
                           upload_time=stat.mtime_ns / 1e9)
             _put_row(index, row)
-        if gate is not None:
-            try:
-                gate.record(row.relpath.rsplit("/", 1)[-1], sha256, stat.size)
-            except BaseException:
-                if not in_place:  # else the old bytes go back over the new
-                    with contextlib.suppress(StorageError):
-                        index.root.remove(row.relpath)
-                with contextlib.suppress(sqlite3.Error):
-                    _restore_row(index, row, old_row)
-                raise
+        name = row.relpath.rsplit("/", 1)[-1]
+        claim = None if overwrite else slot_name(name)
+        try:
+            holder = index.root.claim(claim, name) if claim else None
+            if holder is None and gate is not None:
+                gate.record(name, sha256, stat.size)
+        except BaseException:
+            if not in_place:  # else the old bytes go back over the new
+                with contextlib.suppress(StorageError):
+                    index.root.remove(row.relpath)
+                    if claim:
+                        index.root.unclaim(claim, name)
+            with contextlib.suppress(sqlite3.Error):
+                _restore_row(index, row, old_row)
+            raise
+        if holder is not None:  # another spelling was stored in the same instant
+            index.root.remove(row.relpath)
+            _restore_row(index, row, old_row)
+            return Published(False, holder=holder)
     for old in replaced:
         index.root.remove(old)
     with index.lock:

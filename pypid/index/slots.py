@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.tags import Tag
-from packaging.utils import parse_wheel_filename
+from packaging.utils import canonicalize_version, parse_wheel_filename
 from packaging.version import Version
 
 from pypid.distfile import SDIST, WHEEL, InvalidFilenameError, NormalizedName, parse_filename
@@ -49,6 +49,21 @@ def release_slot(filename: str) -> ReleaseSlot:
         return ReleaseSlot(dist.project, dist.version, SDIST, (), frozenset())
     _name, _version, build, tags = parse_wheel_filename(filename)
     return ReleaseSlot(dist.project, dist.version, WHEEL, build, tags)
+
+
+def slot_name(filename: str) -> str:
+    """``filename``'s slot as one text, the same for every spelling (for a claim on it
+    that decides across nodes); InvalidFilenameError for no distribution.
+
+    >>> slot_name("Foo_Bar-1.0.tar.gz") == slot_name("foo.bar-1.0.0.zip")
+    True
+    >>> slot_name("foo-1.0-1-py3-none-any.whl")
+    'foo/1/wheel/1/py3-none-any'
+    """
+    slot = release_slot(filename)
+    build = "".join(str(part) for part in slot.build)
+    tags = ".".join(sorted(str(tag) for tag in slot.tags))
+    return f"{slot.project}/{canonicalize_version(slot.version)}/{slot.kind}/{build}/{tags}"
 
 
 def file_name_start(project: NormalizedName) -> re.Pattern[str]:

@@ -13,12 +13,13 @@ from pypid.simple.reply import Kind, Reply
 
 def health(index: ReadModel, logins: Logins, mirror: MirrorReplies | None, *,
            authorization: str | None, client: str, may_block: bool) -> Reply | None:
-    """200 while the root can be read, else 503. With ``list`` protected, only the
-    status unless logged in: counts and paths are for those who may list."""
+    """200 while the root can be read (and the index has read it), else 503. With
+    ``list`` protected, only the status unless logged in: counts and paths are for those
+    who may list."""
     root = index.root
     if root.is_remote and not may_block:
         return None  # asking a bucket may take a while: a thread's work
-    problem = root.check_readable()
+    problem = "; ".join(filter(None, (root.check_readable(), index.behind))) or None
     # A bucket away: pages and cached files are still served, changes are not.
     down = "degraded" if root.is_remote else "unavailable"
     body: dict[str, object] = {"status": "ok" if problem is None else down}

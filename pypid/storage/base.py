@@ -131,6 +131,11 @@ class Storage(Protocol):
         """None when the files can be listed, else a one-line reason."""
         ...
 
+    def last_problem(self) -> str | None:
+        """``check_readable`` as this node's processes last found it, asking nothing
+        remote (for the master, which serves no request)."""
+        ...
+
     def iter_files(self, subdir: str = "") -> Iterator[FileStat]:
         """Every distribution file below ``subdir`` ('' for all)."""
         ...
@@ -177,6 +182,17 @@ class Storage(Protocol):
         goes to, whose names ``keep`` accepts."""
         ...
 
+    def claim(self, slot: str, filename: str) -> str | None:
+        """After ``filename`` was stored: make it the one file of release ``slot`` (a text
+        every spelling shares) across nodes. None when it is, else the file that holds
+        the slot (the caller removes ``filename``). A local root: None (its publish lock
+        already excludes every other writer)."""
+        ...
+
+    def unclaim(self, slot: str, filename: str) -> None:
+        """``filename``'s upload failed after its claim: free the slot again."""
+        ...
+
     def publish_lock(self) -> AbstractContextManager[None]:
         """Held by one upload at a time, in every process: a check and a publish in it
         cannot be interleaved with another's."""
@@ -197,4 +213,9 @@ class Storage(Protocol):
 
     def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
         """Clear what a killed process left (before serving); the temp files removed."""
+        ...
+
+    def clear_abandoned(self) -> int:
+        """While serving, now and then: clear what other nodes, killed, left in a shared
+        store (a bucket's unfinished multipart uploads); a local root has none: 0."""
         ...

@@ -55,6 +55,10 @@ class PackageRoot:
     def local_copy(self, relpath: str, identity: FileIdentity) -> bool:  # noqa: ARG002
         return False  # the file is here or not: nothing to fetch
 
+    def last_problem(self) -> str | None:
+        """A directory is asked at once: ``check_readable``."""
+        return self.check_readable()
+
     def check_readable(self) -> str | None:
         """None when the root can be listed, else a one-line reason."""
         try:
@@ -199,6 +203,13 @@ class PackageRoot:
         finally:
             os.close(fd)  # releases the lock
 
+    def claim(self, slot: str, filename: str) -> str | None:
+        """Nothing to claim: every writer takes ``publish_lock`` first."""
+        return None
+
+    def unclaim(self, slot: str, filename: str) -> None:
+        """Nothing was claimed."""
+
     def remove(self, relpath: str) -> None:
         path = self.resolve(relpath)
         try:
@@ -262,6 +273,10 @@ class PackageRoot:
         if removed:
             log.info("removed %d unfinished upload(s) from %s", removed, self.path)
         return removed
+
+    def clear_abandoned(self) -> int:
+        """Nothing: this root is no other node's (``sweep_temp_files`` clears its own)."""
+        return 0
 
     def _settle_aside(self, directory: str, name: str,
                       was_removed: Callable[[str], bool]) -> None:

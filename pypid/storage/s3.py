@@ -9,8 +9,8 @@ server sends local files as it does for a local root. Uploads: ``s3upload``.
 Publishing across nodes: the conditional create is the lock for one file name
 (two nodes racing for it store exactly one). ``publish_lock`` is this node's
 (a flock: its workers take turns); a release slot taken under another spelling
-is seen by listing the names an upload's project can start with, so it holds
-across nodes except for two spellings stored in the same instant.
+is seen in the log, and two spellings stored in the same instant are kept apart
+by the slot's claim (``s3claims``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pypid.storage.base import (
     UnsafePathError,
 )
 from pypid.storage.s3cache import FileCache
+from pypid.storage.s3claims import claim_slot, unclaim_slot
 from pypid.storage.s3client import (
     BucketPlace,
     Clients,
@@ -47,12 +48,14 @@ from pypid.storage.s3client import (
 from pypid.storage.s3log import BucketLog
 from pypid.storage.s3mirror import LogMirror
 from pypid.storage.s3shelf import BucketShelf
+from pypid.storage.s3sweep import SWEEP_SECONDS, abort_abandoned
 from pypid.storage.s3upload import UPLOAD_TIME_KEY, BucketIncoming
 
 log = logging.getLogger("pypid.storage")
 
 PAGE_LIMIT = 100_000  # listing pages of 1,000 keys: a bound, far above any real bucket
 HEALTH_PROBE_SECONDS = 10.0  # an answer from the store younger than this is believed
+STATE_FILE = "store-problem"  # in the node's cache folder: why the store is away, if it is
 CHUNK = 1024 * 1024
 
 
@@ -71,6 +74,8 @@ class BucketRoot:
         self._problem_at = float("-inf")
         self._lock = threading.Lock()
         self._stated: dict[str, tuple[FileStat, float]] = {}  # upload times imports stated
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS  # the start's is sweep_temp_files's
+        self._shared = False  # this process has written the store's state for the others
 
     @property
     def path(self) -> Path:
@@ -99,8 +104,20 @@ class BucketRoot:
     # -- health
 
     def note(self, problem: str | None) -> None:
-        """What the last request to the store said (None: it answered)."""
+        """What the last request to the store said (None: it answered). A change is written
+        down for the node's other processes (``last_problem``)."""
+        changed = (self._problem is None) != (problem is None) or not self._shared
         self._problem, self._problem_at = problem, time.monotonic()
+        if changed:
+            self._shared = share_state(self.cache_dir / STATE_FILE, problem)
+
+    def last_problem(self) -> str | None:
+        """The store's state as this node's processes last found it, with no request (the
+        master's STATUS line: it makes none after the start)."""
+        try:
+            return (self.cache_dir / STATE_FILE).read_text("utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def check_readable(self) -> str | None:
         """The store's state as the last request found it (probed when that is old)."""
@@ -268,6 +285,13 @@ class BucketRoot:
         finally:
             os.close(fd)
 
+    def claim(self, slot: str, filename: str) -> str | None:
+        """The slot's claim object decides between nodes (``s3claims``)."""
+        return claim_slot(self.clients, self.place, slot, filename)
+
+    def unclaim(self, slot: str, filename: str) -> None:
+        unclaim_slot(self.clients, self.place, slot, filename)
+
     def remove(self, relpath: str) -> None:
         self.resolve(relpath)
         try:
@@ -289,7 +313,38 @@ class BucketRoot:
     def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
         """Copies half written by a killed process go (the bucket has no temp files)."""
         del was_removed  # a removal is recorded before the object goes: nothing to put back
+        self._abort_abandoned()
         return self.copies.sweep()
+
+    def clear_abandoned(self) -> int:
+        """Abort the multipart uploads killed nodes left (``s3sweep``), at most once every
+        SWEEP_SECONDS in this process; 0 while the store cannot be asked (tried again then)."""
+        if time.monotonic() < self._next_sweep:
+            return 0
+        return self._abort_abandoned()
+
+    def _abort_abandoned(self) -> int:
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        try:
+            return abort_abandoned(self.clients.plain(), self.place)
+        except client_errors() as exc:
+            log.debug("s3: cannot look for abandoned uploads now: %s", reason(exc))
+            return 0
+
+
+def share_state(path: Path, problem: str | None) -> bool:
+    """Write ``problem`` to ``path`` (remove it for None); False if that cannot be done."""
+    try:
+        if problem is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f".{path.name}.{os.getpid()}")
+            temp.write_text(problem + "\n", "utf-8")
+            os.replace(temp, path)
+    except OSError:
+        return False
+    return True
 
 
 def _is_listable(relpath: str) -> bool:

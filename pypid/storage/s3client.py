@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from pypid.storage.s3listing import install as install_listing_parser
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
+HOLD_SECONDS = 2.0  # after the store did not answer, calls fail at once for this long
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ class Clients:
     """Two boto3 clients per process: plain, and create-only (If-None-Match: *).
 
     Made on first use in each process: a client made before gunicorn forks would
-    share its pooled connections with every worker.
+    share its pooled connections with every worker. When the store does not answer
+    (no connection, a timeout), every call fails at once for HOLD_SECONDS: one real
+    try per HOLD_SECONDS, not botocore's retries and back-off (seconds, on Debian 12's
+    botocore) for each call of a request, or of a start while the store is away.
     """
 
     def __init__(self, place: BucketPlace) -> None:
@@ -89,7 +94,24 @@ class Clients:
                 for operation in ("PutObject", "CompleteMultipartUpload"):
                     self._create.meta.events.register(f"before-call.s3.{operation}",
                                                       _if_none_match)
+                for client in (self._plain, self._create):
+                    client.meta.events.register("before-call.s3", self._fail_if_held)
+                    client.meta.events.register("after-call.s3", self._answered)
+                    client.meta.events.register("after-call-error.s3", self._unanswered)
                 self._pid = os.getpid()
+
+    def _fail_if_held(self, **_: Any) -> None:
+        if time.monotonic() < _HELD.get(self.place, 0.0):
+            from botocore.exceptions import EndpointConnectionError  # noqa: PLC0415 - see _make
+
+            raise EndpointConnectionError(endpoint_url=self.place.endpoint or "s3")
+
+    def _answered(self, **_: Any) -> None:
+        _HELD.pop(self.place, None)
+
+    def _unanswered(self, exception: BaseException | None = None, **_: Any) -> None:
+        if exception is not None and is_unreachable(exception):
+            _HELD[self.place] = time.monotonic() + HOLD_SECONDS
 
     def _make(self) -> Any:
         # Imported here: only a node with backend "s3" pays the ~0.3 s boto3 costs.
@@ -111,6 +133,11 @@ class Clients:
         return boto3.session.Session(botocore_session=core).client(
             "s3", endpoint_url=self.place.endpoint or None, region_name=self.place.region,
             config=config)
+
+
+# The store of each place that did not answer, and until when calls to it fail at once
+# (in this process: every Clients of the place shares it).
+_HELD: dict[BucketPlace, float] = {}
 
 
 def _if_none_match(params: dict[str, Any], **_: Any) -> None:

@@ -58,6 +58,7 @@ class BucketLog:
         self.place = place
         self.mirror = mirror
         self._mirror_end = -1  # the mirror's last seq once checked against the store
+        self._unchecked = False  # lines were read from the mirror before it was checked
         self.path = f"{place.describe()}/{EVENTS_DIR.rstrip('/')}"
         self._note = note
         self._lock = threading.Lock()
@@ -218,7 +219,9 @@ class BucketLog:
 
     def _check_mirror(self) -> int:
         """The mirror's last seq, once the store still holds that line as mirrored (else the
-        mirror is dropped: the bucket was replaced or rewound). -1 while it cannot say."""
+        mirror is dropped: the bucket was replaced or rewound). While the store is away, the
+        mirror is believed until it can be checked: a node started then serves what it read
+        before (its marks too), as it serves its other caches."""
         if self._mirror_end >= 0 or self.mirror is None:
             return self._mirror_end
         last, line = self.mirror.last()
@@ -226,12 +229,17 @@ class BucketLog:
             same = last == 0 or self._get(last) == line
         except client_errors() as exc:
             if not is_missing(exc):
-                return -1  # the store is away: ask again at the next read
+                self._unchecked = True
+                return last  # the store is away: checked at the next read
             same = False
         if not same:
             log.warning("audit log %s: this node's copy %s does not match the bucket's; "
                         "dropped it, reading the log from the store", self.path,
                         self.mirror.path)
+            if self._unchecked:
+                log.error("audit log %s: this node served from that copy while the store "
+                          "was away; restart it to read the bucket's log from its start",
+                          self.path)
             self.mirror.drop()
             last = 0
         self._mirror_end = last

@@ -4,8 +4,8 @@ name store exactly one file; its bytes then stay as this node's copy.
 
 Above ``MULTIPART_THRESHOLD`` the object is sent in parts and the create happens at
 CompleteMultipartUpload; a failed or refused one is aborted (a node killed in between
-leaves an incomplete multipart upload, which no reader sees and which the bucket's
-lifecycle rule for incomplete uploads removes: see the README).
+leaves an incomplete multipart upload, which no reader sees and which ``s3sweep``
+aborts once it has been idle for an hour).
 """
 
 from __future__ import annotations

@@ -150,9 +150,10 @@ def start_server(
 
 
 def launch(cfg: Path, root: Path, *, log: Path, url_prefix: str = "",
-           extra_env: Mapping[str, str] | None = None) -> Server:
+           extra_env: Mapping[str, str] | None = None, health: int | None = 200) -> Server:
     """Start `python -m pypid serve --config cfg` (in log's folder, output to log) on
-    127.0.0.1:0 and wait until /health answers 200; ``extra_env`` is added to its env."""
+    127.0.0.1:0 and wait until /health answers ``health`` (None: anything); ``extra_env``
+    is added to its env."""
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "PYPID_CONFIG")
            and not k.lower().endswith("_proxy")}  # a mirror would send loopback through it
     env.update(extra_env or {})
@@ -165,14 +166,15 @@ def launch(cfg: Path, root: Path, *, log: Path, url_prefix: str = "",
             cmd, cwd=log.parent, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf
         )
     try:
-        server = _wait_ready(proc, log, url_prefix, root)
+        server = _wait_ready(proc, log, url_prefix, root, health)
     except BaseException:
         stop(proc)
         raise
     return server
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], log: Path, prefix: str, root: Path) -> Server:
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, prefix: str, root: Path,
+                health: int | None = 200) -> Server:
     deadline = time.monotonic() + START_TIMEOUT
     server: Server | None = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -182,7 +184,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, prefix: str, root: Pat
                 server = Server(proc, m.group(1), int(m.group(2)), prefix, root, log)
         if server is not None:
             try:
-                if request(server.url("/health"), timeout=2).status == 200:
+                status = request(server.url("/health"), timeout=2).status
+                if health is None or status == health:
                     return server
             except OSError:
                 pass

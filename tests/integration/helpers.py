@@ -11,19 +11,21 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.builders import normalize
 
+T = TypeVar("T")
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_V1_TYPE = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
@@ -92,6 +94,28 @@ def get(url: str, **headers: str) -> Response:
 
 
 LIVE = 2.5  # DESIGN: a change shows on every worker within two seconds (plus the polling)
+
+
+def at_once(actions: Sequence[Callable[[], T]], timeout: float = 120.0) -> list[T | BaseException]:
+    """Run each action in its own thread, all released at one instant by a barrier; what
+    each returned or raised, in order (an action still running after ``timeout``: fail)."""
+    barrier = threading.Barrier(len(actions))
+    results: list[T | BaseException | None] = [None] * len(actions)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = actions[i]()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(actions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "an action never ended"
+    return [result for result in results if result is not None]
 
 
 def until(probe: Callable[[], object], what: str, streak: int = 8, within: float = LIVE

@@ -4,22 +4,15 @@ three store one file, a yank and a removal on one node show on every node."""
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
-import os
-import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.builders import make_sdist, make_wheel
-from tests.integration.harness import REPO_ROOT, STARTED, launch, stop, write_config
+from tests.integration.harness import stop
 from tests.integration.helpers import (
     JSON_TYPE,
     Server,
@@ -29,79 +22,26 @@ from tests.integration.helpers import (
     run_client,
     until,
 )
+from tests.integration.s3nodes import (
+    PASSWORDS,
+    Cluster,
+    call,
+    cli,
+    running_nodes,
+    upload_at_once,
+)
 from tests.integration.test_uploads import BOUNDARY, EXISTS, form_for, multipart
-from tests.s3store import BUCKET, SECRET_KEY, Store, credentials_env
+from tests.s3store import BUCKET, Store
 
 pytestmark = pytest.mark.server
 LIVE = 2.5  # DESIGN: every node within two seconds, plus the polling requests
-PASSWORDS = {"alice": "alice-pw", "admin": "admin-pw"}
-
-
-@dataclass
-class Cluster:
-    nodes: list[Server]
-    configs: list[Path]
-    dist: Path
-
-
-def cli(cfg: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **credentials_env(), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-m", "pypid", *args, "--config", str(cfg)],
-                          input=stdin, capture_output=True, text=True, env=env, timeout=60,
-                          check=False)
 
 
 @pytest.fixture(scope="module")
 def cluster(s3_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    work = tmp_path_factory.mktemp("s3-nodes")
-    prefix = f"nodes/{uuid.uuid4().hex[:8]}"
-    htpasswd = work / "htpasswd"
-    configs = []
-    for i in range(3):
-        cfg = work / f"node{i + 1}" / "pypid.toml"
-        cfg.parent.mkdir()
-        write_config(cfg, cfg.parent / "root", url_prefix="", upstream="off", settings={
-            "server": {"workers": 2},
-            "storage": {"backend": "s3"},
-            "storage.s3": {"endpoint": s3_store.endpoint, "bucket": BUCKET, "prefix": prefix,
-                           "cache_dir": str(cfg.parent / "copies")},
-            "auth": {"htpasswd": str(htpasswd), "admins": ["admin"]},
-        })
-        configs.append(cfg)
-    for user, password in PASSWORDS.items():
-        done = cli(configs[0], "user", "add", user, "--password-stdin", stdin=password + "\n")
-        assert done.returncode == 0, done.stderr
-    nodes: list[Server] = []
-    try:
-        for cfg in configs:
-            node = launch(cfg, cfg.parent / "root", log=cfg.parent / "server.log",
-                          extra_env=credentials_env())
-            nodes.append(node)
-            STARTED.append(node)
-        yield Cluster(nodes, configs, work / "dist")
-    finally:
-        for node in nodes:
-            stop(node.proc)
-    for node in nodes:
-        assert SECRET_KEY not in node.log_text()
-
-
-def auth(user: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-def call(node: Server, method: str, path: str, user: str | None = None,
-         body: bytes | None = None, headers: dict[str, str] | None = None,
-         conn: http.client.HTTPConnection | None = None) -> tuple[int, str, bytes]:
-    conn = conn or http.client.HTTPConnection(node.host, node.port, timeout=60)
-    try:
-        conn.request(method, path, body=body, headers={**(auth(user) if user else {}),
-                                                       **(headers or {})})
-        resp = conn.getresponse()
-        return resp.status, resp.reason, resp.read()
-    finally:
-        conn.close()
+    with running_nodes(s3_store, tmp_path_factory.mktemp("s3-nodes"), 3,
+                       prefix=f"nodes/{uuid.uuid4().hex[:8]}") as nodes:
+        yield nodes
 
 
 def files_on(node: Server, project: str) -> dict[str, object]:
@@ -140,29 +80,8 @@ def test_racing_uploads_over_three_nodes_store_one(cluster: Cluster, tmp_path: P
               for i in range(20)]
     bodies = [multipart(form_for(p, "s3-race", "1.0"), (p.name.encode(), p.read_bytes()))
               for p in sdists]
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-    conns = [http.client.HTTPConnection(cluster.nodes[i % 3].host, cluster.nodes[i % 3].port,
-                                        timeout=60) for i in range(20)]
-    for conn in conns:
-        conn.connect()
-    barrier = threading.Barrier(20)
-    results: dict[int, tuple[int, str, bytes] | BaseException] = {}
-
-    def send(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = call(cluster.nodes[i % 3], "POST", "/", "alice", bodies[i], headers,
-                              conn=conns[i])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            results[i] = exc
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    answers = {i: r for i, r in results.items() if isinstance(r, tuple)}
-    assert len(answers) == 20, results
+    answers = dict(enumerate(upload_at_once([(cluster.nodes[i % 3], body)
+                                             for i, body in enumerate(bodies)])))
     name = sdists[0].name
     winners = [i for i, (status, _, _) in answers.items() if status == 200]
     assert len(winners) == 1, {i: r[:2] for i, r in answers.items()}
@@ -229,11 +148,7 @@ def test_a_node_restarted_reads_only_what_changed_while_it_was_down(cluster: Clu
     body = multipart(form_for(wheel, "s3-late", "1.0"), (wheel.name.encode(), wheel.read_bytes()))
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     assert call(node1, "POST", "/", "alice", body, headers)[0] == 200
-    cfg = cluster.configs[2]
-    restarted = launch(cfg, cfg.parent / "root", log=cfg.parent / "server-2.log",
-                       extra_env=credentials_env())
-    cluster.nodes[2] = restarted
-    STARTED.append(restarted)
+    restarted = cluster.start(2)
     # Its index database still describes every other file: only the new one is read.
     assert "(1 new or changed)" in restarted.log_text()
     within(LIVE, lambda: wheel.name in files_on(restarted, "s3-late")

@@ -7,6 +7,7 @@ file made with `pypid user add`; uploads need a login (the default `protect`).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import http.client
 import os
@@ -15,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     REPO_ROOT,
     Response,
     Server,
+    at_once,
     client_tool,
     get,
     installed_versions,
@@ -606,21 +607,8 @@ def test_racing_uploads_one_wins(up: UploadServer, tmp_path: Path) -> None:
     conns = [http.client.HTTPConnection(up.server.host, up.server.port, timeout=30) for _ in sdists]
     for conn in conns:
         conn.connect()
-    barrier = threading.Barrier(len(sdists))
-    results: dict[int, Response | BaseException] = {}
-
-    def send(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = post(up.server, bodies[i], conn=conns[i])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            results[i] = exc
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(sdists))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    results = dict(enumerate(at_once([functools.partial(post, up.server, body, conn=conn)
+                                      for body, conn in zip(bodies, conns, strict=True)])))
     answers = {i: r for i, r in results.items() if isinstance(r, Response)}
     assert len(answers) == 20, results
     winners = [i for i, r in answers.items() if r.status == 200]

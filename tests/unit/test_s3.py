@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pypid.events import EventLogError
-from pypid.storage import FileStat, StorageError, s3upload
+from pypid.index.slots import slot_name
+from pypid.storage import FileStat, StorageError, s3sweep, s3upload
 from pypid.storage.s3 import BucketRoot
 from pypid.storage.s3cache import FileCache
 from pypid.storage.s3client import BucketPlace
@@ -290,3 +292,54 @@ def test_a_listing_page_reads_as_botocore_reads_it() -> None:
     # HEAD's Last-Modified is another form: botocore's parser reads it.
     assert parse_timestamp("Sat, 05 Dec 2026 09:20:11 GMT").timestamp() == \
         datetime(2026, 12, 5, 9, 20, 11, tzinfo=UTC).timestamp()
+
+
+def test_abandoned_multipart_uploads_are_aborted_once_idle(
+        bucket: BucketRoot, s3_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload a killed node left (started, one part sent) is spared while it may still
+    be alive, and aborted once idle for STALE_SECONDS; another prefix's is not touched."""
+    monkeypatch.delenv(s3sweep.STALE_ENV, raising=False)
+    client = bucket.clients.plain()
+    place = bucket.place
+    started = []
+    for key in (place.key("big-1.0.tar.gz"), f"other-{place.prefix}/big-1.0.tar.gz"):
+        upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1,
+                           Body=b"x" * 1024)
+        started.append((key, upload_id))
+
+    def left() -> list[str]:
+        answer = client.list_multipart_uploads(Bucket=BUCKET, Prefix=place.top)
+        return [upload["Key"] for upload in answer.get("Uploads", [])]
+
+    assert s3sweep.abort_abandoned(client, place) == 0  # just sent: maybe alive
+    assert left() == [started[0][0]]
+    later = time.time() + s3sweep.STALE_SECONDS + 60
+    assert s3sweep.abort_abandoned(client, place, now=later) == 1
+    assert left() == []
+    assert s3sweep.abort_abandoned(client, place, now=later) == 0
+    key, upload_id = started[1]
+    assert client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"]
+    client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
+
+
+def test_a_release_slot_is_claimed_once_across_spellings(
+        bucket: BucketRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first stored spelling holds the slot; a claim whose file never came is freed by
+    its uploader, or void once stale."""
+    monkeypatch.delenv(s3sweep.STALE_ENV, raising=False)
+    slot = slot_name("Foo_Bar-1.0.tar.gz")
+    store_bytes(bucket, "Foo_Bar-1.0.tar.gz", b"first")
+    assert bucket.claim(slot, "Foo_Bar-1.0.tar.gz") is None
+    assert bucket.claim(slot, "Foo_Bar-1.0.tar.gz") is None  # the same file again
+    assert bucket.claim(slot, "foo.bar-1.0.tar.gz") == "Foo_Bar-1.0.tar.gz"
+    bucket.unclaim(slot, "Foo_Bar-1.0.tar.gz")  # stored: its claim stays
+    assert bucket.claim(slot, "foo.bar-1.0.tar.gz") == "Foo_Bar-1.0.tar.gz"
+
+    other = slot_name("Baz-2.0.tar.gz")
+    assert bucket.claim(other, "Baz-2.0.tar.gz") is None  # its bytes never come
+    assert bucket.claim(other, "baz-2.0.tar.gz") == "Baz-2.0.tar.gz"  # maybe still coming
+    bucket.unclaim(other, "Baz-2.0.tar.gz")  # its upload failed
+    assert bucket.claim(other, "baz-2.0.tar.gz") is None
+    monkeypatch.setenv(s3sweep.STALE_ENV, "0")  # a killed node's claim: void once stale
+    assert bucket.claim(other, "BAZ-2.0.tar.gz") is None

@@ -1,0 +1,94 @@
+"""Clearing what killed nodes left in a bucket: multipart uploads never completed.
+
+``s3upload`` sends a file above 64 MiB in parts; a node killed before
+CompleteMultipartUpload leaves its parts stored (and billed), though no reader ever
+sees them. Every node aborts those that have been idle for ``STALE_SECONDS`` under its
+prefix, at start and every ``SWEEP_SECONDS`` while it runs. Idle means neither started
+nor sent a part since: a live upload sends a 16 MiB part far more often than hourly
+(a store slower than 5 KB/s is not one to serve from), whatever the file's size, so an
+hour never cuts a live upload short, and a dead one is gone within two. The prefix is
+pypid's own: nothing else is expected to upload below it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pypid.storage.s3client import BucketPlace, client_errors, is_missing, reason
+
+log = logging.getLogger("pypid.storage")
+
+STALE_SECONDS = 3600.0
+STALE_ENV = "PYPID_S3_STALE_UPLOAD_SECONDS"  # tests shorten the wait; not a config key
+SWEEP_SECONDS = 3600.0
+PAGE_LIMIT = 1000  # listing pages of up to 1,000 uploads: a bound, far above real use
+
+
+def stale_seconds() -> float:
+    """STALE_SECONDS, or the number in $PYPID_S3_STALE_UPLOAD_SECONDS (tests)."""
+    try:
+        return max(0.0, float(os.environ.get(STALE_ENV, STALE_SECONDS)))
+    except ValueError:
+        return STALE_SECONDS
+
+
+def abort_abandoned(client: Any, place: BucketPlace, now: float | None = None) -> int:
+    """Abort the multipart uploads below ``place`` idle for ``stale_seconds()``; how many.
+    Raises the client's errors when the store cannot list them (the caller retries)."""
+    cutoff = (time.time() if now is None else now) - stale_seconds()
+    request: dict[str, Any] = {"Bucket": place.bucket, "Prefix": place.top}
+    aborted = 0
+    for _page in range(PAGE_LIMIT):
+        answer = client.list_multipart_uploads(**request)
+        for upload in answer.get("Uploads", ()):
+            key, upload_id = upload["Key"], upload["UploadId"]
+            if _stamp(upload.get("Initiated")) > cutoff:
+                continue
+            if _last_part(client, place.bucket, key, upload_id) > cutoff:
+                continue
+            try:
+                client.abort_multipart_upload(Bucket=place.bucket, Key=key, UploadId=upload_id)
+            except client_errors() as exc:
+                if not is_missing(exc):  # NoSuchUpload: another node was first
+                    log.warning("s3: cannot abort the abandoned upload of %s: %s", key,
+                                reason(exc))
+                continue
+            aborted += 1
+        if not answer.get("IsTruncated"):
+            break
+        request["KeyMarker"] = answer.get("NextKeyMarker", "")
+        request["UploadIdMarker"] = answer.get("NextUploadIdMarker", "")
+    if aborted:
+        log.info("s3: aborted %d multipart upload(s) left unfinished in %s by a stopped "
+                 "node", aborted, place.describe())
+    return aborted
+
+
+def _last_part(client: Any, bucket: str, key: str, upload_id: str) -> float:
+    """When the upload's newest part arrived (0: none yet, or the upload is gone)."""
+    latest = 0.0
+    request: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+    for _page in range(20):  # 10,000 parts at most, 1,000 a page
+        try:
+            answer = client.list_parts(**request)
+        except client_errors() as exc:
+            if is_missing(exc):
+                return 0.0
+            raise
+        for part in answer.get("Parts", ()):
+            latest = max(latest, _stamp(part.get("LastModified")))
+        if not answer.get("IsTruncated"):
+            break
+        request["PartNumberMarker"] = answer.get("NextPartNumberMarker", 0)
+    return latest
+
+
+def _stamp(when: object) -> float:
+    """A listing's time as a Unix time (0 when it gives none)."""
+    if not isinstance(when, datetime):
+        return 0.0
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
