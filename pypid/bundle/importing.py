@@ -35,6 +35,7 @@ from pypid.bundle.manifest import (
 )
 from pypid.distfile import hash_file
 from pypid.events import check_chain
+from pypid.index.slots import slot_name
 from pypid.manage import Actor, ManageError, Manager
 from pypid.manage.catalog import Found
 from pypid.storage.s3 import BucketRoot
@@ -177,8 +178,11 @@ def plan(bundle: Bundle, manager: Manager) -> tuple[list[BundledFile], list[str]
     """(files to add, files already here with the same bytes); BundleError for a name
     taken here by other bytes (a file, or a removed file whose name stays taken)."""
     here: dict[str, Found] = {}
+    slots: dict[str, str] = {}  # a release's slot -> the spelling held here
     for found in manager.catalog.files():
         here.setdefault(found.filename, found)
+        with contextlib.suppress(ValueError):  # a file copied in that names no release
+            slots.setdefault(slot_name(found.filename), found.filename)
     manager.ledger.catch_up()
     new, same = [], []
     for item in bundle.manifest.files:
@@ -191,6 +195,10 @@ def plan(bundle: Bundle, manager: Manager) -> tuple[list[BundledFile], list[str]
                                   f"(sha256 {sha256})")
             same.append(item.filename)
             continue
+        held = slots.get(slot_name(item.filename), item.filename)
+        if held != item.filename:
+            raise BundleError(f"{item.filename}: its release is held here as {held} "
+                              "(another spelling of the same file name)")
         removed = manager.ledger.removed(item.project).get(item.filename)
         if removed is not None and removed != item.sha256 and not manager.overwrite:
             raise BundleError(f"{item.filename}: the name is taken here by a removed file "
@@ -240,12 +248,19 @@ def _add_file(bundle: Bundle, manager: Manager, actor: Actor, item: BundledFile,
             except FileExistsError:
                 raise BundleError(f"{item.filename}: appeared here while importing; "
                                   "stopped") from None
+            slot = slot_name(item.filename)  # as an upload does: decides across nodes
+            holder = root.claim(slot, item.filename)
+            if holder is not None:
+                root.remove(relpath)
+                raise BundleError(f"{item.filename}: its release is held here as {holder} "
+                                  "(stored meanwhile through another node); stopped")
             try:
                 manager.events.append("import", user=actor.user, client=actor.client,
                                       project=item.project, file=item.filename,
                                       sha256=item.sha256, size=item.size)
             except BaseException:
                 root.remove(relpath)  # a file without its line does not count
+                root.unclaim(slot, item.filename)
                 raise
     finally:
         incoming.discard()

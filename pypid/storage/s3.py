@@ -48,7 +48,7 @@ from pypid.storage.s3client import (
 from pypid.storage.s3log import BucketLog
 from pypid.storage.s3mirror import LogMirror
 from pypid.storage.s3shelf import BucketShelf
-from pypid.storage.s3sweep import SWEEP_SECONDS, abort_abandoned
+from pypid.storage.s3sweep import KEPT_DIR, SWEEP_SECONDS, abort_abandoned, drop_stale_kept
 from pypid.storage.s3upload import UPLOAD_TIME_KEY, BucketIncoming
 
 log = logging.getLogger("pypid.storage")
@@ -310,6 +310,37 @@ class BucketRoot:
         yield
         self.remove(relpath)
 
+    @contextlib.contextmanager
+    def keeping(self, relpath: str) -> Iterator[None]:
+        """Keep an object's bytes while the block replaces it: a copy made in the store
+        (``KEPT_DIR``) is copied back over the name if the block raises, deleted after.
+        The name always holds one whole version meanwhile (a PUT replaces atomically)."""
+        client, bucket = self.clients.plain(), self.place.bucket
+        key, kept = self.place.key(relpath), self.place.key(KEPT_DIR + relpath)
+        try:
+            client.copy_object(Bucket=bucket, Key=kept, MetadataDirective="COPY",
+                               CopySource={"Bucket": bucket, "Key": key})
+        except client_errors() as exc:
+            raise storage_error(exc, self.place, f"keep {relpath}") from None
+        settled = True  # False: the kept copy is the only one left of the old bytes
+        try:
+            yield
+        except BaseException:
+            try:
+                client.copy_object(Bucket=bucket, Key=key, MetadataDirective="COPY",
+                                   CopySource={"Bucket": bucket, "Key": kept})
+            except client_errors() as exc:
+                settled = False
+                log.error("s3: cannot put back the replaced bytes of %s (they are kept as "
+                          "%s): %s", relpath, kept, reason(exc))
+            else:
+                self.copies.drop(relpath)
+            raise
+        finally:
+            if settled:
+                with contextlib.suppress(*client_errors()):
+                    client.delete_object(Bucket=bucket, Key=kept)
+
     def sweep_temp_files(self, was_removed: Callable[[str], bool] | None = None) -> int:
         """Copies half written by a killed process go (the bucket has no temp files)."""
         del was_removed  # a removal is recorded before the object goes: nothing to put back
@@ -326,7 +357,8 @@ class BucketRoot:
     def _abort_abandoned(self) -> int:
         self._next_sweep = time.monotonic() + SWEEP_SECONDS
         try:
-            return abort_abandoned(self.clients.plain(), self.place)
+            client = self.clients.plain()
+            return abort_abandoned(client, self.place) + drop_stale_kept(client, self.place)
         except client_errors() as exc:
             log.debug("s3: cannot look for abandoned uploads now: %s", reason(exc))
             return 0

@@ -68,6 +68,30 @@ def abort_abandoned(client: Any, place: BucketPlace, now: float | None = None) -
     return aborted
 
 
+KEPT_DIR = ".pypid/keeping/"  # BucketRoot.keeping's copies of bytes being replaced
+
+
+def drop_stale_kept(client: Any, place: BucketPlace, now: float | None = None) -> int:
+    """Delete the copies ``keeping`` made that are older than ``stale_seconds()``: a node
+    killed while replacing a file left them (its block lasts a moment); how many."""
+    cutoff = (time.time() if now is None else now) - stale_seconds()
+    request: dict[str, Any] = {"Bucket": place.bucket, "Prefix": place.top + KEPT_DIR}
+    dropped = 0
+    for _page in range(PAGE_LIMIT):
+        answer = client.list_objects_v2(**request)
+        for item in answer.get("Contents", ()):
+            if _stamp(item.get("LastModified")) <= cutoff:
+                client.delete_object(Bucket=place.bucket, Key=item["Key"])
+                dropped += 1
+        if not answer.get("IsTruncated"):
+            break
+        request["ContinuationToken"] = answer.get("NextContinuationToken", "")
+    if dropped:
+        log.info("s3: removed %d copy(ies) a stopped node kept of files it was replacing",
+                 dropped)
+    return dropped
+
+
 def _last_part(client: Any, bucket: str, key: str, upload_id: str) -> float:
     """When the upload's newest part arrived (0: none yet, or the upload is gone)."""
     latest = 0.0

@@ -129,6 +129,18 @@ def test_a_name_taken_here_by_other_bytes_refuses_the_whole_bundle(
     assert not (tmp_path / "b" / "demo-1.0-py3-none-any.whl").exists()
 
 
+def test_another_spelling_of_a_release_held_here_refuses_the_whole_bundle(
+        tmp_path: Path, site: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = exported(tmp_path, site)
+    config = str(site("b"))
+    wheel = make_wheel(tmp_path / "b", "demo", "2.0")
+    wheel.rename(wheel.with_name("Demo-2.0-py3-none-any.whl"))
+    assert pypid("import", str(bundle), "--config", config) == 1
+    assert ("demo-2.0-py3-none-any.whl: its release is held here as "
+            "Demo-2.0-py3-none-any.whl") in capsys.readouterr().err
+    assert not (tmp_path / "b" / "demo-1.0-py3-none-any.whl").exists()
+
+
 def tampered(tmp_path: Path, site: Callable[[str], Path], change: str) -> Path:
     """The exported bundle, rebuilt with one thing wrong."""
     held = members(exported(tmp_path, site))

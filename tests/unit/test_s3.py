@@ -100,6 +100,24 @@ def test_a_taken_name_is_refused_and_keeps_its_bytes(bucket: BucketRoot) -> None
     assert stat.size == 6
 
 
+def test_an_overwrite_that_fails_puts_the_old_bytes_back(bucket: BucketRoot) -> None:
+    """``keeping`` (an upload replacing a file with ``overwrite`` on): the old bytes come
+    back if the block raises (its audit line could not be written), and no copy is left."""
+    store_bytes(bucket, "demo-1.0.tar.gz", b"old bytes")
+    with pytest.raises(RuntimeError), bucket.keeping("demo-1.0.tar.gz"):
+        store_bytes(bucket, "demo-1.0.tar.gz", b"new bytes!", overwrite=True)
+        raise RuntimeError("the record failed")
+    with bucket.open("demo-1.0.tar.gz") as handle:
+        assert handle.read() == b"old bytes"
+    with bucket.keeping("demo-1.0.tar.gz"):
+        store_bytes(bucket, "demo-1.0.tar.gz", b"new bytes!", overwrite=True)
+    with bucket.open("demo-1.0.tar.gz") as handle:
+        assert handle.read() == b"new bytes!"
+    listed = bucket.clients.plain().list_objects_v2(Bucket=BUCKET, Prefix=bucket.place.top)
+    assert [o["Key"] for o in listed.get("Contents", ())] == [
+        bucket.place.key("demo-1.0.tar.gz")]
+
+
 def test_racing_nodes_store_exactly_one(s3_store: Store, tmp_path: Path, prefix: str) -> None:
     nodes = [node(s3_store, tmp_path, prefix, f"n{i}") for i in range(3)]
     barrier = threading.Barrier(12)
