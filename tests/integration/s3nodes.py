@@ -113,11 +113,11 @@ class Cluster:
 
 
 def write_node_config(cfg: Path, endpoint: str, prefix: str, *, workers: int,
-                      htpasswd: Path) -> None:
+                      htpasswd: Path, overwrite: bool = False) -> None:
     cfg.parent.mkdir(parents=True, exist_ok=True)
     write_config(cfg, cfg.parent / "root", url_prefix="", upstream="off", settings={
         "server": {"workers": workers},
-        "storage": {"backend": "s3"},
+        "storage": {"backend": "s3", "overwrite": overwrite},
         "storage.s3": {"endpoint": endpoint, "bucket": BUCKET, "prefix": prefix,
                        "cache_dir": str(cfg.parent / "copies")},
         "auth": {"htpasswd": str(htpasswd), "admins": ["admin"]},
@@ -126,13 +126,14 @@ def write_node_config(cfg: Path, endpoint: str, prefix: str, *, workers: int,
 
 @contextlib.contextmanager
 def running_nodes(store: Store, work: Path, count: int, *, prefix: str, workers: int = 2,
-                  env: dict[str, str] | None = None) -> Iterator[Cluster]:
+                  env: dict[str, str] | None = None, overwrite: bool = False
+                  ) -> Iterator[Cluster]:
     """``count`` nodes (``work/node1`` ...) with the users of PASSWORDS, all stopped at
     the end, whatever happens; their logs must never show the store's secret."""
     configs = [work / f"node{i + 1}" / "pypid.toml" for i in range(count)]
     for cfg in configs:
         write_node_config(cfg, store.endpoint, prefix, workers=workers,
-                          htpasswd=work / "htpasswd")
+                          htpasswd=work / "htpasswd", overwrite=overwrite)
     for user, password in PASSWORDS.items():
         done = cli(configs[0], "user", "add", user, "--password-stdin", stdin=password + "\n")
         assert done.returncode == 0, done.stderr

@@ -24,6 +24,7 @@ from tests.integration.helpers import (
 )
 from tests.integration.s3nodes import (
     PASSWORDS,
+    UPLOAD_HEADERS,
     Cluster,
     call,
     cli,
@@ -95,6 +96,28 @@ def test_racing_uploads_over_three_nodes_store_one(cluster: Cluster, tmp_path: P
 
     for node in cluster.nodes:
         within(LIVE, lambda node=node: serves_winner(node), "every node serves the winner")
+
+
+def test_with_overwrite_an_upload_replaces_a_file_on_every_node(
+        s3_store: Store, tmp_path: Path) -> None:
+    """``storage.overwrite = true`` on a bucket: the second bytes replace the first (the
+    old object kept aside in the store meanwhile, then dropped); every node serves them."""
+    with running_nodes(s3_store, tmp_path / "work", 2, prefix=f"over/{uuid.uuid4().hex[:8]}",
+                       workers=1, overwrite=True) as nodes:
+        node1, node2 = nodes.nodes
+        first, second = (make_sdist(tmp_path / str(i), "s3-over", "1.0",
+                                    requires_python=f">=3.{i}") for i in (1, 2))
+        for node, sdist in ((node1, first), (node2, second)):
+            body = multipart(form_for(sdist, "s3-over", "1.0"),
+                             (sdist.name.encode(), sdist.read_bytes()))
+            status, reason, _ = call(node, "POST", "/", "alice", body, UPLOAD_HEADERS)
+            assert status == 200, reason
+        for node in nodes.nodes:
+            within(LIVE, lambda node=node: call(node, "GET", f"/packages/{first.name}")[2]
+                   == second.read_bytes(), "every node serves the second bytes")
+        kept = s3_store.client().list_objects_v2(
+            Bucket=BUCKET, Prefix=f"{nodes.prefix}/.pypid/keeping/").get("Contents", [])
+        assert kept == []
 
 
 def test_a_yank_on_one_node_shows_on_another(cluster: Cluster, tmp_path: Path) -> None:
