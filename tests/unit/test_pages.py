@@ -143,6 +143,8 @@ def test_a_nearly_full_disk_stops_storing_and_gives_the_space_back(
 
 def test_a_forked_child_reads_the_parents_pages_and_writes_its_own(pack: PagePack) -> None:
     pack.put("s", "a", 1, b"parent's")
+    pack.seal()  # as the master does once it rendered every page
+    assert pack.get("s", "a", 1) == b"parent's" and pack.size == 0
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: only os calls, then _exit
