@@ -21,7 +21,7 @@ _HIT = ("page_cache_hits",)
 MIN_GZIP_BYTES = 1024
 # Per worker. Small, since a page that leaves it is read back from the pack
 # (a pread) rather than rendered again.
-MAX_BYTES = 2 * 1024 * 1024
+MAX_BYTES = 1024 * 1024
 ETAG_CHARS = 32
 # One page read back from the pack in this many goes back into memory too: a page
 # asked for often soon returns there, the many asked for once do not push it out.

@@ -55,7 +55,7 @@ from pypid.worker.sending import ACCEPT_PAUSE, OUT_OF_DESCRIPTORS, Sending
 from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enabled
 
 RECV_SIZE = 64 * 1024
-ROUTES_KEPT = 10_000  # paths whose route label the loop remembers
+ROUTES_KEPT = 1_000  # paths whose route label the loop remembers (the first asked for)
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
 # Answers leave once this many connections have some, not only at the end of a turn:
 # with 256 busy connections a turn is ~5 ms of work, which the first answer read in it
