@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pypid.metrics import tally
 from pypid.simple.pagepack import PagePack
@@ -119,10 +119,12 @@ class PageCache:
             self.pack.put(space, name, serial, page.etag.encode("ascii") + page.body)
         return page
 
-    def store(self, space: str, name: str, serial: int, body: bytes) -> None:
-        """Put a page in the pack only (not in memory): for pages rendered ahead."""
+    def store(self, pages: Iterable[tuple[str, str, int, bytes]]) -> None:
+        """Put pages (space, name, serial, body) in the pack only, not in memory: for pages
+        rendered ahead."""
         if self.pack is not None:
-            self.pack.put(space, name, serial, etag_of(body).encode("ascii") + body)
+            self.pack.put_many((space, name, serial, etag_of(body).encode("ascii") + body)
+                               for space, name, serial, body in pages)
 
     def gzip(self, page: Page) -> bytes:
         """Make (or read back) ``page``'s gzipped copy and count it while the page is here."""

@@ -32,6 +32,7 @@ import weakref
 from array import array
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger("pypid.pages")
@@ -40,6 +41,7 @@ MAX_BYTES = 1024**3  # per worker; ~3.5 KB a project for all four variants
 COMPACT_BYTES = 64 * 1024**2  # below this, dead records are not worth a truncation
 MIN_FREE_BYTES = 512 * 1024**2  # leave this much (at most a tenth of the disk) to uploads
 PAUSE_SECONDS = 60.0  # after a disk error
+BATCH_BYTES = 1024 * 1024  # put_many writes this much at a time
 
 _SERIAL_SHIFT = 72
 _OFFSET_SHIFT = 32
@@ -116,12 +118,30 @@ class PagePack:
 
     def put(self, space: str, name: str, serial: int, data: bytes) -> None:
         """Store ``data`` for this page; a failure only means it is not stored."""
+        self._put_batch([(space, name, serial, data)], len(data))
+
+    def put_many(self, pages: Iterable[tuple[str, str, int, bytes]]) -> None:
+        """``put`` for many pages (space, name, serial, data), with one write and one look
+        at the disk's free space per BATCH_BYTES instead of one per page."""
+        batch: list[tuple[str, str, int, bytes]] = []
+        size = 0
+        for page in pages:
+            batch.append(page)
+            size += len(page[3])
+            if size >= BATCH_BYTES:
+                self._put_batch(batch, size)
+                batch, size = [], 0
+        if batch:
+            self._put_batch(batch, size)
+
+    def _put_batch(self, batch: list[tuple[str, str, int, bytes]], size: int) -> None:
         # The write happens under the lock: a truncation must not land between
         # reserving an offset and filling it.
         with self._lock:
-            if not self._writable(len(data)):
+            if not self._writable(size):
                 return
             offset = self._end
+            data = batch[0][3] if len(batch) == 1 else b"".join(page[3] for page in batch)
             try:
                 written = os.pwrite(self._fd, data, offset)
                 if written != len(data):
@@ -130,11 +150,13 @@ class PagePack:
                 self._fail(exc)
                 return
             self._end += len(data)
-            names = self._where.setdefault(space, {})
-            old = names.get(name)
-            if old is not None:
-                self._dead += old & _LENGTH_MASK
-            names[name] = serial << _SERIAL_SHIFT | offset << _OFFSET_SHIFT | len(data)
+            for space, name, serial, page in batch:
+                names = self._where.setdefault(space, {})
+                old = names.get(name)
+                if old is not None:
+                    self._dead += old & _LENGTH_MASK
+                names[name] = serial << _SERIAL_SHIFT | offset << _OFFSET_SHIFT | len(page)
+                offset += len(page)
             if self._troubled:
                 self._troubled = False
                 log.info("page file in %s: storing pages again", self.directory)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 from pypid.index import Index
 from pypid.simple import pep691
@@ -32,19 +33,22 @@ def prerender(index: Index, pages: PageCache) -> int:
     if pages.pack is None:
         return 0
     started = time.monotonic()
-    count = 0
-    for project in index.projects():
-        serial = index.project_serial(project)
-        data = pep691.project_page(index, project)
-        if serial is None or data is None:
-            continue
-        for media in AHEAD:
-            pages.store(media, project, serial, render(media, data))
-        count += 1
+    projects = index.projects()
+    pages.store(_rendered(index, projects))
     listing = pep691.index_page(index)
     for media in AHEAD:
         page = pages.get(INDEX, media, index.projects_serial, lambda m=media: render(m, listing))
         page.gzipped()  # made once here, not once per worker
     pages.pack.seal()
-    log.info("rendered the pages of %d projects in %.1f s", count, time.monotonic() - started)
-    return count
+    log.info("rendered the pages of %d projects in %.1f s", len(projects),
+             time.monotonic() - started)
+    return len(projects)
+
+
+def _rendered(index: Index, projects: list[str]) -> Iterator[tuple[str, str, int, bytes]]:
+    for project in projects:
+        serial = index.project_serial(project)
+        data = pep691.project_page(index, project)
+        if serial is not None and data is not None:
+            for media in AHEAD:
+                yield media, project, serial, render(media, data)
