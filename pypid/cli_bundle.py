@@ -38,7 +38,8 @@ def add_commands(commands: Any, command: MakeCommand) -> None:
         "Write one tar file holding the chosen files and a manifest (sha256, size, upload\n"
         "time, yank marks, uploader; each project's status and owners). Local files and,\n"
         "with upstream.mode = \"cache\", the mirror's cached files. Nothing chosen: every\n"
-        "local file. A lock file gives exactly the files it lists.",
+        "local file, and the audit log (a whole site, e.g. to move it into a bucket).\n"
+        "A lock file gives exactly the files it lists.",
         "examples:\n  pypid export site.tar\n  pypid export site.tar --project demo\n"
         "  pypid export site.tar -r requirements.txt --lock uv.lock")
     export.add_argument("bundle", metavar="BUNDLE", help="the tar file to write")
@@ -55,7 +56,9 @@ def add_commands(commands: Any, command: MakeCommand) -> None:
         "names) before adding anything, then add the new files as local files with their\n"
         "upload times, and the yank marks, statuses and owners (users that exist here).\n"
         "A name taken here by other bytes refuses the whole bundle; the same bytes are\n"
-        "skipped, so importing a bundle twice changes nothing.",
+        "skipped, so importing a bundle twice changes nothing. With storage.backend =\n"
+        "\"s3\" the files go into the bucket; a whole site's audit log becomes the\n"
+        "bucket's log when that is empty (a migration keeps its history).",
         "example:\n  pypid import site.tar")
     importing.add_argument("bundle", metavar="BUNDLE", help="the tar file to read")
     importing.set_defaults(handler=_import)
@@ -82,13 +85,17 @@ def _export(args: argparse.Namespace) -> int:
             print(f"pypid: nothing to export: {root.where} holds no files", file=sys.stderr)
             return EXIT_FAILURE
         facts = project_facts({item.project for item in chosen}, ledger, store)
-        manifest = write_bundle(Path(args.bundle), chosen, facts)
+        # Every local file: a whole site (a migration) also carries its audit log.
+        whole = not (args.project or pins) and not root.is_remote
+        audit = Path(ledger.events.path) if whole else None
+        manifest = write_bundle(Path(args.bundle), chosen, facts, audit=audit)
     except BundleError as exc:
         print(f"pypid: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     size = sum(item.size for item in manifest.files)
+    carried = f", the audit log ({manifest.audit.lines} lines)" if manifest.audit else ""
     print(f"wrote {args.bundle}: {len(manifest.files)} files ({size} bytes), "
-          f"{len(manifest.projects)} projects")
+          f"{len(manifest.projects)} projects{carried}")
     return EXIT_OK
 
 
@@ -102,6 +109,8 @@ def _import(args: argparse.Namespace) -> int:
     except (BundleError, ManageError, EventLogError, StorageError) as exc:
         print(f"pypid: {args.bundle}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    if report.history:
+        print(f"the bundle's audit log ({report.history} lines) is this site's log now")
     for name in report.imported:
         print(f"imported {name}")
     for mark in report.marks:

@@ -24,6 +24,7 @@ from pypid.mirror.priming import (
     select,
 )
 from pypid.mirror.store import MirrorStore
+from pypid.storage.select import open_storage
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -91,7 +92,8 @@ def _add(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     # An explicit add fetches even when the server is told to stay offline.
-    mirror = Mirror(dataclasses.replace(config.upstream, offline=False))
+    mirror = Mirror(dataclasses.replace(config.upstream, offline=False),
+                    open_storage(config).mirror_shelf())  # what it fetches, every node has
     failed = 0
     for release in wanted:
         try:

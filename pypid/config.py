@@ -97,7 +97,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("upstream", "mode", "redirect", check.one_of(UPSTREAM_MODES),
         '"redirect": unknown projects redirect to url; "off": 404; "cache": mirror them'),
     Key("upstream", "cache_root", "/var/lib/pypid/cache", check.path_value,
-        'mode "cache": where mirrored pages and files are kept'),
+        'mode "cache": where mirrored pages and files are kept (backend "s3": shared in the '
+        'bucket too)'),
     Key("upstream", "page_ttl", 600, check.int_between(0, 7 * 24 * 3600),
         "seconds a mirrored page is used before it is revalidated upstream"),
     Key("upstream", "timeout", 15, check.int_between(1, 3600),

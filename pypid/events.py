@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -107,6 +107,18 @@ def decode(line: bytes) -> Event:
 
 def line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
+
+
+def check_chain(lines: Iterable[bytes]) -> str | None:
+    """None when ``lines`` (without newlines) are a whole log from line 1 whose chain
+    holds, else "line N: what is wrong" for the first broken one."""
+    prev = ZERO_HASH
+    for number, line in enumerate(lines, 1):
+        problem = _check_line(line, number, prev)
+        if problem is not None:
+            return problem
+        prev = line_hash(line)
+    return None
 
 
 class AuditLog(Protocol):

@@ -119,7 +119,8 @@ def _wait_ready(store: Store) -> None:
     while time.monotonic() < deadline and store.proc.poll() is None:
         client = store.client()
         try:
-            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou,
+                                     client.exceptions.BucketAlreadyExists):  # a kept store
                 client.create_bucket(Bucket=BUCKET)
             client.put_object(Bucket=BUCKET, Key="ready", Body=b"")
             return

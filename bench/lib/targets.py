@@ -51,11 +51,13 @@ class PypidTarget(Target):
 
     def __init__(self, python: str, workers: int | None, src: Path = REPO, *,
                  name: str = "pypid", root_tag: str | None = None, settings: str = "",
-                 launch: str = LAUNCH, env: dict[str, str] | None = None) -> None:
+                 launch: str = LAUNCH, env: dict[str, str] | None = None,
+                 upstream: str = 'mode = "off"') -> None:
         self.python = python
         self.launch = launch  # the -c code that runs ``pypid`` (bench/lib/tail.py wraps it)
         self.env = env or {}
         self.settings = settings  # more TOML sections for the config (e.g. "[auth]\n...")
+        self.upstream = upstream  # the [upstream] section's lines (bench/mirror.py: "cache")
         self.workers = workers
         self.src = src  # the directory holding the pypid package
         self.name = name
@@ -82,7 +84,7 @@ class PypidTarget(Target):
         server = f"[server]\nworkers = {self.workers}\n" if self.workers else ""
         conf.write_text(
             f"{server}[storage]\nroot = {json.dumps(str(root))}\n"
-            '[upstream]\nmode = "off"\n[log]\nlevel = "info"\naccess_log = false\n'
+            f'[upstream]\n{self.upstream}\n[log]\nlevel = "info"\naccess_log = false\n'
             + self.settings
         )
         cmd = [*pin.prefix(), self.python, "-c", self.launch, "serve", "--config", str(conf),

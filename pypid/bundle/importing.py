@@ -1,6 +1,13 @@
 """Importing a bundle: every member checked against the manifest before anything is
-added (all or nothing), then each new file linked into the package root as a local
-file with its upload time, and one audit line per file and per mark the bundle carries."""
+added (all or nothing), then each new file stored as a local file with its upload time
+(linked into a package root, or created conditionally in a bucket), and one audit line
+per file and per mark the bundle carries.
+
+A bundle of a whole site carries its audit log (``audit.jsonl``). Imported into a
+bucket whose log is empty (a migration), that log becomes the bucket's, verbatim, so
+the history, uploaders, owners, marks and statuses move with their hash chain; the
+import's own lines follow it. Anywhere else it is left out, and the marks, statuses
+and owners are written as new lines."""
 
 from __future__ import annotations
 
@@ -9,12 +16,14 @@ import hashlib
 import hmac
 import os
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from pypid.bundle.manifest import (
+    AUDIT_NAME,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     BundledFile,
@@ -25,9 +34,12 @@ from pypid.bundle.manifest import (
     parse_time_ns,
 )
 from pypid.distfile import hash_file
+from pypid.events import check_chain
 from pypid.manage import Actor, ManageError, Manager
 from pypid.manage.catalog import Found
-from pypid.storage.local import PackageRoot
+from pypid.storage.s3 import BucketRoot
+from pypid.storage.s3log import BucketLog
+from pypid.storage.s3upload import BucketIncoming
 
 CHUNK = 1024 * 1024
 
@@ -40,6 +52,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)  # the same bytes were here already
     marks: list[str] = field(default_factory=list)  # yank, status, owner lines written
     notes: list[str] = field(default_factory=list)  # owners that could not be added
+    history: int = 0  # lines of the bundle's audit log made this site's log
 
 
 class Bundle:
@@ -97,6 +110,8 @@ class Bundle:
         """Every file the manifest lists is a member of its size and sha256, and nothing more."""
         listed = {f.filename: f for f in self.manifest.files}
         for name in self.members:
+            if name == AUDIT_NAME and self.manifest.audit is not None:
+                continue
             if name != MANIFEST_NAME and name not in listed:
                 raise BundleError(f"member {name!r} is not in {MANIFEST_NAME}")
         for item in self.manifest.files:
@@ -113,6 +128,27 @@ class Bundle:
             if not hmac.compare_digest(digest.hexdigest(), item.sha256):
                 raise BundleError(f"{item.filename}: sha256 {digest.hexdigest()} does not "
                                   f"match {MANIFEST_NAME} ({item.sha256})")
+        self.history()
+
+    def history(self) -> list[bytes]:
+        """The audit log the bundle carries, its lines checked (size, sha256, chain)."""
+        audit = self.manifest.audit
+        if audit is None:
+            return []
+        info = self.members.get(AUDIT_NAME)
+        if info is None or info.size != audit.size:
+            raise BundleError(f"{AUDIT_NAME}: missing or not the size {MANIFEST_NAME} says")
+        data = self._read_all(info)
+        if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), audit.sha256):
+            raise BundleError(f"{AUDIT_NAME}: sha256 does not match {MANIFEST_NAME}")
+        if data and not data.endswith(b"\n"):
+            raise BundleError(f"{AUDIT_NAME}: its last line is unfinished")
+        lines = data.split(b"\n")[:-1]
+        problem = (check_chain(lines) if len(lines) == audit.lines else
+                   f"{len(lines)} lines, {MANIFEST_NAME} says {audit.lines}")
+        if problem is not None:
+            raise BundleError(f"{AUDIT_NAME}: {problem}")
+        return lines
 
     def copy(self, item: BundledFile, write: Callable[[bytes], object]) -> None:
         """Feed the member's bytes to ``write``, chunk by chunk."""
@@ -165,10 +201,9 @@ def plan(bundle: Bundle, manager: Manager) -> tuple[list[BundledFile], list[str]
 
 def import_bundle(bundle: Bundle, manager: Manager, actor: Actor, max_bytes: int) -> Report:
     """Add the bundle's new files, then its yank marks, statuses and owners."""
-    if not isinstance(manager.root, PackageRoot):
-        raise BundleError('pypid import needs storage.backend = "local"')
     new, same = plan(bundle, manager)
     report = Report(skipped=same)
+    _adopt_history(bundle, manager, report)
     for item in new:
         _add_file(bundle, manager, actor, item, max_bytes)
         report.imported.append(item.filename)
@@ -182,18 +217,22 @@ def _add_file(bundle: Bundle, manager: Manager, actor: Actor, item: BundledFile,
     """Receive the member into a temp file in the root's file system (checked again: the
     bundle may have changed since), give it its upload time and owner, link it in."""
     root = manager.root
-    if not isinstance(root, PackageRoot):  # import_bundle checked
-        raise BundleError('pypid import needs storage.backend = "local"')
-    incoming = root.incoming(max_bytes)
+    # Into a bucket: spooled in TMPDIR, no node copy (the CLI may be root on a node).
+    incoming = (BucketIncoming(root, max_bytes, spool=Path(tempfile.gettempdir()),
+                               keep_copy=False)
+                if isinstance(root, BucketRoot) else root.incoming(max_bytes))
     try:
         bundle.copy(item, incoming.write)
         sha256 = incoming.digests.hexdigest("sha256")
         if not hmac.compare_digest(sha256, item.sha256):
             raise BundleError(f"{item.filename}: changed while it was imported; stopped")
         when = parse_time_ns(item.upload_time)
-        fd = incoming.fileno()
-        os.utime(fd, ns=(when, when))
-        _same_owner_as_root(fd, root.path)
+        if isinstance(incoming, BucketIncoming):
+            incoming.upload_time_ns = when  # kept with the object (LastModified is the store's)
+        else:
+            fd = incoming.fileno()
+            os.utime(fd, ns=(when, when))
+            _same_owner_as_root(fd, root.path)
         relpath = root.upload_relpath(item.filename)
         with root.publish_lock():
             try:
@@ -210,6 +249,25 @@ def _add_file(bundle: Bundle, manager: Manager, actor: Actor, item: BundledFile,
                 raise
     finally:
         incoming.discard()
+
+
+def _adopt_history(bundle: Bundle, manager: Manager, report: Report) -> None:
+    """The bundle's audit log becomes a bucket's empty log (see the module's docstring)."""
+    if bundle.manifest.audit is None:
+        return
+    manager.ledger.catch_up()
+    if not manager.root.is_remote or manager.ledger.position:
+        where = "a bucket" if manager.root.is_remote else "a package root"
+        report.notes.append(f"the bundle's audit log ({bundle.manifest.audit.lines} lines) "
+                            f"was not carried over: {where}'s log is taken over only when "
+                            "it is empty and in a bucket")
+        return
+    if not isinstance(manager.events, BucketLog):
+        raise BundleError("this site's audit log cannot take over another")
+    lines = bundle.history()
+    manager.events.adopt(lines)
+    report.history = len(lines)
+    manager.ledger.catch_up()
 
 
 def _marks(manifest: Manifest, manager: Manager, actor: Actor, report: Report) -> None:

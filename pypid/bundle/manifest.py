@@ -22,6 +22,7 @@ from pypid.simple.pep691 import format_upload_time
 FORMAT = "pypid-bundle"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+AUDIT_NAME = "audit.jsonl"  # a whole export's audit log, verbatim (see BundledAudit)
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TIME = "%Y-%m-%dT%H:%M:%S"
@@ -52,10 +53,21 @@ class BundledProject:
 
 
 @dataclass(frozen=True, slots=True)
+class BundledAudit:
+    """The exporting site's audit log as it was (member ``audit.jsonl``): carried by an
+    export of every local file, so that a migration keeps the whole history."""
+
+    sha256: str
+    size: int
+    lines: int
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     files: tuple[BundledFile, ...]
     projects: tuple[BundledProject, ...]
     created: str = ""
+    audit: BundledAudit | None = None
 
 
 def format_time(epoch: float) -> str:
@@ -88,6 +100,8 @@ def encode(manifest: Manifest) -> bytes:
     data = {"format": FORMAT, "version": FORMAT_VERSION, "created": manifest.created,
             "files": [asdict(f) for f in manifest.files],
             "projects": [{**asdict(p), "owners": list(p.owners)} for p in manifest.projects]}
+    if manifest.audit is not None:
+        data["audit"] = asdict(manifest.audit)
     return json.dumps(data, indent=1, sort_keys=False).encode() + b"\n"
 
 
@@ -106,7 +120,7 @@ def decode(data: bytes) -> Manifest:
     projects = tuple(_project(item) for item in _list(raw, "projects"))
     _unique([f.filename for f in files], "file")
     _unique([p.name for p in projects], "project")
-    return Manifest(files, projects, str(raw.get("created") or ""))
+    return Manifest(files, projects, str(raw.get("created") or ""), _audit(raw.get("audit")))
 
 
 def member_problem(name: str) -> str | None:
@@ -115,7 +129,8 @@ def member_problem(name: str) -> str | None:
     >>> [member_problem(n) for n in ("a-1.0.tar.gz", "../a", "x/a-1.0.tar.gz")]
     [None, "unsafe member name '../a'", "unsafe member name 'x/a-1.0.tar.gz'"]
     """
-    if name != MANIFEST_NAME and (not is_safe_filename(name) or ".." in name):
+    special = name in (MANIFEST_NAME, AUDIT_NAME)
+    if not special and (not is_safe_filename(name) or ".." in name):
         return f"unsafe member name {name[:200]!r}"
     return None
 
@@ -139,7 +154,7 @@ def _text(item: dict[str, Any], key: str, *, optional: bool = False) -> Any:
 
 def _file(item: dict[str, Any]) -> BundledFile:
     filename = _text(item, "filename")
-    if member_problem(filename) or filename == MANIFEST_NAME:
+    if member_problem(filename) or filename in (MANIFEST_NAME, AUDIT_NAME):
         raise BundleError(f"{MANIFEST_NAME}: unsafe file name {filename[:200]!r}")
     try:
         dist = parse_filename(filename)
@@ -161,6 +176,20 @@ def _file(item: dict[str, Any]) -> BundledFile:
     return BundledFile(filename, dist.project, _text(item, "version"), sha256, size,
                        upload_time, _text(item, "yanked", optional=True),
                        _text(item, "uploader", optional=True))
+
+
+def _audit(item: object) -> BundledAudit | None:
+    if item is None:
+        return None
+    if not isinstance(item, dict):
+        raise BundleError(f"{MANIFEST_NAME}: 'audit' is not an object")
+    sha256, size, lines = item.get("sha256"), item.get("size"), item.get("lines")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise BundleError(f"{MANIFEST_NAME}: audit: sha256 is not 64 lowercase hex digits")
+    for key, value in (("size", size), ("lines", lines)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BundleError(f"{MANIFEST_NAME}: audit: {key} is not a whole number")
+    return BundledAudit(sha256, size, lines)
 
 
 def _project(item: dict[str, Any]) -> BundledProject:

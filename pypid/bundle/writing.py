@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import IO
 
 from pypid.bundle.manifest import (
+    AUDIT_NAME,
     MANIFEST_NAME,
+    BundledAudit,
     BundledFile,
     BundledProject,
     BundleError,
@@ -50,8 +52,10 @@ class _Hashing(io.RawIOBase):
 
 
 def write_bundle(dest: Path, files: list[Candidate], projects: list[BundledProject],
-                 progress: Callable[[Candidate], None] | None = None) -> Manifest:
-    """Write ``files`` and their manifest to ``dest`` (replaced whole, or left as it was)."""
+                 progress: Callable[[Candidate], None] | None = None,
+                 audit: Path | None = None) -> Manifest:
+    """Write ``files`` and their manifest to ``dest`` (replaced whole, or left as it was);
+    ``audit``: an audit log to carry as it is now (its lines written later stay out)."""
     dest = dest.absolute()
     temp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -62,7 +66,9 @@ def write_bundle(dest: Path, files: list[Candidate], projects: list[BundledProje
                     bundled.append(_add(tar, item))
                     if progress is not None:
                         progress(item)
-                manifest = Manifest(tuple(bundled), tuple(projects), format_time(time.time()))
+                carried = _add_audit(tar, audit) if audit is not None else None
+                manifest = Manifest(tuple(bundled), tuple(projects), format_time(time.time()),
+                                    carried)
                 data = encode(manifest)
                 tar.addfile(_member(MANIFEST_NAME, len(data), time.time()), io.BytesIO(data))
             out.flush()
@@ -91,6 +97,20 @@ def _add(tar: tarfile.TarFile, item: Candidate) -> BundledFile:
         raise BundleError(f"{item.path} does not match its sha256 {item.sha256}")
     return BundledFile(item.filename, item.project, item.version, sha256, size,
                        item.upload_time, item.yanked, item.uploader)
+
+
+def _add_audit(tar: tarfile.TarFile, path: Path) -> BundledAudit | None:
+    """The log's whole lines as of now (a writer appends whole lines; one cut short by
+    a crash is left out); None when there is no log."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with handle:
+        data = handle.read()
+    data = data[:data.rfind(b"\n") + 1]
+    tar.addfile(_member(AUDIT_NAME, len(data), time.time()), io.BytesIO(data))
+    return BundledAudit(hashlib.sha256(data).hexdigest(), len(data), data.count(b"\n"))
 
 
 def _member(name: str, size: int, mtime: float) -> tarfile.TarInfo:

@@ -60,7 +60,7 @@ def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
         row = FileRow(stat.relpath, *stat.identity, None, None, None,
                       stat.mtime_ns / 1e9, exc.reason)
         return Examined(row, f"ignoring {stat.relpath}: {exc.reason}", unusable=True)
-    upload_time = stat.mtime_ns / 1e9
+    upload_time = root.upload_time(stat)
     if old is not None and old.relpath == stat.relpath and old.sha256 == sha256:
         upload_time = old.upload_time  # same bytes, only touched: keep the first time
     return Examined(described(stat, sha256, meta.metadata, meta.requires_python, upload_time,

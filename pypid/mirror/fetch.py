@@ -8,6 +8,10 @@ another worker, follows the file as it grows. The downloader renames the part to
 the final name only after the hash matched (same inode: followers read on), or
 unlinks it; releasing the lock tells the followers which. A follower never
 sends the last byte before that: a bad file never reaches a client whole.
+
+With a shelf (``MirrorStore``: the S3 bucket's shared cache), the download reads the
+shelf's copy when there is one, checked the same way, and else upstream, whose
+checked file is then put on the shelf for the other nodes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from pypid.mirror.policy import parse_upload_time
 from pypid.mirror.store import MirrorStore
@@ -31,8 +36,12 @@ from pypid.mirror.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("pypid.mirror")
 
-CHUNK = 256 * 1024
+# Bytes per read and per relayed chunk. Each thread relaying a download holds one; chunks
+# above glibc's mmap threshold (128 KiB) raise that threshold and then stay behind in the
+# per-thread malloc arenas, so a crowd grew a worker by several times more (bench/mirror.py).
+CHUNK = 64 * 1024
 POLL = 0.005  # seconds between looks at a growing file
+FIRST_POLL = 0.0005  # the first looks for its first bytes: upstream on a LAN answers in ~1 ms
 MAX_UNSIZED_BYTES = 16 * 1024**3  # a file upstream gives no size for
 
 
@@ -54,7 +63,7 @@ class Follower:
     def first_bytes(self) -> UpstreamError | None:
         """Wait until the download has bytes or has ended; its error if it failed first."""
         deadline = time.monotonic() + self._idle_limit
-        delay = POLL
+        delay = FIRST_POLL
         while time.monotonic() < deadline:
             done = self._finished()
             if os.fstat(self._fd).st_size > 0 or (done and self._succeeded()):
@@ -124,6 +133,7 @@ class Fetcher:
         self.store = store
         self._on_stored = on_stored  # after each file kept (eviction)
         self._failures: dict[int, UpstreamError] = {}
+        self._bad_shared: set[Path] = set()  # shelf copies that failed their check here
 
     def follow(self, final: Path, item: UpstreamFile) -> Follower | None:
         """A Follower of ``final``'s download (started here if nobody runs one), or None
@@ -156,12 +166,19 @@ class Fetcher:
     def _download(self, fd: int, part: Path, final: Path, item: UpstreamFile) -> None:
         """Fetch ``item`` into the locked ``part``, then keep it as ``final`` or drop it."""
         ino = os.fstat(fd).st_ino
+        shared = None if final in self._bad_shared else self.store.shared_file(final)
         try:
-            self._copy(fd, item)
+            if shared is not None:
+                self._copy_shared(fd, item, shared, final)
+            else:
+                self._copy(fd, item)
             uploaded = parse_upload_time(item.upload_time)
             if uploaded is not None:  # Last-Modified: when upstream got it
                 os.utime(fd, (time.time(), uploaded))
             os.rename(part, final)
+            if shared is None:  # upstream's, checked: the other nodes need not fetch it
+                self.store.share_file(final, replace=final in self._bad_shared)
+                self._bad_shared.discard(final)
             if self._on_stored is not None:
                 self._on_stored()
         except (UpstreamError, OSError) as exc:
@@ -178,37 +195,61 @@ class Fetcher:
     def _copy(self, fd: int, item: UpstreamFile) -> None:
         fetched = self.upstream.open(item.url)
         response = fetched.response
+
+        def read() -> bytes:
+            try:
+                return response.read1(CHUNK)  # type: ignore[no-any-return]
+            except TimeoutError:
+                raise UpstreamError(f"upstream made no progress in "
+                                    f"{self.upstream.timeout:g}s", 504) from None
+            except OSError as exc:
+                raise UpstreamError(f"the download broke off: {exc}") from None
+
         try:
             if fetched.status != 200:
                 raise UpstreamError(f"upstream answered {fetched.status} for {item.filename}")
-            limit = item.size if item.size is not None else MAX_UNSIZED_BYTES
-            digest, total = hashlib.sha256(), 0
-            while True:
-                try:
-                    chunk = response.read1(CHUNK)
-                except TimeoutError:
-                    raise UpstreamError(f"upstream made no progress in "
-                                        f"{self.upstream.timeout:g}s", 504) from None
-                except OSError as exc:
-                    raise UpstreamError(f"the download broke off: {exc}") from None
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > limit:
-                    raise UpstreamError(f"{item.filename} is larger than its declared size "
-                                        f"({limit} bytes): refused")
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-            if item.size is not None and total != item.size:
-                raise UpstreamError(f"{item.filename} has {total} bytes, upstream declared "
-                                    f"{item.size}")
-            if not hmac.compare_digest(digest.hexdigest(), item.sha256):
-                raise UpstreamError(f"{item.filename}: sha256 {digest.hexdigest()} is not "
-                                    f"upstream's {item.sha256}")
+            _take(fd, item, read)
         finally:
             response.close()
+
+    def _copy_shared(self, fd: int, item: UpstreamFile, body: IO[bytes], final: Path) -> None:
+        """The shelf's copy; one that fails (or fails its check) is not asked again here:
+        the next request goes upstream (and replaces it on the shelf)."""
+        def read() -> bytes:
+            try:
+                return body.read(CHUNK)
+            except Exception as exc:  # noqa: BLE001 - botocore's and urllib3's, by version
+                raise UpstreamError(f"reading the bucket's copy broke off: {exc}") from None
+
+        try:
+            _take(fd, item, read)
+        except UpstreamError as exc:
+            log.warning("mirror: the bucket's copy of %s: %s", item.filename, exc)
+            self._bad_shared.add(final)
+            raise
+        finally:
+            body.close()
+
+
+def _take(fd: int, item: UpstreamFile, read: Callable[[], bytes]) -> None:
+    """Write ``read``'s chunks to ``fd``; UpstreamError unless they are ``item`` (its
+    declared size, its sha256)."""
+    limit = item.size if item.size is not None else MAX_UNSIZED_BYTES
+    digest, total = hashlib.sha256(), 0
+    while chunk := read():
+        total += len(chunk)
+        if total > limit:
+            raise UpstreamError(f"{item.filename} is larger than its declared size "
+                                f"({limit} bytes): refused")
+        digest.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+    if item.size is not None and total != item.size:
+        raise UpstreamError(f"{item.filename} has {total} bytes, upstream declared {item.size}")
+    if not hmac.compare_digest(digest.hexdigest(), item.sha256):
+        raise UpstreamError(f"{item.filename}: sha256 {digest.hexdigest()} is not "
+                            f"upstream's {item.sha256}")
 
 
 def _is_path_of(fd: int, path: Path) -> bool:

@@ -22,7 +22,8 @@ from pypid.mirror.holdings import prune
 from pypid.mirror.policy import Cooldown, merges
 from pypid.mirror.store import MirrorStore, PageRecord
 from pypid.mirror.translate import PageError, UpstreamFile, read_page
-from pypid.mirror.upstream import Upstream, UpstreamError, read_bounded
+from pypid.mirror.upstream import ForeignRedirect, Upstream, UpstreamError, read_bounded
+from pypid.storage import Shelf
 
 log = logging.getLogger("pypid.mirror")
 
@@ -36,11 +37,12 @@ PRUNE_EVERY = 60.0  # seconds: eviction walks the cache at most this often (per 
 
 
 class Mirror:
-    """Upstream through a cache, for one worker (threads share it)."""
+    """Upstream through a cache, for one worker (threads share it); ``shelf``: the cache
+    every node shares (the S3 bucket), between this node's and upstream."""
 
-    def __init__(self, settings: UpstreamConfig) -> None:
+    def __init__(self, settings: UpstreamConfig, shelf: Shelf | None = None) -> None:
         root = Path(settings.cache_root)
-        self.store = MirrorStore(root)
+        self.store = MirrorStore(root, shelf)
         self.upstream = Upstream(settings.url, timeout=settings.timeout,
                                  file_hosts=settings.file_hosts, state_dir=root)
         self.max_bytes = settings.cache_max_gb * GB
@@ -101,9 +103,13 @@ class Mirror:
 
     def _revalidate(self, project: str, record: PageRecord | None) -> PageRecord | None:
         try:
-            fetched = self.upstream.page(project, record.etag if record else "",
-                                         record.last_modified if record else "")
-            if fetched.status == 404:
+            try:
+                fetched = self.upstream.page(project, record.etag if record else "",
+                                             record.last_modified if record else "")
+            except ForeignRedirect as exc:  # pypiserver's fallback: "not here, ask PyPI"
+                log.info("mirror: %s: %s; taken as not upstream", project, exc)
+                fetched = None
+            if fetched is None or fetched.status == 404:
                 self._forget(project)
                 if len(self._missing) > 4 * RECORDS_KEPT:
                     self._missing.clear()
@@ -203,6 +209,10 @@ class Mirror:
             return path.read_bytes()
         except FileNotFoundError:
             pass
+        shared = self.store.shared_bytes(path)
+        if shared is not None and hashlib.sha256(shared).hexdigest() == item.metadata_sha256:
+            self.store.put_bytes(path, shared, share=False)
+            return shared
         if self.offline:
             raise UpstreamError(f"the metadata of {item.filename} is not cached, and "
                                 "upstream.offline is set")

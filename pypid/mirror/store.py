@@ -3,6 +3,11 @@
 (``files/<project>/<filename>``). Everything here is a cache: deleting it loses
 nothing but time. No path is made from upstream's text without checking that it
 stays under the root.
+
+With a ``shelf`` (the bucket of ``storage.backend = "s3"``), what one node fetched is
+shared: pages and METADATA missing here are looked for there (and kept here once
+found), and what is saved here is put there too. Files: ``shared_file``/``share_file``
+(``fetch`` checks their sha256 either way).
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pypid.distfile import is_normalized, is_safe_filename
 from pypid.mirror.translate import UpstreamFile, UpstreamPage
+from pypid.storage import Shelf
 
 log = logging.getLogger("pypid.mirror")
 
@@ -48,8 +54,9 @@ class PageRecord:
 class MirrorStore:
     """Pages and files of the mirror below ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, shelf: Shelf | None = None) -> None:
         self.root = root
+        self.shelf = shelf
         self.pages = root / "pages"
         self.files = root / "files"
         self._projects: tuple[float, list[str]] = (0.0, [])
@@ -62,13 +69,22 @@ class MirrorStore:
         """The stored record of ``project``, or None (none, or unreadable: a cache)."""
         path = self._page_path(project)
         try:
-            raw = json.loads(path.read_bytes())
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = self.shared_bytes(path)
+            if data is None:
+                return None
+            with contextlib.suppress(OSError):
+                self._write(path, data)
+        except OSError as exc:
+            log.warning("mirror: ignoring unreadable cached page %s: %s", path, exc)
+            return None
+        try:
+            raw = json.loads(data)
             page = UpstreamPage(project, tuple(UpstreamFile.from_record(f) for f in raw["files"]),
                                 raw["status"], raw["reason"])
             return PageRecord(page, raw["etag"], raw["last-modified"], float(raw["checked"]))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             log.warning("mirror: ignoring unreadable cached page %s: %s", path, exc)
             return None
 
@@ -78,7 +94,10 @@ class MirrorStore:
             "project": page.project, "status": page.status, "reason": page.reason,
             "etag": record.etag, "last-modified": record.last_modified,
             "checked": record.checked, "files": [f.as_record() for f in page.files]}
-        self._write(self._page_path(page.project), json.dumps(data).encode())
+        path, encoded = self._page_path(page.project), json.dumps(data).encode()
+        self._write(path, encoded)
+        if self.shelf is not None:  # the latest revalidation wins
+            self.shelf.put_bytes(self._relpath(path), encoded, replace=True)
 
     def remove(self, project: str) -> None:
         with contextlib.suppress(OSError):
@@ -134,9 +153,30 @@ class MirrorStore:
         self._listings[project] = (now, names)
         return names
 
-    def put_bytes(self, path: Path, data: bytes) -> None:
+    def put_bytes(self, path: Path, data: bytes, *, share: bool = True) -> None:
         """A small cached file (a wheel's METADATA), written whole or not at all."""
         self._write(path, data)
+        if share and self.shelf is not None:
+            self.shelf.put_bytes(self._relpath(path), data, replace=False)
+
+    # -- the shelf (none: these find nothing and keep nothing)
+
+    def shared_bytes(self, path: Path) -> bytes | None:
+        """The shelf's copy of a small cached file below the root, or None."""
+        return self.shelf.read(self._relpath(path)) if self.shelf is not None else None
+
+    def shared_file(self, path: Path) -> IO[bytes] | None:
+        """The shelf's copy of a cached file to read (the caller closes it), or None."""
+        return self.shelf.open(self._relpath(path)) if self.shelf is not None else None
+
+    def share_file(self, path: Path, *, replace: bool = False) -> None:
+        """Put a file just cached (its sha256 checked) on the shelf; without ``replace``
+        unless it is there already."""
+        if self.shelf is not None:
+            self.shelf.put_file(self._relpath(path), path, replace=replace)
+
+    def _relpath(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
 
     def make_dir(self, path: Path) -> None:
         """``path`` and its parents below the root, owned like the root: a folder that

@@ -2,8 +2,10 @@
 
 ``timeout`` is "no progress for N seconds": the socket timeout, which applies to
 the connect and to every read. Redirects are followed only to upstream's own
-host or one of ``file_hosts``. Whether upstream answered lately is kept in two
-marker files under the cache root, so that every worker's ``/health`` agrees.
+host or one of ``file_hosts``. Requests go through the proxy the environment names
+(``https_proxy``, ``http_proxy``, ``no_proxy``: ``pypid.mirror.proxies``), read once.
+Whether upstream answered lately is kept in two marker files under the cache root, so
+that every worker's ``/health`` agrees.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from pypid import __version__
 from pypid.metrics import tally
+from pypid.mirror.proxies import Proxy, ProxyError, proxy_for, proxy_settings
 
 log = logging.getLogger("pypid.mirror")
 
@@ -35,6 +39,10 @@ class UpstreamError(Exception):
     def __init__(self, message: str, status: int = 502) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ForeignRedirect(UpstreamError):
+    """Upstream redirected to a host that is neither its own nor one of ``file_hosts``."""
 
 
 @dataclass
@@ -55,12 +63,21 @@ class Upstream:
     """One upstream index, its allowed file hosts, and the record of its last answers."""
 
     def __init__(self, url: str, *, timeout: float, file_hosts: tuple[str, ...],
-                 state_dir: Path) -> None:
+                 state_dir: Path, environ: Mapping[str, str] | None = None) -> None:
         self.url = url
         self.timeout = timeout
         self.hosts = frozenset((urlsplit(url).hostname or "", *file_hosts))
         self._state_dir = state_dir
         self._ssl: ssl.SSLContext | None = None
+        self._proxies = proxy_settings(os.environ if environ is None else environ)
+        parts = urlsplit(url)
+        try:  # said once at start, so that an administrator sees the drop-in took
+            proxy = proxy_for(parts.scheme, parts.netloc, self._proxies)
+        except ProxyError as exc:
+            log.warning("mirror: %s; every upstream request will fail", exc)
+        else:
+            if proxy is not None:
+                log.info("mirror: upstream requests go through proxy %s", proxy.where)
 
     def page(self, project: str, etag: str = "", last_modified: str = "") -> Fetched:
         """GET ``project``'s page; a 304 when the validators still hold. The body is read
@@ -88,20 +105,31 @@ class Upstream:
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or parts.hostname not in self.hosts:
-                raise UpstreamError(f"upstream redirected to {parts.hostname or url!r}, "
-                                    "which is neither upstream nor one of upstream.file_hosts")
+                raise ForeignRedirect(f"upstream redirected to {parts.hostname or url!r}, "
+                                      "which is neither upstream nor one of upstream.file_hosts")
             try:
-                response = self._get(parts.scheme, parts.netloc, _target(parts), headers)
+                proxy = proxy_for(parts.scheme, parts.netloc, self._proxies)
+            except ProxyError as exc:
+                raise UpstreamError(str(exc)) from None
+            via = f" through proxy {proxy.where}" if proxy else ""
+            try:
+                response = self._get(parts, proxy, headers)
             except TimeoutError:
                 self.note(False)
                 tally.add("upstream", "timeout")
-                raise UpstreamError(f"upstream {parts.hostname} made no progress in "
+                raise UpstreamError(f"upstream {parts.hostname}{via} made no progress in "
                                     f"{self.timeout:g}s", 504) from None
             except (OSError, http.client.HTTPException) as exc:
                 self.note(False)
                 tally.add("upstream", "error")
-                raise UpstreamError(f"upstream {parts.hostname} unreachable: "
+                raise UpstreamError(f"upstream {parts.hostname} unreachable{via}: "
                                     f"{exc or type(exc).__name__}") from None
+            if proxy is not None and response.status == 407:  # an http target's proxy
+                response.close()
+                self.note(False)
+                tally.add("upstream", "error")
+                raise UpstreamError(f"proxy {proxy.where} wants a login (407): give it in "
+                                    f"{parts.scheme}_proxy as http://USER:PASSWORD@HOST:PORT")
             if response.status in (301, 302, 303, 307, 308):
                 location = response.getheader("Location") or ""
                 response.close()
@@ -118,18 +146,38 @@ class Upstream:
             return Fetched(response.status, url, response.headers, response)
         raise UpstreamError(f"upstream redirected more than {MAX_REDIRECTS} times")
 
-    def _get(self, scheme: str, netloc: str, target: str,
+    def _get(self, parts: SplitResult, proxy: Proxy | None,
              headers: dict[str, str] | None) -> http.client.HTTPResponse:
+        """GET ``parts`` directly, through a proxy's CONNECT tunnel (https: the TLS
+        session and its certificate check are the target's), or as an absolute-form
+        request to the proxy (http)."""
+        send = {"User-Agent": USER_AGENT, "Connection": "close", **(headers or {})}
+        target = _target(parts)
         conn: http.client.HTTPConnection
-        if scheme == "https":
+        if parts.scheme == "https":
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
-            conn = http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self._ssl)
+            if proxy is None:
+                conn = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout,
+                                                   context=self._ssl)
+            else:
+                conn = http.client.HTTPSConnection(proxy.host, proxy.port,
+                                                   timeout=self.timeout, context=self._ssl)
+                conn.set_tunnel(parts.netloc, headers=proxy.headers())
+        elif proxy is None:
+            conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
         else:
-            conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
-        conn.request("GET", target, headers={"User-Agent": USER_AGENT, **(headers or {})})
+            conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=self.timeout)
+            target = f"http://{parts.netloc}{target}"
+            send.update(proxy.headers())
+        conn.request("GET", target, headers=send)
         response = conn.getresponse()
-        conn.close()  # the socket itself closes once the response is read and closed
+        # Not conn.close(): on a keep-alive answer (a server that ignores "Connection:
+        # close") it closes the response too, and its body reads as empty. Closing the
+        # socket object alone defers the real close until the response's file is closed.
+        sock, conn.sock = conn.sock, None
+        if sock is not None:
+            sock.close()
         return response
 
     # -- reachability, shared by the workers through two marker files
@@ -175,10 +223,9 @@ def read_bounded(response: http.client.HTTPResponse, limit: int, timeout: float)
     return b"".join(chunks)
 
 
-def _target(parts: object) -> str:
-    path = getattr(parts, "path", "") or "/"
-    query = getattr(parts, "query", "")
-    return path + ("?" + query if query else "")
+def _target(parts: SplitResult) -> str:
+    path = parts.path or "/"
+    return path + ("?" + parts.query if parts.query else "")
 
 
 def _mtime(path: Path) -> float | None:

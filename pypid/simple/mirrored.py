@@ -57,6 +57,7 @@ class MirrorReplies:
         self.index_pages = pages  # the project list lives with the local one
         self.pages = PageCache()  # mirrored pages: this worker's memory only
         self._entries: dict[str, FileEntry] = {}
+        self._paths: dict[tuple[str, str], tuple[Path, str]] = {}
 
     def answers_for(self, project: str) -> bool:
         """Does upstream's namesake show for ``project``? Not for a local project, unless
@@ -160,17 +161,28 @@ class MirrorReplies:
         if refusal is not None:
             return text(Kind.DENIED if refusal[0] == 403 else Kind.NOT_FOUND, *refusal)
         try:
-            path = self.mirror.store.file_path(project, filename)
+            path, spath = self._path_of(project, filename)
         except UnsafeNameError:
             return _not_found("no such file here")
         if metadata:
             return self._metadata(path, item, may_block)
-        entry = self._cached_entry(project, item, str(path))
+        entry = self._cached_entry(project, item, spath)
         if entry is not None:
-            return entry, str(path)
+            return entry, spath
         if not may_block:
             return None
         return self._fetch(path, item)
+
+    def _path_of(self, project: str, filename: str) -> tuple[Path, str]:
+        """Where the cache keeps a file, checked once (pathlib costs more than the rest of
+        a cached file's answer)."""
+        found = self._paths.get((project, filename))
+        if found is None:
+            path = self.mirror.store.file_path(project, filename)
+            if len(self._paths) > 4096:
+                self._paths.clear()
+            found = self._paths[project, filename] = (path, str(path))
+        return found
 
     def _cached_entry(self, project: str, item: UpstreamFile, path: str) -> FileEntry | None:
         """The cached file as a FileEntry (one per file version, reused), or None."""

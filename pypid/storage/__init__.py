@@ -6,6 +6,7 @@ from pypid.storage.base import (
     FileStat,
     Incoming,
     NoSpaceError,
+    Shelf,
     Storage,
     StorageError,
     TooLargeError,
@@ -16,5 +17,5 @@ from pypid.storage.incoming import IncomingFile
 from pypid.storage.local import PackageRoot
 
 __all__ = ["CACHE_DIRNAME", "FileIdentity", "FileStat", "Incoming", "IncomingFile",
-           "NoSpaceError", "PackageRoot", "Storage", "StorageError", "TooLargeError",
+           "NoSpaceError", "PackageRoot", "Shelf", "Storage", "StorageError", "TooLargeError",
            "UnavailableError", "UnsafePathError"]

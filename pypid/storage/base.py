@@ -83,6 +83,19 @@ class Incoming(Protocol):
     def publish(self, relpath: str, *, overwrite: bool) -> FileStat: ...
 
 
+class Shelf(Protocol):
+    """A store shared by every node for the mirror's cache (``s3shelf.BucketShelf``):
+    objects by the relative path they have below ``upstream.cache_root``."""
+
+    def open(self, relpath: str) -> IO[bytes] | None: ...
+
+    def read(self, relpath: str) -> bytes | None: ...
+
+    def put_bytes(self, relpath: str, data: bytes, *, replace: bool) -> None: ...
+
+    def put_file(self, relpath: str, path: Path, *, replace: bool = False) -> None: ...
+
+
 class Storage(Protocol):
     """Where the distribution files live. Relative paths use '/' and never start with '.'."""
 
@@ -136,6 +149,15 @@ class Storage(Protocol):
 
     def open(self, relpath: str) -> IO[bytes]:
         """Read one file's bytes."""
+        ...
+
+    def mirror_shelf(self) -> Shelf | None:
+        """Where the mirror shares what it fetched with the other nodes (None: nowhere)."""
+        ...
+
+    def upload_time(self, stat: FileStat) -> float:
+        """When the file was uploaded (epoch seconds), asked after ``open``: its mtime, or a
+        bucket object's LastModified unless an import stated another."""
         ...
 
     def upload_relpath(self, filename: str) -> str:

@@ -21,6 +21,7 @@ from pypid.storage.base import (
     CACHE_DIRNAME,
     FileIdentity,
     FileStat,
+    Shelf,
     StorageError,
     UnsafePathError,
 )
@@ -160,6 +161,13 @@ class PackageRoot:
 
     def open(self, relpath: str) -> IO[bytes]:
         return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it
+
+    def mirror_shelf(self) -> Shelf | None:
+        """A package root is one node's: its mirror keeps its cache to itself."""
+        return None
+
+    def upload_time(self, stat: FileStat) -> float:
+        return stat.mtime_ns / 1e9  # an import sets the mtime
 
     def exists(self, relpath: str) -> bool:
         return os.path.lexists(self.resolve(relpath))

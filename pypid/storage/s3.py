@@ -46,7 +46,8 @@ from pypid.storage.s3client import (
 )
 from pypid.storage.s3log import BucketLog
 from pypid.storage.s3mirror import LogMirror
-from pypid.storage.s3upload import BucketIncoming
+from pypid.storage.s3shelf import BucketShelf
+from pypid.storage.s3upload import UPLOAD_TIME_KEY, BucketIncoming
 
 log = logging.getLogger("pypid.storage")
 
@@ -69,6 +70,7 @@ class BucketRoot:
         self._problem: str | None = None
         self._problem_at = float("-inf")
         self._lock = threading.Lock()
+        self._stated: dict[str, tuple[FileStat, float]] = {}  # upload times imports stated
 
     @property
     def path(self) -> Path:
@@ -90,6 +92,9 @@ class BucketRoot:
     def event_log(self) -> AuditLog:
         return BucketLog(self.clients, self.place, self.note, LogMirror(
             self.cache_dir / f"events-{self.place.digest()}.jsonl"))
+
+    def mirror_shelf(self) -> BucketShelf:
+        return BucketShelf(self.clients, self.place)
 
     # -- health
 
@@ -212,6 +217,7 @@ class BucketRoot:
             raise storage_error(exc, self.place, f"read {relpath}") from None
         stat = file_stat(relpath, answer["ContentLength"], answer["LastModified"],
                          answer["ETag"])
+        self._note_upload_time(stat, answer.get("Metadata") or {})
         body = answer["Body"]
         try:
             if not self.copies.holds(stat):
@@ -221,6 +227,23 @@ class BucketRoot:
         finally:
             body.close()
         return stat
+
+    def upload_time(self, stat: FileStat) -> float:
+        """The time an import stated for this version (read by ``fetch``), else LastModified."""
+        with self._lock:
+            stated = self._stated.pop(stat.relpath, None)  # asked once, after each fetch
+        if stated is not None and stated[0].identity == stat.identity:
+            return stated[1]
+        return stat.mtime_ns / 1e9
+
+    def _note_upload_time(self, stat: FileStat, metadata: dict[str, str]) -> None:
+        text = metadata.get(UPLOAD_TIME_KEY, "")
+        if text.isdigit():
+            with self._lock:
+                self._stated[stat.relpath] = (stat, int(text) / 1e9)
+        elif self._stated:
+            with self._lock:
+                self._stated.pop(stat.relpath, None)
 
     # -- changing
 

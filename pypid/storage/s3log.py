@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pypid.events import (
@@ -41,6 +42,7 @@ log = logging.getLogger("pypid.audit")
 
 EVENTS_DIR = ".pypid/events/"
 SEQ_DIGITS = 12
+ADOPT_THREADS = 16  # lines of an adopted log created at once
 APPEND_TRIES = 1000  # seqs taken by other nodes in a row before giving up
 READ_BATCH = 5000  # lines per read; the next read goes on
 PAGE_LIMIT = 100_000
@@ -96,6 +98,30 @@ class BucketLog:
         self._note(None)
         log.info("%s", line.decode())  # the journal's copy
         return decode(line)
+
+    def adopt(self, lines: list[bytes]) -> None:
+        """Make ``lines`` (a whole log from seq 1, its chain checked by the caller) this
+        log, verbatim: a migration keeps its history. EventLogError when the log is not
+        empty, or another writer took a seq meanwhile (the lines created stay: the error
+        says how far it got)."""
+        with self._lock:
+            try:
+                if self._find_tail()[0]:
+                    raise EventLogError(f"{self.path}: not empty; a log is adopted only "
+                                        "into an empty one")
+                with ThreadPoolExecutor(ADOPT_THREADS) as pool:
+                    made = list(pool.map(self._create, range(1, len(lines) + 1), lines))
+            except client_errors() as exc:
+                self._note(f"{self.place.describe()}: unreachable: {reason(exc)}")
+                raise EventLogError(f"{self.path}: cannot write: {reason(exc)}") from None
+            if not all(made):
+                raise EventLogError(f"{self.path}: line {made.index(False) + 1} was written "
+                                    "by another node meanwhile; the log is now mixed")
+            if lines:
+                self._tail = (len(lines), line_hash(lines[-1]))
+                if self.mirror is not None:
+                    self.mirror.extend(lines)
+        self._note(None)
 
     def _create(self, seq: int, line: bytes) -> bool:
         try:

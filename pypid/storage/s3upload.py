@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 from pypid.storage.base import FileStat, StorageError
@@ -21,6 +22,7 @@ from pypid.storage.s3client import BucketPlace, Clients, client_errors, is_taken
 
 log = logging.getLogger("pypid.storage")
 
+UPLOAD_TIME_KEY = "pypid-upload-time"  # object metadata: an import's upload time (epoch ns)
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024  # S3's smallest is 5 MiB (but for the last part)
 
@@ -36,12 +38,21 @@ class Bucket(Protocol):
 
 
 class BucketIncoming(IncomingFile):
-    """A local spool file in the copies' folder (so that it can become this node's copy)."""
+    """A local spool file in the copies' folder (so that it can become this node's copy).
 
-    def __init__(self, root: Bucket, max_bytes: int) -> None:
-        root.copies.directory.mkdir(parents=True, exist_ok=True)
-        super().__init__(root.copies.directory, max_bytes)
+    ``spool`` and not ``keep_copy``: a spool elsewhere and no copy kept, for the command
+    line (``pypid import`` as root must not make the service's folders root's)."""
+
+    def __init__(self, root: Bucket, max_bytes: int, *, spool: Path | None = None,
+                 keep_copy: bool = True) -> None:
+        if spool is None:
+            spool = root.copies.directory
+            spool.mkdir(parents=True, exist_ok=True)
+        super().__init__(spool, max_bytes)
         self.root = root
+        self.keep_copy = keep_copy
+        # A bucket sets LastModified itself: an import's upload time goes with the object.
+        self.upload_time_ns: int | None = None
 
     def stat_as(self, relpath: str) -> FileStat:
         """A bucket names the version (ETag, time) only once it holds it: size alone here;
@@ -54,15 +65,19 @@ class BucketIncoming(IncomingFile):
     def publish(self, relpath: str, *, overwrite: bool) -> FileStat:
         """Store the bytes as ``relpath``; FileExistsError when it exists and not ``overwrite``."""
         with self.reopen() as handle:
+            extra = ({} if self.upload_time_ns is None else
+                     {"Metadata": {UPLOAD_TIME_KEY: str(self.upload_time_ns)}})
             if self.size > MULTIPART_THRESHOLD:
-                _put_in_parts(self.root, relpath, handle, overwrite=overwrite)
+                _put_in_parts(self.root, relpath, handle, overwrite=overwrite, extra=extra)
             else:
-                _put_whole(self.root, relpath, handle, self.size, overwrite=overwrite)
+                _put_whole(self.root, relpath, handle, self.size, overwrite=overwrite,
+                           extra=extra)
         stat = self.root.stat(relpath)
         if stat is None:
             raise StorageError(f"{self.root.place.describe()}: {relpath} vanished just after "
                                "it was stored")
-        self._keep_as_copy(relpath, stat)
+        if self.keep_copy:
+            self._keep_as_copy(relpath, stat)
         return stat
 
     def _keep_as_copy(self, relpath: str, stat: FileStat) -> None:
@@ -77,11 +92,11 @@ class BucketIncoming(IncomingFile):
 
 
 def _put_whole(root: Bucket, relpath: str, handle: IO[bytes], size: int, *,
-               overwrite: bool) -> None:
+               overwrite: bool, extra: dict[str, Any]) -> None:
     client = root.clients.plain() if overwrite else root.clients.create_only()
     try:
         client.put_object(Bucket=root.place.bucket, Key=root.place.key(relpath), Body=handle,
-                          ContentLength=size, ContentType="application/octet-stream")
+                          ContentLength=size, ContentType="application/octet-stream", **extra)
     except client_errors() as exc:
         if not overwrite and is_taken(exc):
             raise FileExistsError(relpath) from None
@@ -89,12 +104,13 @@ def _put_whole(root: Bucket, relpath: str, handle: IO[bytes], size: int, *,
 
 
 def _put_in_parts(root: Bucket, relpath: str, handle: IO[bytes], *,
-                  overwrite: bool) -> None:
+                  overwrite: bool, extra: dict[str, Any]) -> None:
     place, plain = root.place, root.clients.plain()
     key = place.key(relpath)
     try:
         upload_id = plain.create_multipart_upload(
-            Bucket=place.bucket, Key=key, ContentType="application/octet-stream")["UploadId"]
+            Bucket=place.bucket, Key=key, ContentType="application/octet-stream",
+            **extra)["UploadId"]
     except client_errors() as exc:
         raise storage_error(exc, place, f"store {relpath}") from None
     done = False

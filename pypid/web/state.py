@@ -51,8 +51,8 @@ def assemble(config: Config, *, index: Index | None = None,
     pack = PagePack(index.cache.directory) if index.cache.on_disk else None
     upstream = config.upstream
     pages = PageCache(pack=pack)
-    mirror = (MirrorReplies(Mirror(upstream), index, pages) if upstream.mode == "cache"
-              else None)
+    mirror = (MirrorReplies(Mirror(upstream, index.root.mirror_shelf()), index, pages)
+              if upstream.mode == "cache" else None)
     simple = SimpleAPI(index, pages, logins,
                        upstream_redirect=upstream.url if upstream.mode == "redirect" else None,
                        overwrite=config.storage.overwrite, mirror=mirror)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import time
 from collections import Counter
+
+from tests.integration.loopserver import LoopbackServer, read_head
 
 HANG_LIMIT = 30.0  # seconds a hung answer waits before the proxy gives up itself
 PASS, SLOW, HANG, FAIL, DROP, CORRUPT = "pass", "slow", "hang", "500", "drop", "corrupt"
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.target = (upstream_host, upstream_port)
         self.mode = PASS
@@ -25,42 +26,19 @@ class FaultProxy:
         self.html_only = False  # ask upstream for PEP 503 HTML, as if it had no JSON
         self.requests: Counter[str] = Counter()
         self.finished: Counter[str] = Counter()  # answers sent to their end, by path
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
     def url(self, path: str = "/simple/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def close(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(timeout=5)
-
-    def _serve(self) -> None:
-        self._sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(HANG_LIMIT)
         try:
             with conn:
-                head = b""
-                while b"\r\n\r\n" not in head and len(head) < 65536:
-                    data = conn.recv(4096)
-                    if not data:
-                        return
-                    head += data
-                lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                head = read_head(conn)
+                if head is None:
+                    return
+                lines = head[0]
                 _method, path, _ = lines[0].split(" ", 2)
                 headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
                 self.requests[path] += 1

@@ -153,7 +153,8 @@ def launch(cfg: Path, root: Path, *, log: Path, url_prefix: str = "",
            extra_env: Mapping[str, str] | None = None) -> Server:
     """Start `python -m pypid serve --config cfg` (in log's folder, output to log) on
     127.0.0.1:0 and wait until /health answers 200; ``extra_env`` is added to its env."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "PYPID_CONFIG")}
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "PYPID_CONFIG")
+           and not k.lower().endswith("_proxy")}  # a mirror would send loopback through it
     env.update(extra_env or {})
     env["PYTHONPATH"] = str(REPO_ROOT)
     env.setdefault("PYPID_BCRYPT_ROUNDS", "4")  # cheap hashes for test users

@@ -85,9 +85,12 @@ def test_an_export_holds_the_files_and_a_manifest_of_their_facts(
         tmp_path: Path, site: Callable[[str], Path]) -> None:
     bundle = exported(tmp_path, site)
     held = members(bundle)
-    assert sorted(held) == ["demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl",
-                            "manifest.json"]
+    assert sorted(held) == ["audit.jsonl", "demo-1.0-py3-none-any.whl",
+                            "demo-2.0-py3-none-any.whl", "manifest.json"]
     manifest = decode(held["manifest.json"])
+    assert manifest.audit is not None  # every local file: the whole site, its log too
+    assert manifest.audit.lines == held["audit.jsonl"].count(b"\n") == 2
+    assert manifest.audit.sha256 == hashlib.sha256(held["audit.jsonl"]).hexdigest()
     first = manifest.files[0]
     assert first.sha256 == hashlib.sha256(held[first.filename]).hexdigest()
     assert first.size == len(held[first.filename]) and first.yanked == "broken"
@@ -108,7 +111,8 @@ def test_an_import_adds_files_times_and_marks_once(
     assert abs(b_file.stat().st_mtime - a_file.stat().st_mtime) < 0.001
     log = (tmp_path / "b" / ".pypid" / "audit.jsonl").read_text().splitlines()
     assert [json.loads(line)["action"] for line in log] == ["import", "import", "yank", "status"]
-    capsys.readouterr()
+    # A package root keeps its own log: the bundle's is left out, and that is said.
+    assert "the bundle's audit log (2 lines) was not carried over" in capsys.readouterr().err
     assert pypid("import", str(bundle), "--config", config) == 0  # again: nothing changes
     assert "0 files imported, 2 already here" in capsys.readouterr().out
     assert (tmp_path / "b" / ".pypid" / "audit.jsonl").read_text().splitlines() == log
@@ -155,10 +159,21 @@ def tampered(tmp_path: Path, site: Callable[[str], Path], change: str) -> Path:
     elif change == "unsafe-listed":
         manifest["files"][1]["filename"] = "../" + wheel
         held["manifest.json"] = json.dumps(manifest).encode()
+    elif change.startswith("audit-"):
+        _edit_audit(held, manifest, fit=change == "audit-chain")
     elif change == "not-tar":
         path.write_bytes(b"hello" * 100)
         return path
     return write_tar(path, held)
+
+
+def _edit_audit(held: dict[str, bytes], manifest: dict, *, fit: bool) -> None:
+    """Alter the carried audit log's first line; ``fit``: its manifest entry made to match
+    (the chain still tells)."""
+    held["audit.jsonl"] = held["audit.jsonl"].replace(b"broken", b"brokeX")
+    if fit:
+        manifest["audit"]["sha256"] = hashlib.sha256(held["audit.jsonl"]).hexdigest()
+        held["manifest.json"] = json.dumps(manifest).encode()
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -173,6 +188,8 @@ def tampered(tmp_path: Path, site: Callable[[str], Path], change: str) -> Path:
     ("version", "unknown version 99"),
     ("unsafe-listed", "unsafe file name"),
     ("not-tar", "not a tar file"),
+    ("audit-hash", "audit.jsonl: sha256 does not match manifest.json"),
+    ("audit-chain", "audit.jsonl: line 2: its prev hash does not match line 1"),
 ], ids=lambda value: value if " " not in value else "")
 def test_a_bad_bundle_imports_nothing(tmp_path: Path, site: Callable[[str], Path],
                                       capsys: pytest.CaptureFixture[str], change: str,

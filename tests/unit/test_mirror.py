@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import json
 import os
 import threading
@@ -19,7 +20,7 @@ from pypid.mirror.lockfiles import read_lock
 from pypid.mirror.policy import Cooldown, merges, parse_upload_time
 from pypid.mirror.priming import Pinned, PrimingError, parse_spec, read_requirements
 from pypid.mirror.store import MirrorStore, PageRecord, UnsafeNameError
-from pypid.mirror.translate import JSON_MEDIA, PageError, UpstreamFile, read_page
+from pypid.mirror.translate import JSON_MEDIA, PageError, UpstreamFile, UpstreamPage, read_page
 from pypid.mirror.upstream import Upstream, UpstreamError
 
 PAGE = "https://up.example/simple/demo/"
@@ -303,3 +304,84 @@ def test_health_follows_the_last_answer(upstream: tuple[Upstream, dict]) -> None
         up.page("demo")
     health = up.health()
     assert health["reachable"] is False and health["last_success"]
+
+
+class _Shelf:
+    """A bucket's shared cache in a dict (``storage.s3shelf.BucketShelf``'s interface)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def open(self, relpath: str) -> io.BytesIO | None:
+        data = self.objects.get(relpath)
+        return None if data is None else io.BytesIO(data)
+
+    def read(self, relpath: str) -> bytes | None:
+        return self.objects.get(relpath)
+
+    def put_bytes(self, relpath: str, data: bytes, *, replace: bool) -> None:
+        if replace or relpath not in self.objects:
+            self.objects[relpath] = data
+
+    def put_file(self, relpath: str, path: Path, *, replace: bool = False) -> None:
+        self.put_bytes(relpath, path.read_bytes(), replace=replace)
+
+
+def _fetched(fetcher: Fetcher, final: Path, item: UpstreamFile) -> bytes:
+    follower = fetcher.follow(final, item)
+    assert follower is not None and follower.first_bytes() is None
+    return b"".join(follower.chunks())
+
+
+def test_a_shelf_shares_files_checked_and_replaces_a_bad_copy(
+        upstream: tuple[Upstream, dict], tmp_path: Path) -> None:
+    up, routes = upstream
+    data = b"payload" * 1000
+    item = _item(up, data, len(data))
+    shelf = _Shelf()
+    relpath = "files/demo/demo-1.0.tar.gz"
+    # One node fetches from upstream: checked, kept, shared.
+    routes["/f/demo-1.0.tar.gz"] = (200, {}, data)
+    one = tmp_path / "one"
+    assert _fetched(Fetcher(up, MirrorStore(one, shelf)), one / relpath, item) == data
+    assert shelf.objects[relpath] == data
+    # Another takes the shelf's copy: upstream is not asked (it would answer 404 now).
+    routes.clear()
+    two = tmp_path / "two"
+    assert _fetched(Fetcher(up, MirrorStore(two, shelf)), two / relpath, item) == data
+    assert (two / relpath).read_bytes() == data
+    # A shelf copy that is not upstream's file is refused, then replaced from upstream.
+    shelf.objects[relpath] = b"x" * len(data)
+    three = tmp_path / "three"
+    fetcher = Fetcher(up, MirrorStore(three, shelf))
+    follower = fetcher.follow(three / relpath, item)
+    assert follower is not None
+    with pytest.raises(BrokenDownload):
+        follower.first_bytes()
+        b"".join(follower.chunks())
+    assert not (three / relpath).exists()
+    routes["/f/demo-1.0.tar.gz"] = (200, {}, data)
+    assert _fetched(fetcher, three / relpath, item) == data
+    assert shelf.objects[relpath] == data
+
+
+def test_a_shelf_holds_pages_for_a_node_that_never_fetched_them(tmp_path: Path) -> None:
+    shelf = _Shelf()
+    page = UpstreamPage("demo", (UpstreamFile("demo-1.0.tar.gz", "1.0", "https://x/f",
+                                              "0" * 64),), "active", "")
+    MirrorStore(tmp_path / "one", shelf).save(PageRecord(page, '"e"', "", 1.0))
+    other = MirrorStore(tmp_path / "two", shelf)
+    record = other.load("demo")
+    assert record is not None and record.page == page and record.etag == '"e"'
+    assert (tmp_path / "two" / "pages" / "demo.json").is_file()  # kept here from now on
+    assert MirrorStore(tmp_path / "three").load("demo") is None  # no shelf: nothing shared
+
+def test_an_answer_that_keeps_the_connection_is_read_whole(
+        upstream: tuple[Upstream, dict]) -> None:
+    """An upstream that ignores "Connection: close" (http.client used to close such an
+    answer along with its connection: an empty body)."""
+    up, routes = upstream
+    body = _json_page(_file())
+    routes["/simple/demo/"] = (200, {"Content-Type": JSON_MEDIA, "Connection": "keep-alive"},
+                               body)
+    assert up.page("demo").body == body

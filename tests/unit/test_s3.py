@@ -7,6 +7,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from pypid.storage import FileStat, StorageError, s3upload
 from pypid.storage.s3 import BucketRoot
 from pypid.storage.s3cache import FileCache
 from pypid.storage.s3client import BucketPlace
+from pypid.storage.s3listing import parse_timestamp, read_listing
 from pypid.storage.s3log import BucketLog
 from tests.builders import make_wheel
 from tests.s3store import BUCKET, SECRET_KEY, Store, credentials_env
@@ -259,3 +261,32 @@ def test_sweep_removes_what_a_killed_process_left(tmp_path: Path) -> None:
         copies.path(name).write_bytes(b"x")
     assert copies.sweep() == 2
     assert [p.name for p in copies.directory.iterdir()] == ["kept-1.0.tar.gz"]
+
+
+LISTING = (b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws'
+           b'.com/doc/2006-03-01/"><Name>b</Name><Prefix>p/</Prefix><KeyCount>2</KeyCount>'
+           b'<MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated><EncodingType>url'
+           b'</EncodingType><NextContinuationToken>tok</NextContinuationToken><Contents><Key>'
+           b'p/a%2Bb-1.0.tar.gz</Key><LastModified>2026-12-05T09:20:11.5Z</LastModified><ETag>'
+           b'&quot;e1&quot;</ETag><Size>12</Size><StorageClass>STANDARD</StorageClass>'
+           b'<Owner><ID>x</ID></Owner></Contents><CommonPrefixes><Prefix>p/sub/</Prefix>'
+           b'</CommonPrefixes></ListBucketResult>')
+
+
+def test_a_listing_page_reads_as_botocore_reads_it() -> None:
+    page = read_listing(LISTING)
+    assert page is not None
+    assert {k: page[k] for k in ("Name", "KeyCount", "MaxKeys", "IsTruncated", "EncodingType",
+                                 "NextContinuationToken")} == {
+        "Name": "b", "KeyCount": 2, "MaxKeys": 1000, "IsTruncated": True,
+        "EncodingType": "url", "NextContinuationToken": "tok"}
+    [entry] = page["Contents"]
+    assert entry["Key"] == "p/a%2Bb-1.0.tar.gz"  # botocore's own handler decodes it after
+    assert (entry["ETag"], entry["Size"], entry["StorageClass"]) == ('"e1"', 12, "STANDARD")
+    assert entry["LastModified"] == datetime(2026, 12, 5, 9, 20, 11, 500000, UTC)
+    assert page["CommonPrefixes"] == [{"Prefix": "p/sub/"}]
+    assert read_listing(b"<Error><Code>NoSuchBucket</Code></Error>") is None
+    assert read_listing(b"not xml") is None
+    # HEAD's Last-Modified is another form: botocore's parser reads it.
+    assert parse_timestamp("Sat, 05 Dec 2026 09:20:11 GMT").timestamp() == \
+        datetime(2026, 12, 5, 9, 20, 11, tzinfo=UTC).timestamp()
