@@ -29,6 +29,7 @@ from pypid.limits import raise_open_files_limit
 from pypid.manage import prepare_root, report_ownerless
 from pypid.metrics import store, tally
 from pypid.metrics.pulse import Pulse
+from pypid.simple.prerender import prerender
 from pypid.storage import StorageError
 from pypid.storage.select import open_storage
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
@@ -95,6 +96,7 @@ def build_app(config: Config, progress: Callable[[int, int], None] | None = None
     warn_at_start(config.auth.protect, services.htpasswd.problem())
     report_ownerless(services.manager)
     app = create_app(config, services=services)
+    prerender(services.index, services.pages)  # workers read them; see the module
     services.index.cache.close()  # SQLite connections must not cross fork
     return app
 

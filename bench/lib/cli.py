@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="corpus sizes in FILES, comma-separated (default 1000,10000,100000)")
     cmp.add_argument("--targets", default="pypid,pypiserver,nginx",
                      help="which of pypid,pypiserver,nginx to run (default: all three)")
+    cmp.add_argument("--no-footprint", dest="footprint", action="store_false",
+                     help="skip the run of pypid with two workers, not pinned, after the "
+                          "side by side at each size (cold start with every core, peak PSS)")
     cmp.add_argument("--pypiserver-worker", choices=("gthread", "gevent"), default="gthread",
                      help="pypiserver's gunicorn worker class (GUNICORN_CMD_ARGS)")
     cmp.add_argument("--request-timeout", type=float, default=30.0,

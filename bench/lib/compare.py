@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib.corpus import OUT_DIR, Corpus, build_corpus, projects_for_files, write_static_index
+from bench.lib.footprint import measure_footprint
 from bench.lib.host import Pin, dirty, ensure_wrk, git_rev, log, machine, pick_cpus
 from bench.lib.probe import (
     JSON_V1,
@@ -54,12 +55,23 @@ from bench.lib.probe import (
     validate,
 )
 from bench.lib.procs import cpu_shares, cpu_ticks, cpus_allowed, memory_of, tree_cpu_seconds
-from bench.lib.report import SC_304, SC_DL, SC_HTML, SC_JSON, SC_SIMPLE, SC_SIMPLE_GZ, render
+from bench.lib.report import (
+    SC_304,
+    SC_DL,
+    SC_DL_HUGE,
+    SC_HTML,
+    SC_HTML_MANY,
+    SC_JSON,
+    SC_SIMPLE,
+    SC_SIMPLE_GZ,
+    render,
+)
 from bench.lib.server import START_TIMEOUT, Server
 from bench.lib.stats import fsize, summarize_runs
 from bench.lib.targets import NginxTarget, PypidTarget, PypiserverTarget, Target
 
 ETAG_SAMPLE = 2000  # projects whose ETags the conditional-GET scenario uses
+MANY_CONNECTIONS = 256  # the tail-latency scenario's wrk connections
 QUICK = {"rounds": 1, "duration": 5.0, "warmup": 1.0, "sizes": "1000,10000"}
 # --smoke: proves the harness works in seconds; its figures mean nothing
 SMOKE = {"rounds": 1, "duration": 1.0, "warmup": 0.0, "sizes": "200"}
@@ -140,6 +152,12 @@ def build_scenarios(kind: str, corpus: Corpus, port: int,
     else:
         missing[SC_304] = "no ETag"
     out.append(Scenario(SC_DL, [f"/packages/{f}" for f in corpus.big_files]))
+    if corpus.huge_files:
+        out.append(Scenario(SC_DL_HUGE, [f"/packages/{f}" for f in corpus.huge_files]))
+    if kind in ("pypid", "nginx"):
+        out.append(Scenario(SC_HTML_MANY, projects, html, connections=MANY_CONNECTIONS))
+    else:  # about 25 pages/s at 10k files: 256 connections would only wait
+        missing[SC_HTML_MANY] = f"not run at {MANY_CONNECTIONS} connections"
     return out, missing
 
 
@@ -156,7 +174,8 @@ def measure(server: Server, sc: Scenario, workdir: Path, args: argparse.Namespac
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0 = os.getloadavg()[0]
     ticks0 = cpu_ticks()
-    w = run_wrk(server.port, sc, workdir, duration=duration, connections=args.connections,
+    w = run_wrk(server.port, sc, workdir, duration=duration,
+                connections=sc.connections or args.connections,
                 threads=args.threads, pin=client_pin, timeout=args.request_timeout)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     w["cpu_stat"] = cpu_shares(ticks0, cpu_ticks())
@@ -229,7 +248,8 @@ class Live:
         # pypiserver gets its primed request, nginx serves files from the OS cache
         if r == 0 and args.warmup > 0 and isinstance(self.target, PypidTarget):
             prime(port, sc, per_req)
-            run_wrk(port, sc, self.workdir, duration=args.warmup, connections=args.connections,
+            run_wrk(port, sc, self.workdir, duration=args.warmup,
+                    connections=sc.connections or args.connections,
                     threads=args.threads, pin=client_pin, timeout=per_req)
         w = self.once(sc, args, client_pin)
         self.res["scenarios"][sc.name]["runs"].append(w)
@@ -392,6 +412,13 @@ def main(args: argparse.Namespace) -> int:
                 results[size][name]["seconds"] = round(time.perf_counter() - t1, 1)
                 for e in results[size][name]["scenarios"].values():
                     loads.extend(x for w in e.get("runs", []) for x in w["loadavg"])
+            if "pypid" in names and args.footprint:
+                log(f"  pypid with its default two workers at {fsize(size)} files")
+                results[size]["pypid"]["footprint"] = measure_footprint(
+                    args.python, targets["pypid"].src, corpus,  # type: ignore[attr-defined]
+                    lambda port, c=corpus: build_scenarios("pypid", c, port,
+                                                           args.request_timeout)[0],
+                    workdir=work / f"{size}-footprint", args=args)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

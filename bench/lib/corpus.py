@@ -31,9 +31,12 @@ from pathlib import Path
 from tests.builders import sdist_bytes, wheel_bytes
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "out"
-CORPUS_FORMAT = 2  # bump when the bytes change, so stale caches are rebuilt (2: tests/builders)
+# bump when the bytes change, so stale caches are rebuilt (2: tests/builders; 3: a 10 MB wheel)
+CORPUS_FORMAT = 3
 BIG_PROJECTS = 4  # projects 0..3 get a ~100 KB wheel
 BIG_PAYLOAD = 100 * 1024
+HUGE_PROJECT = BIG_PROJECTS  # and the next one a 10 MB wheel
+HUGE_PAYLOAD = 10 * 1024 * 1024
 REQUIRES = ("packaging>=21",)
 WORDS = (
     "alpha", "beta", "gamma", "delta", "omega", "core", "utils", "client", "server", "tools",
@@ -66,6 +69,13 @@ class Corpus:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def huge_files(self) -> list[str]:
+        """The 10 MB wheel (none in a corpus of fewer projects)."""
+        if len(self.projects) <= HUGE_PROJECT:
+            return []
+        return [f.filename for f in self.files if f.project == self.projects[HUGE_PROJECT]]
+
 
 def project_name(i: int) -> tuple[str, str]:
     """(display name, normalized name) for project i; a few display names need normalizing."""
@@ -79,12 +89,15 @@ def project_name(i: int) -> tuple[str, str]:
 def _plan(i: int) -> tuple[random.Random, str | None, str, str, str]:
     """(rng, requires_python, v1, v2, pattern) of project i, drawn in a fixed order.
 
-    ``pattern`` is one letter per file (w: wheel, s: sdist); the big projects get "B".
+    ``pattern`` is one letter per file (w: wheel, s: sdist); the big projects get "B",
+    the huge one "H".
     """
     rng = random.Random(f"pypid-bench-{i}")  # noqa: S311 (not crypto)
     rp = rng.choice(REQUIRES_PYTHON)
     if i < BIG_PROJECTS:
         return rng, rp, "1.0.0", "1.0.0", "B"
+    if i == HUGE_PROJECT:
+        return rng, rp, "1.0.0", "1.0.0", "H"
     v1, v2 = f"1.{rng.randrange(10)}.0", f"2.{rng.randrange(10)}.{rng.randrange(3)}"
     pattern = rng.choice(("w", "w", "s", "ws", "ws", "ww", "wsw", "wsw"))
     return rng, rp, v1, v2, pattern
@@ -107,9 +120,10 @@ def _project_files(i: int) -> Iterator[tuple[str, bytes, str | None]]:
     """Yield (filename, bytes, requires_python) for project i: 1-3 files, wheels and sdists."""
     display, _ = project_name(i)
     rng, rp, v1, v2, pattern = _plan(i)
-    if pattern == "B":
+    if pattern in ("B", "H"):
+        size = BIG_PAYLOAD if pattern == "B" else HUGE_PAYLOAD
         name, data = wheel_bytes(display, "1.0.0", requires_python=rp, requires_dist=REQUIRES,
-                                 payload=rng.randbytes(BIG_PAYLOAD))
+                                 payload=rng.randbytes(size))
         yield name, data, rp
         return
     versions = iter((v1, v1 if pattern in ("ws", "wsw") else v2, v2))

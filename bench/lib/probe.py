@@ -83,6 +83,7 @@ class Scenario:
     paths: list[str]  # a path may carry its own headers: "path<TAB>Name: value<TAB>..."
     headers: dict[str, str] = field(default_factory=dict)
     expect: int = 200  # the status every request must get (304 for conditional GETs)
+    connections: int | None = None  # wrk's -c for this scenario (None: --connections)
 
 
 def split_path(line: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:

@@ -51,8 +51,11 @@ class PypidTarget(Target):
 
     def __init__(self, python: str, workers: int | None, src: Path = REPO, *,
                  name: str = "pypid", root_tag: str | None = None, settings: str = "",
+                 launch: str = LAUNCH, env: dict[str, str] | None = None,
                  upstream: str = 'mode = "off"') -> None:
         self.python = python
+        self.launch = launch  # the -c code that runs ``pypid`` (bench/lib/tail.py wraps it)
+        self.env = env or {}
         self.settings = settings  # more TOML sections for the config (e.g. "[auth]\n...")
         self.upstream = upstream  # the [upstream] section's lines (bench/mirror.py: "cache")
         self.workers = workers
@@ -84,9 +87,9 @@ class PypidTarget(Target):
             f'[upstream]\n{self.upstream}\n[log]\nlevel = "info"\naccess_log = false\n'
             + self.settings
         )
-        cmd = [*pin.prefix(), self.python, "-c", LAUNCH, "serve", "--config", str(conf),
+        cmd = [*pin.prefix(), self.python, "-c", self.launch, "serve", "--config", str(conf),
                "--host", HOST, "--port", "0", "--root", str(root)]
-        env = {**os.environ, "PYTHONPATH": str(self.src), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONPATH": str(self.src), "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("NOTIFY_SOCKET", None)
         return Server(self.name, cmd, env=env, cwd=workdir, port_regex=self.listen, port=None)
 

@@ -246,8 +246,11 @@ class ReadModel:
             yield
         finally:
             self._loading = False
+            # One serial for the whole load: every project shares one int object, so a
+            # worker's lookups write to no page it shares with the master (refcounts).
+            self._serial += 1
             for project in self._to_reindex:
-                self._reindex(project)
+                self._reindex(project, self._serial)
             self._to_reindex.clear()
             self._changing.clear()
 
@@ -295,17 +298,18 @@ class ReadModel:
         else:
             self._reindex(project)
 
-    def _reindex(self, project: NormalizedName) -> None:
+    def _reindex(self, project: NormalizedName, serial: int | None = None) -> None:
         files = self._changing.get(project) if self._loading else self._changing.pop(project, None)
         if files is None:
             return  # nothing changed since the last reindex
-        self._serial += 1
+        if serial is None:
+            self._serial += 1
         if files:
             if project not in self._by_project:
                 self.projects_serial += 1
             self._by_project[project] = tuple(
                 sorted(files.values(), key=lambda e: (Version(e.version), e.filename)))
-            self._project_serial[project] = self._serial
+            self._project_serial[project] = self._serial if serial is None else serial
         elif project in self._by_project:
             del self._by_project[project]
             self._project_serial.pop(project, None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pypid.metrics import tally
 from pypid.simple.pagepack import PagePack
@@ -21,7 +21,7 @@ _HIT = ("page_cache_hits",)
 MIN_GZIP_BYTES = 1024
 # Per worker. Small, since a page that leaves it is read back from the pack
 # (a pread) rather than rendered again.
-MAX_BYTES = 8 * 1024 * 1024
+MAX_BYTES = 1024 * 1024
 ETAG_CHARS = 32
 # One page read back from the pack in this many goes back into memory too: a page
 # asked for often soon returns there, the many asked for once do not push it out.
@@ -38,7 +38,7 @@ class Page:
     def __init__(self, cache: PageCache, space: str, name: str, serial: int, body: bytes,
                  *, etag: str | None = None) -> None:
         self.body = body
-        self.etag = etag or hashlib.sha256(body).hexdigest()[:ETAG_CHARS]
+        self.etag = etag or etag_of(body)
         # None: not made yet; b"": not worth it (small, or gzip does not shrink it)
         self._gzipped: bytes | None = None if len(body) >= MIN_GZIP_BYTES else b""
         self._cache = cache  # makes, stores and counts the gzipped copy
@@ -59,6 +59,10 @@ class Page:
         if gzipped is None:
             gzipped = self._cache.gzip(self)  # two threads may both: same bytes, no harm
         return gzipped or None
+
+
+def etag_of(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:ETAG_CHARS]
 
 
 def compress(body: bytes) -> bytes:
@@ -115,6 +119,13 @@ class PageCache:
             self.pack.put(space, name, serial, page.etag.encode("ascii") + page.body)
         return page
 
+    def store(self, pages: Iterable[tuple[str, str, int, bytes]]) -> None:
+        """Put pages (space, name, serial, body) in the pack only, not in memory: for pages
+        rendered ahead."""
+        if self.pack is not None:
+            self.pack.put_many((space, name, serial, etag_of(body).encode("ascii") + body)
+                               for space, name, serial, body in pages)
+
     def gzip(self, page: Page) -> bytes:
         """Make (or read back) ``page``'s gzipped copy and count it while the page is here."""
         space = page._space + "+gzip"  # noqa: SLF001 - pages belong to their cache
@@ -128,16 +139,21 @@ class PageCache:
             if page._gzipped is None:  # noqa: SLF001
                 page._gzipped = gzipped  # noqa: SLF001
                 cached = self._pages.get((page._space, name))  # noqa: SLF001
-                if cached is not None and cached[1] is page:
+                if cached is not None and cached[1] is page and page._space != INDEX:  # noqa: SLF001
                     self._bytes += len(gzipped)
         return gzipped
 
     def _keep(self, page: Page) -> None:
         key = (page._space, page._name)  # noqa: SLF001 - pages belong to their cache
         with self._lock:
+            if key[0] == INDEX:  # a few, asked for often, costly to read back: always kept
+                self._pages[key] = (page._serial, page)  # noqa: SLF001
+                return
             if self._bytes + page.weight > self._max:
                 # Cheap bound: forget the older half (dicts keep insertion order).
                 for old in list(self._pages)[: len(self._pages) // 2 + 1]:
+                    if old[0] == INDEX:
+                        continue
                     dropped = self._pages.pop(old, None)
                     if dropped is not None:
                         self._bytes -= dropped[1].weight

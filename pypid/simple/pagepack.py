@@ -29,6 +29,10 @@ import tempfile
 import threading
 import time
 import weakref
+from array import array
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger("pypid.pages")
@@ -37,6 +41,7 @@ MAX_BYTES = 1024**3  # per worker; ~3.5 KB a project for all four variants
 COMPACT_BYTES = 64 * 1024**2  # below this, dead records are not worth a truncation
 MIN_FREE_BYTES = 512 * 1024**2  # leave this much (at most a tenth of the disk) to uploads
 PAUSE_SECONDS = 60.0  # after a disk error
+BATCH_BYTES = 1024 * 1024  # put_many writes this much at a time
 
 _SERIAL_SHIFT = 72
 _OFFSET_SHIFT = 32
@@ -48,8 +53,10 @@ class PagePack:
     """``(space, name, serial) -> bytes``, appended to an unlinked file in ``directory``.
 
     ``space`` names a kind of page ("text/html", "index", ...), ``name`` one page
-    of it. Thread-safe; after a fork the child
-    starts with an empty pack of its own (workers must not share offsets).
+    of it. Thread-safe; after a fork the child starts with an empty pack of its own
+    (workers must not share offsets). Pages stored before ``seal()`` (the master's,
+    rendered ahead: ``pypid.simple.prerender``) stay readable in every process
+    forked after it, from a file nobody writes to again.
     """
 
     def __init__(self, directory: Path, max_bytes: int = MAX_BYTES,
@@ -61,6 +68,8 @@ class PagePack:
         self._fd = -1
         self._generation = 0  # bumped by every truncation
         self._troubled = False  # a failure was logged and no write has worked since
+        self._sealed_fd = -1  # the pages stored before seal(): never written again
+        self._sealed: dict[str, Sealed] = {}
         self._forget()
         forget = weakref.WeakMethod(self._after_fork)
         os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
@@ -91,11 +100,16 @@ class PagePack:
         generation = self._generation
         names = self._where.get(space)
         value = names.get(name) if names is not None else None
+        fd = self._fd
         if value is None or value >> _SERIAL_SHIFT != serial:
-            return None
+            sealed = self._sealed.get(space)
+            value = sealed.find(name, serial) if sealed is not None else None
+            if value is None:
+                return None
+            fd = self._sealed_fd
         length = value & _LENGTH_MASK
         try:
-            data = os.pread(self._fd, length, value >> _OFFSET_SHIFT & _OFFSET_MASK)
+            data = os.pread(fd, length, value >> _OFFSET_SHIFT & _OFFSET_MASK)
         except OSError:
             return None
         if self._generation != generation or len(data) != length:
@@ -104,12 +118,30 @@ class PagePack:
 
     def put(self, space: str, name: str, serial: int, data: bytes) -> None:
         """Store ``data`` for this page; a failure only means it is not stored."""
+        self._put_batch([(space, name, serial, data)], len(data))
+
+    def put_many(self, pages: Iterable[tuple[str, str, int, bytes]]) -> None:
+        """``put`` for many pages (space, name, serial, data), with one write and one look
+        at the disk's free space per BATCH_BYTES instead of one per page."""
+        batch: list[tuple[str, str, int, bytes]] = []
+        size = 0
+        for page in pages:
+            batch.append(page)
+            size += len(page[3])
+            if size >= BATCH_BYTES:
+                self._put_batch(batch, size)
+                batch, size = [], 0
+        if batch:
+            self._put_batch(batch, size)
+
+    def _put_batch(self, batch: list[tuple[str, str, int, bytes]], size: int) -> None:
         # The write happens under the lock: a truncation must not land between
         # reserving an offset and filling it.
         with self._lock:
-            if not self._writable(len(data)):
+            if not self._writable(size):
                 return
             offset = self._end
+            data = batch[0][3] if len(batch) == 1 else b"".join(page[3] for page in batch)
             try:
                 written = os.pwrite(self._fd, data, offset)
                 if written != len(data):
@@ -118,17 +150,36 @@ class PagePack:
                 self._fail(exc)
                 return
             self._end += len(data)
-            names = self._where.setdefault(space, {})
-            old = names.get(name)
-            if old is not None:
-                self._dead += old & _LENGTH_MASK
-            names[name] = serial << _SERIAL_SHIFT | offset << _OFFSET_SHIFT | len(data)
+            for space, name, serial, page in batch:
+                names = self._where.setdefault(space, {})
+                old = names.get(name)
+                if old is not None:
+                    self._dead += old & _LENGTH_MASK
+                names[name] = serial << _SERIAL_SHIFT | offset << _OFFSET_SHIFT | len(page)
+                offset += len(page)
             if self._troubled:
                 self._troubled = False
                 log.info("page file in %s: storing pages again", self.directory)
 
+    def seal(self) -> None:
+        """Keep the pages stored so far as they are, for this process and every one forked
+        from it; later pages go to a new file.
+
+        Kept in sorted arrays, not dicts of ints: a worker reading an int the master
+        made writes its reference count, un-sharing the memory page that holds it.
+        """
+        with self._lock:
+            if self._fd < 0 or self._sealed_fd >= 0:
+                return
+            self._sealed = {space: Sealed(names) for space, names in self._where.items()}
+            self._sealed_fd, self._fd = self._fd, -1
+            self._forget()
+
     def close(self) -> None:
         with self._lock:
+            if self._sealed_fd >= 0:
+                os.close(self._sealed_fd)
+                self._sealed_fd, self._sealed = -1, {}
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
@@ -188,6 +239,31 @@ class PagePack:
         if self._fd >= 0:
             self._truncate()  # give the space back
         self._paused_until = time.monotonic() + PAUSE_SECONDS
+
+
+class Sealed:
+    """One space's sealed pages: name hashes, serials and places (offset << 32 | length) in
+    arrays sorted by hash. A hash two names share is left out (rendered again instead):
+    a name not in the table that has a listed name's hash needs its serial too, and the
+    sealed serials are older than any change made after the seal."""
+
+    __slots__ = ("hashes", "serials", "places")
+
+    def __init__(self, names: dict[str, int]) -> None:
+        rows = sorted((hash(name), value) for name, value in names.items())
+        counts = Counter(h for h, _ in rows)
+        rows = [row for row in rows if counts[row[0]] == 1]
+        self.hashes = array("q", (h for h, _ in rows))
+        self.serials = array("Q", (v >> _SERIAL_SHIFT for _, v in rows))
+        self.places = array("Q", (v & (1 << _SERIAL_SHIFT) - 1 for _, v in rows))
+
+    def find(self, name: str, serial: int) -> int | None:
+        """``offset << 32 | length`` of the page, or None."""
+        key = hash(name)
+        at = bisect_left(self.hashes, key)
+        if at == len(self.hashes) or self.hashes[at] != key or self.serials[at] != serial:
+            return None
+        return self.places[at]
 
 
 def _size(count: int) -> str:

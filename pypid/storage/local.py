@@ -151,13 +151,17 @@ class PackageRoot:
         while stack:
             directory = stack.pop()
             try:
-                entries = list(os.scandir(directory))
+                # Only the folders are kept: a list of every entry of a flat root (100,000
+                # files) would fill the heap pages a worker shares with the master, un-sharing
+                # them (each worker walks this at its start).
+                with os.scandir(directory) as entries:
+                    found = [entry.path for entry in entries if not entry.name.startswith(".")
+                             and entry.is_dir(follow_symlinks=False)]
             except OSError:
                 continue
-            for entry in entries:
-                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                    yield entry.path[cut:]
+            for path in found:
+                stack.append(path)
+                yield path[cut:]
 
     def open(self, relpath: str) -> IO[bytes]:
         return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it

@@ -4,26 +4,26 @@ Description-Content-Type (reStructuredText, Markdown, plain text) and sanitized 
 Rendering is bounded: a README longer than ``RENDER_MAX`` characters is shown as
 escaped plain text (docutils takes seconds on megabytes), and what was rendered is
 kept for the next page that shows it.
+
+``readme_renderer`` (with docutils, pygments, bleach: 7 MB) is imported at the first
+README shown, not at start: in the master it would sit in every worker's memory, and
+most servers never show a README.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from email.message import Message
 from html import escape
-
-import readme_renderer.markdown
-import readme_renderer.rst
-import readme_renderer.txt
 
 RENDER_MAX = 200_000  # characters rendered as markup; longer READMEs are shown as text
 # Markdown's heading anchors are empty links: no name for a screen reader (axe: link-name);
 # its code blocks name their language as ``<pre lang="python">``, not a human language.
 _EMPTY_ANCHOR = re.compile(r'<a href="#[^"<>]*"[^<>]*></a>')
 _CODE_LANG = re.compile(r'<pre lang="')
-_MARKUP = {"": readme_renderer.rst, "text/x-rst": readme_renderer.rst,
-           "text/markdown": readme_renderer.markdown, "text/plain": readme_renderer.txt}
+_MARKUP = {"": "rst", "text/x-rst": "rst", "text/markdown": "markdown", "text/plain": "txt"}
 
 
 def render_readme(description: str, content_type: str) -> str:
@@ -41,10 +41,11 @@ def _render(description: str, content_type: str) -> str:
     if not description.strip():
         return ""
     media, params = _parse_content_type(content_type)
-    renderer = _MARKUP.get(media, readme_renderer.txt)
+    kind = _MARKUP.get(media, "txt")
+    renderer = importlib.import_module(f"readme_renderer.{kind}")
     rendered = None
     if len(description) <= RENDER_MAX:
-        if renderer is readme_renderer.markdown:
+        if kind == "markdown":
             rendered = renderer.render(description, variant=params.get("variant", "GFM"))
         else:
             rendered = renderer.render(description)

@@ -55,8 +55,12 @@ from pypid.worker.sending import ACCEPT_PAUSE, OUT_OF_DESCRIPTORS, Sending
 from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enabled
 
 RECV_SIZE = 64 * 1024
-ROUTES_KEPT = 10_000  # paths whose route label the loop remembers
+ROUTES_KEPT = 1_000  # paths whose route label the loop remembers (the first asked for)
 OUT_LIMIT = 64 * 1024  # unsent answer bytes past which a connection's next request waits
+# Answers leave once this many connections have some, not only at the end of a turn:
+# with 256 busy connections a turn is ~5 ms of work, which the first answer read in it
+# would otherwise wait for (the tail at 256 connections, bench/README.md).
+FLUSH_EVERY = 16
 QUEUE_PER_THREAD = 8  # requests waiting for a thread, per thread, before new ones get 503
 NOTIFY_EVERY = 1.0  # heartbeat to the arbiter at most this often
 STOP_LINGER = 2.0  # a stopping worker still answers requests already on their way this long
@@ -138,6 +142,8 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
                        else NOTIFY_EVERY)
             for key, _ in self.selector.select(timeout):
                 self._dispatch(key)
+                if len(self.outbox) >= FLUSH_EVERY:
+                    self._flush_all()
             self._flush_all()
 
     def _sending(self) -> bool:

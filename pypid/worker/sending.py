@@ -1,7 +1,8 @@
 """How pypid's worker loop sends: answers queued during a turn leave together at its
-end, a file's body follows its head with non-blocking ``sendfile``, and a connection
-whose socket is full waits in the selector until it is writable, so a slow reader holds
-neither the loop nor a thread. A mixin of ``PypidWorker``.
+end (or once ``FLUSH_EVERY`` connections have some), a file's body follows its head
+with non-blocking ``sendfile``, and a connection whose socket is full waits in the
+selector until it is writable, so a slow reader holds neither the loop nor a thread.
+A mixin of ``PypidWorker``.
 """
 
 from __future__ import annotations

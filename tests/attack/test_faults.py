@@ -234,15 +234,21 @@ def test_page_file_leaves_the_last_space(tmp_path: Path) -> None:
 
 
 def _page_file_bytes(srv: Guarded, root: Path) -> int:
-    """What the workers' unlinked page files below ``root`` hold."""
-    total = 0
-    for pid in workers(srv):
-        for link in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(link)
-                if target.startswith(str(root)) and target.endswith("(deleted)"):
-                    total += link.stat().st_size
-    return total
+    """What the workers' own unlinked page files below ``root`` hold (not the master's,
+    rendered at the start and never written again, which the workers read too)."""
+    masters = {st.st_ino for st in _unlinked_below(srv.server.proc.pid, root)}
+    return sum(st.st_size for pid in workers(srv) for st in _unlinked_below(pid, root)
+               if st.st_ino not in masters)
+
+
+def _unlinked_below(pid: int, root: Path) -> list[os.stat_result]:
+    found = []
+    for link in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(link)
+            if target.startswith(str(root)) and target.endswith("(deleted)"):
+                found.append(link.stat())
+    return found
 
 
 def _fill(srv: Guarded, root: Path, dist: Path) -> tuple[dict[str, bytes], Path]:

@@ -141,14 +141,18 @@ def test_a_nearly_full_disk_stops_storing_and_gives_the_space_back(
     pack.close()
 
 
-def test_a_forked_child_starts_its_own_empty_pack(pack: PagePack) -> None:
+def test_a_forked_child_reads_the_parents_pages_and_writes_its_own(pack: PagePack) -> None:
     pack.put("s", "a", 1, b"parent's")
+    pack.seal()  # as the master does once it rendered every page
+    assert pack.get("s", "a", 1) == b"parent's" and pack.size == 0
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: only os calls, then _exit
-        ok = pack.get("s", "a", 1) is None
+        ok = pack.get("s", "a", 1) == b"parent's"  # rendered before the fork
         pack.put("s", "b", 1, b"child's")
-        ok = ok and pack.get("s", "b", 1) == b"child's"
+        pack.put("s", "a", 2, b"child's a")  # changed since: the child's own
+        ok = ok and pack.get("s", "b", 1) == b"child's" and pack.size == 16
+        ok = ok and pack.get("s", "a", 2) == b"child's a"
         os.write(write, b"1" if ok else b"0")
         os._exit(0)
     os.close(write)
