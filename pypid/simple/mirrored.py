@@ -34,9 +34,8 @@ from pypid.simple.reply import (
     OCTETS,
     PAGE_CACHE_CONTROL,
     Kind,
-    Relay,
     Reply,
-    file_headers,
+    streamed,
     text,
 )
 
@@ -216,17 +215,10 @@ class MirrorReplies:
         if follower is None:  # arrived meanwhile
             entry = self._cached_entry(parse_filename(item.filename).project, item, str(path))
             return (entry, str(path)) if entry is not None else _not_found("no such file here")
-        error = follower.first_bytes()
-        if error is not None:
-            follower.close()
-            return _upstream_failed(error)
-        headers = file_headers(item.sha256, parse_upload_time(item.upload_time) or time.time(),
-                               overwrite=False)
-        headers = [h for h in headers if h[0] != "Accept-Ranges"]  # no ranges until cached
-        headers.append(("Content-Type", OCTETS))
-        if item.size is not None:
-            headers.append(("Content-Length", str(item.size)))
-        return Reply(Kind.FILE, 200, headers, stream=Relay(follower, item.filename))
+        reply = streamed(follower, item.filename, item.sha256,
+                         parse_upload_time(item.upload_time) or time.time(), item.size,
+                         overwrite=False)
+        return _upstream_failed(reply) if isinstance(reply, DownloadError) else reply
 
     def _metadata(self, path: Path, item: UpstreamFile, may_block: bool) -> Reply | None:
         meta_path = path.with_name(path.name + METADATA_SUFFIX)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 
-from pypid.growing import BrokenDownload, Follower
+from pypid.growing import BrokenDownload, DownloadError, Follower
 from pypid.simple.negotiate import TEXT_HTML
 from pypid.storage import FileIdentity
 
@@ -100,6 +100,22 @@ class Relay:
     def close(self) -> None:
         self._chunks.close()
         self._follower.close()
+
+
+def streamed(follower: Follower, filename: str, sha256: str, mtime: float, size: int | None,
+             *, overwrite: bool) -> Reply | DownloadError:
+    """A 200 sending a download's bytes as they arrive (no ranges until it is whole), once
+    it has its first; the download's error (the follower closed) if it failed before."""
+    error = follower.first_bytes()
+    if error is not None:
+        follower.close()
+        return error
+    headers = [h for h in file_headers(sha256, mtime, overwrite=overwrite)
+               if h[0] != "Accept-Ranges"]
+    headers.append(("Content-Type", OCTETS))
+    if size is not None:
+        headers.append(("Content-Length", str(size)))
+    return Reply(Kind.FILE, 200, headers, stream=Relay(follower, filename))
 
 
 @dataclass(slots=True)

@@ -5,6 +5,11 @@ the object's mtime (see ``s3client.file_stat``), so "is this copy that version"
 is one ``stat``: the same test the server makes of a local root's file. Past
 ``max_bytes`` the least recently used copies go (a copy being sent stays readable
 through its open descriptor).
+
+A copy clients wait for is downloaded once per node (``follow``): into the part file
+``.pypid-copy-<name>.part``, which every request for it, in any worker, reads as it
+grows (``pypid.growing``); it becomes the copy only once it has all the object's
+bytes, and is dropped if the download breaks.
 """
 
 from __future__ import annotations
@@ -15,16 +20,20 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+from pypid.growing import CHUNK, DownloadError, Downloads, Follower, write_all
 from pypid.storage.base import FileStat, StorageError
 from pypid.storage.incoming import UPLOAD_PREFIX
+from pypid.storage.s3client import READ_TIMEOUT
 
 log = logging.getLogger("pypid.storage")
 
 TEMP_PREFIX = ".pypid-copy-"
 EVICT_TO = 0.9  # of max_bytes, so that one fill does not evict again at once
+PART_SUFFIX = ".part"
 
 
 class FileCache:
@@ -35,6 +44,7 @@ class FileCache:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._total: int | None = None  # bytes held, counted on first use
+        self.downloads = Downloads("the store", READ_TIMEOUT + 5)
 
     def path(self, relpath: str) -> Path:
         return self.directory.joinpath(*relpath.split("/"))
@@ -65,6 +75,54 @@ class FileCache:
                                f"{exc.strerror or exc}") from None
         self._added(stat.size)
         return final
+
+    def follow(self, want: FileStat,
+               get: Callable[[], tuple[FileStat, Any]]) -> Follower | None:
+        """A Follower of the download of ``want`` into its copy, started here (``get()``:
+        the object's stat and its body to read, or DownloadError) if no process of this
+        node runs one; None when the copy is that version already."""
+        final = self.path(want.relpath)
+        final.parent.mkdir(parents=True, exist_ok=True)
+
+        def start(fd: int, part: Path) -> None:
+            threading.Thread(target=self._download, args=(fd, part, want, get),
+                             name=f"s3 copy {final.name}", daemon=True).start()
+
+        return self.downloads.follow(
+            final, final.with_name(f"{TEMP_PREFIX}{final.name}{PART_SUFFIX}"),
+            lambda: self.holds(want), start)
+
+    def _download(self, fd: int, part: Path, want: FileStat,
+                  get: Callable[[], tuple[FileStat, Any]]) -> None:
+        def write(fd: int) -> None:
+            got, body = get()
+            try:
+                if got.identity != want.identity:
+                    raise DownloadError(f"{want.relpath} is another version in the store "
+                                        "now", 404)
+                total = 0
+                while chunk := body.read(CHUNK):
+                    total += len(chunk)
+                    if total > want.size:
+                        raise DownloadError(f"{want.relpath} has more than its {want.size} "
+                                            "bytes in the store")
+                    write_all(fd, chunk)
+            except (DownloadError, OSError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - botocore's and urllib3's, by version
+                raise DownloadError(f"reading {want.relpath} from the store broke off: "
+                                    f"{exc}") from None
+            finally:
+                body.close()
+            if total != want.size:
+                raise DownloadError(f"{want.relpath}: the store sent {total} of its "
+                                    f"{want.size} bytes")
+            os.utime(fd, ns=(time.time_ns(), want.mtime_ns))  # as ``stamp``
+
+        error = self.downloads.download(fd, part, self.path(want.relpath), write,
+                                        lambda: self._added(want.size))
+        if error is not None:
+            log.warning("s3 cache: %s: %s; nothing kept", want.relpath, error)
 
     @staticmethod
     def stamp(path: Path, stat: FileStat) -> None:
