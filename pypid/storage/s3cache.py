@@ -94,6 +94,13 @@ class FileCache:
 
     def _download(self, fd: int, part: Path, want: FileStat,
                   get: Callable[[], tuple[FileStat, Any]]) -> None:
+        def read(body: Any) -> bytes:
+            try:
+                return body.read(CHUNK)  # type: ignore[no-any-return]
+            except Exception as exc:  # noqa: BLE001 - botocore's and urllib3's, by version
+                raise DownloadError(f"reading {want.relpath} from the store broke off: "
+                                    f"{exc}") from None
+
         def write(fd: int) -> None:
             got, body = get()
             try:
@@ -101,17 +108,12 @@ class FileCache:
                     raise DownloadError(f"{want.relpath} is another version in the store "
                                         "now", 404)
                 total = 0
-                while chunk := body.read(CHUNK):
+                while chunk := read(body):
                     total += len(chunk)
                     if total > want.size:
                         raise DownloadError(f"{want.relpath} has more than its {want.size} "
                                             "bytes in the store")
                     write_all(fd, chunk)
-            except (DownloadError, OSError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - botocore's and urllib3's, by version
-                raise DownloadError(f"reading {want.relpath} from the store broke off: "
-                                    f"{exc}") from None
             finally:
                 body.close()
             if total != want.size:
