@@ -15,6 +15,7 @@ bytes, and is dropped if the download breaks.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -140,13 +141,15 @@ class FileCache:
             self.path(relpath).unlink()
 
     def sweep(self) -> int:
-        """Remove the copies and upload spools a killed process left; call before serving."""
+        """Remove the copies and upload spools a killed process left; call before serving
+        (a part file a live download holds locked stays)."""
         removed = 0
         for directory, _dirs, names in os.walk(self.directory):
             for name in names:
-                if name.startswith((TEMP_PREFIX, UPLOAD_PREFIX)):
+                path = os.path.join(directory, name)
+                if name.startswith((TEMP_PREFIX, UPLOAD_PREFIX)) and not _downloading(path):
                     with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(directory, name))
+                        os.unlink(path)
                         removed += 1
         return removed
 
@@ -189,3 +192,20 @@ class FileCache:
             log.info("s3 cache %s: evicted %d least recently used copies", self.directory,
                      evicted)
         return total
+
+
+def _downloading(path: str) -> bool:
+    """Is ``path`` a part file whose download runs (its lock taken)?"""
+    if not path.endswith(PART_SUFFIX):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
