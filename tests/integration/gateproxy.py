@@ -6,29 +6,23 @@ bounded; ``close`` ends every connection."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 import threading
-from collections.abc import Iterator
+
+from tests.integration.tcpproxy import TcpProxy, piping
 
 HOLD_LIMIT = 120.0  # seconds a held answer waits before the proxy lets it go itself
 
 
-class GateProxy:
+class GateProxy(TcpProxy):
     def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
         self.held = threading.Event()  # an answer is being held
         self._open = threading.Event()
         self._open.set()
         self._limit = 0
         self._sent = bytearray()  # every byte the node sent to the store
-        self._closed = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self._server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
     def hold_after(self, limit: int) -> None:
         self._limit = limit
@@ -45,38 +39,19 @@ class GateProxy:
         return len(re.findall(pattern, sent))
 
     def close(self) -> None:
-        self._closed = True
         self._open.set()
-        with self._lock:
-            for sock in [self._server, *self._sockets]:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                with contextlib.suppress(OSError):
-                    sock.close()
+        super().close()
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._server.accept()
-                store = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                continue
-            store.settimeout(None)
-            with self._lock:
-                self._sockets += [client, store]
-            threading.Thread(target=self._requests, args=(client, store), daemon=True).start()
-            threading.Thread(target=self._answers, args=(store, client), daemon=True).start()
-
-    def _requests(self, source: socket.socket, sink: socket.socket) -> None:
-        with _piping(source, sink):
+    def _up(self, source: socket.socket, sink: socket.socket) -> None:
+        with piping(source, sink):
             while data := source.recv(65536):
                 with self._lock:
                     self._sent += data
                 sink.sendall(data)
 
-    def _answers(self, source: socket.socket, sink: socket.socket) -> None:
+    def _down(self, source: socket.socket, sink: socket.socket) -> None:
         left: int | None = None  # bytes this connection may still pass while held
-        with _piping(source, sink):
+        with piping(source, sink):
             while data := source.recv(65536):
                 if not self._open.is_set():
                     left = self._limit if left is None else left
@@ -88,15 +63,3 @@ class GateProxy:
                     else:
                         left -= len(data)
                 sink.sendall(data)
-
-
-@contextlib.contextmanager
-def _piping(source: socket.socket, sink: socket.socket) -> Iterator[None]:
-    try:
-        yield
-    except OSError:
-        pass
-    finally:
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
