@@ -43,9 +43,11 @@ class BrokenDownload(Exception):
 class Downloads:
     """This process's downloads into part files: who failed and why (by the part's inode)."""
 
-    def __init__(self, source: str, idle_limit: float) -> None:
+    def __init__(self, source: str, idle_limit: float,
+                 error: type[DownloadError] = DownloadError) -> None:
         self.source = source  # "upstream", "the store": named in the errors
         self.idle_limit = idle_limit  # seconds a follower waits for progress
+        self.error = error  # the type of the errors it makes (the mirror's: UpstreamError)
         self._failures: dict[int, DownloadError] = {}
 
     def follow(self, final: Path, part: Path, is_done: Callable[[], bool],
@@ -77,7 +79,7 @@ class Downloads:
                 os.close(fd)
                 raise
             return Follower(reader, final, self)
-        raise DownloadError(f"{final.name}: the cache keeps changing under this download")
+        raise self.error(f"{final.name}: the cache keeps changing under this download")
 
     def download(self, fd: int, part: Path, final: Path, write: Callable[[int], None],
                  kept: Callable[[], None] | None = None) -> DownloadError | None:
@@ -92,7 +94,7 @@ class Downloads:
                 kept()
             return None
         except (DownloadError, OSError) as exc:
-            error = exc if isinstance(exc, DownloadError) else DownloadError(
+            error = exc if isinstance(exc, DownloadError) else self.error(
                 f"cannot store {final.name}: {exc.strerror or exc}")
             if len(self._failures) >= MAX_FAILURES:
                 self._failures.clear()
@@ -103,8 +105,7 @@ class Downloads:
             os.close(fd)  # releases the lock: the followers see how it ended
 
     def why(self, ino: int) -> DownloadError:
-        return self._failures.get(ino) or DownloadError(f"the download from {self.source} "
-                                                        "failed")
+        return self._failures.get(ino) or self.error(f"the download from {self.source} failed")
 
 
 class Follower:
@@ -196,8 +197,8 @@ class Follower:
         return self._downloads.why(self._ino)
 
     def _stalled(self) -> DownloadError:
-        return DownloadError(f"{self._downloads.source} made no progress in "
-                             f"{self._idle_limit:g}s", 504)
+        return self._downloads.error(f"{self._downloads.source} made no progress in "
+                                     f"{self._idle_limit:g}s", 504)
 
 
 def write_all(fd: int, chunk: bytes) -> None:

@@ -42,7 +42,7 @@ class Fetcher:
         self.upstream = upstream
         self.store = store
         self._on_stored = on_stored  # after each file kept (eviction)
-        self.downloads = Downloads("upstream", upstream.timeout + 5)
+        self.downloads = Downloads("upstream", upstream.timeout + 5, UpstreamError)
         self._bad_shared: set[Path] = set()  # shelf copies that failed their check here
 
     def follow(self, final: Path, item: UpstreamFile) -> Follower | None:
