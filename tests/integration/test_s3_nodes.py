@@ -118,8 +118,12 @@ def test_with_overwrite_an_upload_replaces_a_file_on_every_node(
         for node in nodes.nodes:
             within(LIVE, lambda node=node: call(node, "GET", f"/packages/{first.name}")[2]
                    == second.read_bytes(), "every node serves the second bytes")
-        kept = s3_store.client().list_objects_v2(
-            Bucket=BUCKET, Prefix=f"{nodes.prefix}/.pypid/keeping/").get("Contents", [])
+        client = s3_store.client()
+        try:
+            kept = client.list_objects_v2(
+                Bucket=BUCKET, Prefix=f"{nodes.prefix}/.pypid/keeping/").get("Contents", [])
+        finally:
+            client.close()  # else its socket is left to the GC: a ResourceWarning (debian)
         assert kept == []
 
 
