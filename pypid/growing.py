@@ -81,18 +81,17 @@ class Downloads:
             return Follower(reader, final, self)
         raise self.error(f"{final.name}: the cache keeps changing under this download")
 
-    def download(self, fd: int, part: Path, final: Path, write: Callable[[int], None],
-                 kept: Callable[[], None] | None = None) -> DownloadError | None:
+    def download(self, fd: int, part: Path, final: Path, write: Callable[[int], None], *,
+                 kept: Callable[[], None], failed: Callable[[DownloadError], None]) -> None:
         """In the downloader's thread: ``write(fd)`` fills the part (DownloadError or OSError
-        if it cannot), which is then renamed to ``final`` and ``kept()`` called (the lock
-        still held); else the part goes and the error is returned. Closes ``fd``."""
+        if it cannot), which is then renamed to ``final`` and ``kept()`` called; else the
+        part goes and ``failed(error)`` is called. Either before ``fd`` is closed (which
+        tells the followers how it ended)."""
         ino = os.fstat(fd).st_ino
         try:
             write(fd)
             os.rename(part, final)
-            if kept is not None:
-                kept()
-            return None
+            kept()
         except (DownloadError, OSError) as exc:
             error = exc if isinstance(exc, DownloadError) else self.error(
                 f"cannot store {final.name}: {exc.strerror or exc}")
@@ -100,7 +99,7 @@ class Downloads:
                 self._failures.clear()
             self._failures[ino] = error
             unlink_if(part, fd)
-            return error
+            failed(error)
         finally:
             os.close(fd)  # releases the lock: the followers see how it ended
 

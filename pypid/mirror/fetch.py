@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from pypid.growing import CHUNK, Downloads, Follower, write_all
+from pypid.growing import CHUNK, DownloadError, Downloads, Follower, write_all
 from pypid.mirror.policy import parse_upload_time
 from pypid.mirror.store import MirrorStore
 from pypid.mirror.translate import UpstreamFile
@@ -78,9 +78,10 @@ class Fetcher:
             if self._on_stored is not None:
                 self._on_stored()
 
-        error = self.downloads.download(fd, part, final, write, kept)
-        if error is not None:
+        def failed(error: DownloadError) -> None:
             log.warning("mirror: %s: %s; nothing kept", item.filename, error)
+
+        self.downloads.download(fd, part, final, write, kept=kept, failed=failed)
 
     def _copy(self, fd: int, item: UpstreamFile) -> None:
         fetched = self.upstream.open(item.url)

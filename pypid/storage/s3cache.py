@@ -122,10 +122,11 @@ class FileCache:
                                     f"{want.size} bytes")
             os.utime(fd, ns=(time.time_ns(), want.mtime_ns))  # as ``stamp``
 
-        error = self.downloads.download(fd, part, self.path(want.relpath), write,
-                                        lambda: self._added(want.size))
-        if error is not None:
+        def failed(error: DownloadError) -> None:
             log.warning("s3 cache: %s: %s; nothing kept", want.relpath, error)
+
+        self.downloads.download(fd, part, self.path(want.relpath), write,
+                                kept=lambda: self._added(want.size), failed=failed)
 
     @staticmethod
     def stamp(path: Path, stat: FileStat) -> None:

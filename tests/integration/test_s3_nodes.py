@@ -208,7 +208,9 @@ def test_a_large_file_streams_from_a_node_without_its_copy(cluster: Cluster,
             form_for(wheel, "s3-stream", "1.0"), (wheel.name.encode(), data)),
             UPLOAD_HEADERS)
         assert status == 200, answer
-        within(LIVE, lambda: wheel.name in files_on(node, "s3-stream"), "node 4 lists it")
+        # Both workers serve it (each has indexed it: read it whole, into the copy).
+        within(LIVE * 4, lambda: call(node, "GET", f"/packages/{wheel.name}")[0] == 200,
+               "node 4 serves it", streak=12)
         copies = cluster.configs[i].parent / "copies"
         final, part = copies / wheel.name, copies / f".pypid-copy-{wheel.name}.part"
         final.unlink()  # read when node 4 indexed it; gone as an evicted copy goes
