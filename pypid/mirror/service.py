@@ -17,7 +17,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pypid.config import UpstreamConfig
-from pypid.mirror.fetch import Fetcher, Follower
+from pypid.growing import Follower
+from pypid.mirror.fetch import Fetcher
 from pypid.mirror.holdings import prune
 from pypid.mirror.policy import Cooldown, merges
 from pypid.mirror.store import MirrorStore, PageRecord

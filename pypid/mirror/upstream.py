@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from pypid import __version__
+from pypid.growing import DownloadError
 from pypid.metrics import tally
 from pypid.mirror.proxies import Proxy, ProxyError, proxy_for, proxy_settings
 
@@ -33,12 +34,8 @@ USER_AGENT = f"pypid/{__version__} (mirror)"
 _OK, _FAILED = ".upstream-ok", ".upstream-failed"
 
 
-class UpstreamError(Exception):
+class UpstreamError(DownloadError):
     """Upstream could not be used; ``status`` is the client's answer (502; 504: a timeout)."""
-
-    def __init__(self, message: str, status: int = 502) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ForeignRedirect(UpstreamError):

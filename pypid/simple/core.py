@@ -29,6 +29,7 @@ from pypid.distfile import (
     parse_filename,
     read_core_metadata,
 )
+from pypid.growing import DownloadError
 from pypid.index import FileEntry, Index
 from pypid.simple import pep691
 from pypid.simple.health import health
@@ -51,6 +52,7 @@ from pypid.simple.reply import (
     file_headers,
     not_modified,
     not_modified_since,
+    streamed,
     text,
 )
 
@@ -253,12 +255,14 @@ class SimpleAPI:
 
     # -- files
 
-    def _entry(self, filename: str, may_block: bool) -> tuple[FileEntry, str] | Reply | None:
+    def _entry(self, filename: str, may_block: bool,
+               stream: bool = False) -> tuple[FileEntry, str] | Reply | None:
         """The index's entry for ``filename`` and its path, if the file on disk is still it.
 
         A file replaced by hand a moment ago is not re-hashed here (no request
         hashes): the watcher does that within a second, so the client is asked to retry.
-        A remote root's file is copied here first (None: that needs ``may_block``).
+        A remote root's file is copied here first (None: that needs ``may_block``); with
+        ``stream`` (a plain GET) the answer may send it as it arrives.
         """
         entry = self.index.file(filename)
         if entry is None:
@@ -273,23 +277,34 @@ class SimpleAPI:
         if self.fetches and (st is None or not entry.is_stat_of(st)):
             if not may_block:
                 return None  # a download: a thread's work
-            st = self._fetched(entry, path, st)
-        if st is None:
-            return _not_found("no such file here")
+            st = self._fetched(entry, path, st, stream)  # type: ignore[assignment]
+        if not isinstance(st, os.stat_result):
+            return _not_found("no such file here") if st is None else st
         if not entry.is_stat_of(st):
             return _changing(filename)
         return entry, path
 
-    def _fetched(self, entry: FileEntry, path: str,
-                 st: os.stat_result | None) -> os.stat_result | None:
-        """The copy of a remote root's file, brought to ``path`` (``st`` if that fails)."""
+    def _fetched(self, entry: FileEntry, path: str, st: os.stat_result | None,
+                 stream: bool) -> os.stat_result | Reply | None:
+        """The copy of a remote root's file, brought to ``path`` (``st`` if that fails); with
+        ``stream``, a reply sending the bytes as the copy gets them (else: the whole copy)."""
+        if stream:
+            try:
+                follower = self.index.root.follow(entry.relpath, entry.identity)
+            except DownloadError:
+                return st
+            if follower is not None:
+                reply = streamed(follower, entry.filename, entry.sha256, entry.mtime_ns / 1e9,
+                                 entry.size, overwrite=self.overwrite)
+                return st if isinstance(reply, DownloadError) else reply
         if self.index.root.local_copy(entry.relpath, entry.identity):
             with contextlib.suppress(OSError):
                 return os.stat(path)
         return st
 
     def _file(self, req: SimpleRequest, filename: str, may_block: bool) -> Reply | None:
-        found = self._entry(filename, may_block)
+        plain = not (req.if_none_match or req.if_modified_since or req.range)
+        found = self._entry(filename, may_block, stream=plain)
         if found is None or isinstance(found, Reply):
             return found
         return self._file_reply(req, *found)

@@ -12,15 +12,13 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pypid.distfile import WHEEL, is_normalized, parse_filename
 from pypid.index import FileEntry, Index
 from pypid.mirror import (
-    BrokenDownload,
-    Follower,
+    DownloadError,
     Mirror,
     PageRecord,
     UnsafeNameError,
@@ -35,10 +33,9 @@ from pypid.simple.render import render
 from pypid.simple.reply import (
     OCTETS,
     PAGE_CACHE_CONTROL,
-    BrokenStream,
     Kind,
     Reply,
-    file_headers,
+    streamed,
     text,
 )
 
@@ -218,17 +215,10 @@ class MirrorReplies:
         if follower is None:  # arrived meanwhile
             entry = self._cached_entry(parse_filename(item.filename).project, item, str(path))
             return (entry, str(path)) if entry is not None else _not_found("no such file here")
-        error = follower.first_bytes()
-        if error is not None:
-            follower.close()
-            return _upstream_failed(error)
-        headers = file_headers(item.sha256, parse_upload_time(item.upload_time) or time.time(),
-                               overwrite=False)
-        headers = [h for h in headers if h[0] != "Accept-Ranges"]  # no ranges until cached
-        headers.append(("Content-Type", OCTETS))
-        if item.size is not None:
-            headers.append(("Content-Length", str(item.size)))
-        return Reply(Kind.FILE, 200, headers, stream=_Relay(follower, item.filename))
+        reply = streamed(follower, item.filename, item.sha256,
+                         parse_upload_time(item.upload_time) or time.time(), item.size,
+                         overwrite=False)
+        return _upstream_failed(reply) if isinstance(reply, DownloadError) else reply
 
     def _metadata(self, path: Path, item: UpstreamFile, may_block: bool) -> Reply | None:
         meta_path = path.with_name(path.name + METADATA_SUFFIX)
@@ -248,31 +238,7 @@ class MirrorReplies:
             ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)], data)
 
 
-class _Relay:
-    """A download's bytes as a reply's stream; closing it (a HEAD, a client gone) lets go
-    of the download's file even if it was never read."""
-
-    def __init__(self, follower: Follower, filename: str) -> None:
-        self._follower = follower
-        self._chunks = follower.chunks()
-        self._filename = filename
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            return next(self._chunks)
-        except BrokenDownload as exc:
-            log.debug("mirror: %s: cut the client off before the end: %s", self._filename, exc)
-            raise BrokenStream(str(exc)) from None
-
-    def close(self) -> None:
-        self._chunks.close()
-        self._follower.close()
-
-
-def _upstream_failed(exc: UpstreamError) -> Reply:
+def _upstream_failed(exc: DownloadError) -> Reply:
     return text(Kind.ERROR, exc.status, str(exc))
 
 

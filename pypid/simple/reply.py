@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -16,10 +17,13 @@ from dataclasses import dataclass, replace
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 
+from pypid.growing import BrokenDownload, DownloadError, Follower
 from pypid.simple.negotiate import TEXT_HTML
 from pypid.storage import FileIdentity
 
 Headers = list[tuple[str, str]]
+
+log = logging.getLogger("pypid.simple")
 
 PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"
 FILE_MAX_AGE = 365 * 24 * 3600
@@ -72,6 +76,46 @@ class FilePart:
 class BrokenStream(Exception):
     """A streamed body went bad after its head was sent: the connection must be cut
     before the body is complete, so that the client cannot take it for whole."""
+
+
+class Relay:
+    """A download's bytes (``pypid.growing``) as a reply's stream; closing it (a HEAD, a
+    client gone) lets go of the download's file even if it was never read."""
+
+    def __init__(self, follower: Follower, filename: str) -> None:
+        self._follower = follower
+        self._chunks = follower.chunks()
+        self._filename = filename
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except BrokenDownload as exc:
+            log.debug("%s: cut the client off before the end: %s", self._filename, exc)
+            raise BrokenStream(str(exc)) from None
+
+    def close(self) -> None:
+        self._chunks.close()
+        self._follower.close()
+
+
+def streamed(follower: Follower, filename: str, sha256: str, mtime: float, size: int | None,
+             *, overwrite: bool) -> Reply | DownloadError:
+    """A 200 sending a download's bytes as they arrive (no ranges until it is whole), once
+    it has its first; the download's error (the follower closed) if it failed before."""
+    error = follower.first_bytes()
+    if error is not None:
+        follower.close()
+        return error
+    headers = [h for h in file_headers(sha256, mtime, overwrite=overwrite)
+               if h[0] != "Accept-Ranges"]
+    headers.append(("Content-Type", OCTETS))
+    if size is not None:
+        headers.append(("Content-Length", str(size)))
+    return Reply(Kind.FILE, 200, headers, stream=Relay(follower, filename))
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from pypid.events import AuditLog
+    from pypid.growing import Follower
 
 CACHE_DIRNAME = ".pypid"
 
@@ -125,6 +126,12 @@ class Storage(Protocol):
     def local_copy(self, relpath: str, identity: FileIdentity) -> bool:
         """Make ``<path>/<relpath>`` hold that version of the file, if it can (it may
         download: call it where blocking is allowed). A local root has nothing to fetch."""
+        ...
+
+    def follow(self, relpath: str, identity: FileIdentity) -> Follower | None:
+        """The download of that version to ``<path>/<relpath>``, to send as it arrives
+        (started here or joined); None when there is nothing to download. DownloadError
+        when it cannot be started."""
         ...
 
     def check_readable(self) -> str | None:

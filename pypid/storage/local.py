@@ -55,6 +55,9 @@ class PackageRoot:
     def local_copy(self, relpath: str, identity: FileIdentity) -> bool:  # noqa: ARG002
         return False  # the file is here or not: nothing to fetch
 
+    def follow(self, relpath: str, identity: FileIdentity) -> None:  # noqa: ARG002
+        return None  # nothing to download
+
     def last_problem(self) -> str | None:
         """A directory is asked at once: ``check_readable``."""
         return self.check_readable()

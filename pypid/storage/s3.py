@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from pypid.distfile import has_dist_suffix, is_safe_filename, is_temp_name
 from pypid.events import AuditLog
+from pypid.growing import DownloadError, Follower
 from pypid.storage.base import (
     CACHE_DIRNAME,
     FileIdentity,
@@ -211,27 +212,51 @@ class BucketRoot:
         return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it
 
     def local_copy(self, relpath: str, identity: FileIdentity) -> bool:
-        """Make this node's copy of ``relpath`` that version; False when the object is
-        gone or is another version now (the index catches up from the log)."""
-        want = FileStat(relpath, *identity)
-        if self.copies.holds(want):
-            return True
+        """Make this node's copy of ``relpath`` that version (joining its download if one
+        runs); False when the object is gone or is another version now (the index catches
+        up from the log)."""
         try:
-            return self.fetch(relpath).identity == identity
-        except (FileNotFoundError, StorageError):
+            follower = self.follow(relpath, identity)
+        except DownloadError:
             return False
+        return follower is None or follower.whole() is None
 
-    def fetch(self, relpath: str) -> FileStat:
-        """Download the object into this node's copy; FileNotFoundError if it is gone."""
-        self.resolve(relpath)
+    def follow(self, relpath: str, identity: FileIdentity) -> Follower | None:
+        """The download of that version into this node's copy, to read as it arrives (one
+        per node however many ask: ``FileCache.follow``); None when the copy is there.
+        DownloadError if it cannot be started."""
         try:
-            answer = self.clients.plain().get_object(Bucket=self.place.bucket,
-                                                     Key=self.place.key(relpath))
+            self.resolve(relpath)
+            return self.copies.follow(FileStat(relpath, *identity), lambda: self._body(relpath))
+        except (OSError, StorageError) as exc:
+            raise DownloadError(f"cannot keep a copy of {relpath}: {exc}", 503) from None
+
+    def _body(self, relpath: str) -> tuple[FileStat, Any]:
+        """The object's stat and its body to read (the caller closes it); DownloadError."""
+        try:
+            answer = self._get(relpath)
+        except FileNotFoundError:
+            raise DownloadError(f"{relpath} is no longer in the store", 404) from None
+        except StorageError as exc:
+            raise DownloadError(str(exc), 503) from None
+        return file_stat(relpath, answer["ContentLength"], answer["LastModified"],
+                         answer["ETag"]), answer["Body"]
+
+    def _get(self, relpath: str) -> dict[str, Any]:
+        """GET the object; FileNotFoundError if it is gone, StorageError if the store fails."""
+        try:
+            return self.clients.plain().get_object(Bucket=self.place.bucket,  # type: ignore[no-any-return]
+                                                   Key=self.place.key(relpath))
         except client_errors() as exc:
             if is_missing(exc):
                 raise FileNotFoundError(relpath) from None
             self.note(f"{self.place.describe()}: unreachable: {reason(exc)}")
             raise storage_error(exc, self.place, f"read {relpath}") from None
+
+    def fetch(self, relpath: str) -> FileStat:
+        """Download the object into this node's copy; FileNotFoundError if it is gone."""
+        self.resolve(relpath)
+        answer = self._get(relpath)
         stat = file_stat(relpath, answer["ContentLength"], answer["LastModified"],
                          answer["ETag"])
         self._note_upload_time(stat, answer.get("Metadata") or {})

@@ -4,7 +4,9 @@ three store one file, a yank and a removal on one node show on every node."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.builders import make_sdist, make_wheel
+from tests.integration.gateproxy import GateProxy
 from tests.integration.harness import stop
 from tests.integration.helpers import (
     JSON_TYPE,
@@ -182,3 +185,59 @@ def test_a_node_restarted_reads_only_what_changed_while_it_was_down(cluster: Clu
            and files_on(restarted, "s3-gone") == {}
            and call(restarted, "GET", "/packages/s3_gone-1.0-py3-none-any.whl")[0] == 404,
            "the restarted node serves what the bucket holds now")
+
+
+STREAMED = 24 * 1024 * 1024
+
+
+def test_a_large_file_streams_from_a_node_without_its_copy(cluster: Cluster,
+                                                           tmp_path: Path) -> None:
+    """A 24 MB wheel uploaded to node 1 is fetched from node 4 (its copy evicted), whose
+    store is behind a proxy that, once armed, lets 2 MB of each answer through and holds
+    the rest: two
+    clients of node 4 have their first bytes while its copy is still a part file (so
+    the answer did not wait for the download); released, both bodies are byte-exact,
+    from one GET of the object, and the copy is whole."""
+    wheel = make_wheel(tmp_path, "s3-stream", "1.0", payload=os.urandom(STREAMED))
+    data = wheel.read_bytes()
+    proxy = GateProxy(int(cluster.store.endpoint.rsplit(":", 1)[1]))
+    i = cluster.add_node(proxy.endpoint, workers=2)
+    node = cluster.start(i)
+    try:
+        status, _, answer = call(cluster.nodes[0], "POST", "/", "alice", multipart(
+            form_for(wheel, "s3-stream", "1.0"), (wheel.name.encode(), data)),
+            UPLOAD_HEADERS)
+        assert status == 200, answer
+        # Both workers serve it (each has indexed it: read it whole, into the copy).
+        within(LIVE * 4, lambda: call(node, "GET", f"/packages/{wheel.name}")[0] == 200,
+               "node 4 serves it", streak=12)
+        copies = cluster.configs[i].parent / "copies"
+        final, part = copies / wheel.name, copies / f".pypid-copy-{wheel.name}.part"
+        final.unlink()  # read when node 4 indexed it; gone as an evicted copy goes
+        gets = proxy.requests("GET", wheel.name)
+        proxy.hold_after(2 * 1024 * 1024)
+        started = []
+        for _ in range(2):
+            conn = http.client.HTTPConnection(node.host, node.port, timeout=60)
+            conn.request("GET", f"/packages/{wheel.name}")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert resp.getheader("Content-Length") == str(len(data))
+            started.append((conn, resp, resp.read(64 * 1024)))
+        assert proxy.held.wait(timeout=60), "the download never reached the proxy's limit"
+        assert not final.exists(), "the copy was complete before the first bytes were sent"
+        assert 0 < part.stat().st_size < len(data)
+        proxy.release()
+        for conn, resp, first in started:
+            assert first + resp.read() == data
+            conn.close()
+        assert final.read_bytes() == data and not part.exists()
+        assert proxy.requests("GET", wheel.name) == gets + 1, "one download for both clients"
+        assert call(node, "GET", f"/packages/{wheel.name}",
+                    headers={"Range": "bytes=10-19"})[2] == data[10:20]  # from the copy
+    finally:
+        proxy.release()
+        stop(node.proc)
+        proxy.close()
+        cluster.nodes.remove(node)
+        cluster.configs.pop(i)

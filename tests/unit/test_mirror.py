@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pypid.mirror.fetch import BrokenDownload, Fetcher
+from pypid.growing import BrokenDownload
+from pypid.mirror.fetch import Fetcher
 from pypid.mirror.holdings import holdings, pin, prune
 from pypid.mirror.lockfiles import read_lock
 from pypid.mirror.policy import Cooldown, merges, parse_upload_time

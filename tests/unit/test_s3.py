@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pypid.events import EventLogError
+from pypid.growing import BrokenDownload
 from pypid.index.slots import slot_name
 from pypid.storage import FileStat, StorageError, s3sweep, s3upload
 from pypid.storage.s3 import BucketRoot
@@ -361,3 +362,114 @@ def test_a_release_slot_is_claimed_once_across_spellings(
     assert bucket.claim(other, "baz-2.0.tar.gz") is None
     monkeypatch.setenv(s3sweep.STALE_ENV, "0")  # a killed node's claim: void once stale
     assert bucket.claim(other, "BAZ-2.0.tar.gz") is None
+
+
+class GatedBody:
+    """An object's body that hands out ``data`` in chunks, each when the test allows it,
+    and then raises ``fail`` (or ends)."""
+
+    def __init__(self, data: bytes, fail: Exception | None = None) -> None:
+        self.chunks = [data[i:i + 1000] for i in range(0, len(data), 1000)]
+        self.fail = fail
+        self.allowed = threading.Semaphore(0)
+        self.closed = False
+
+    def read(self, _size: int) -> bytes:
+        assert self.allowed.acquire(timeout=10)
+        if self.chunks:
+            return self.chunks.pop(0)
+        if self.fail is not None:
+            raise self.fail
+        return b""
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def follow_gated(copies: FileCache, want: FileStat, body: GatedBody,
+                 gets: list[int]) -> tuple[object, object]:
+    def get() -> tuple[FileStat, GatedBody]:
+        gets.append(1)
+        return want, body
+    return copies.follow(want, get), copies.follow(want, get)
+
+
+def test_a_copy_streams_to_every_reader_while_one_download_fills_it(tmp_path: Path) -> None:
+    copies = FileCache(tmp_path / "copies", 1 << 20)
+    data = os.urandom(5500)
+    want = FileStat("a/demo-1.0.tar.gz", len(data), 1_700_000_000_123_456_789, -5)
+    body, gets = GatedBody(data), []
+    first, second = follow_gated(copies, want, body, gets)
+    assert first is not None and second is not None
+    body.allowed.release()
+    assert first.first_bytes() is None  # the first chunk is readable ...
+    part = copies.path(want.relpath).with_name(".pypid-copy-demo-1.0.tar.gz.part")
+    assert part.exists() and not copies.path(want.relpath).exists()  # ... the copy is not
+    assert not copies.holds(want)
+    for _ in range(10):
+        body.allowed.release()
+    assert b"".join(first.chunks()) == data == b"".join(second.chunks())
+    assert gets == [1] and body.closed  # one download for both
+    assert copies.holds(want) and not part.exists()
+    assert copies.follow(want, lambda: pytest.fail("downloaded again")) is None
+
+
+@pytest.mark.parametrize("fail", [OSError("connection reset"), None])
+def test_a_broken_or_short_download_keeps_nothing_and_cuts_its_readers(
+        tmp_path: Path, fail: Exception | None) -> None:
+    """Mid-way, the store's connection breaks (or its body ends early): every reader's
+    stream raises before its end, and neither the part nor a copy is left."""
+    copies = FileCache(tmp_path / "copies", 1 << 20)
+    data = os.urandom(5500)
+    want = FileStat("demo-1.0.tar.gz", len(data) + (0 if fail else 100), 1_700_000_000, -5)
+    body, gets = GatedBody(data, fail), []
+    first, second = follow_gated(copies, want, body, gets)
+    assert first is not None and second is not None
+    for _ in range(10):
+        body.allowed.release()
+    got = bytearray()
+    with pytest.raises(BrokenDownload):
+        for chunk in first.chunks():
+            got += chunk
+    assert len(got) < want.size and data.startswith(bytes(got))
+    with pytest.raises(BrokenDownload):
+        b"".join(second.chunks())
+    assert list(copies.directory.iterdir()) == []
+    assert not copies.holds(want)
+
+
+def test_a_copy_of_another_version_is_refused_before_any_byte(tmp_path: Path) -> None:
+    copies = FileCache(tmp_path / "copies", 1 << 20)
+    want = FileStat("demo-1.0.tar.gz", 10, 1_700_000_000, -5)
+    now = FileStat("demo-1.0.tar.gz", 10, 1_700_000_001, -6)
+    body = GatedBody(b"0123456789")
+    follower = copies.follow(want, lambda: (now, body))
+    assert follower is not None
+    error = follower.first_bytes()
+    assert error is not None and error.status == 404 and "another version" in str(error)
+    follower.close()
+    assert list(copies.directory.iterdir()) == [] and body.closed
+
+
+def test_local_copy_joins_the_download_and_waits_for_the_whole(bucket: BucketRoot) -> None:
+    data = os.urandom(300_000)
+    stat = store_bytes(bucket, "demo-2.0.tar.gz", data)
+    bucket.copies.drop(stat.relpath)  # the upload's own copy: this node is another
+    follower = bucket.follow(stat.relpath, stat.identity)
+    assert follower is not None
+    assert bucket.local_copy(stat.relpath, stat.identity)
+    assert bucket.copies.path(stat.relpath).read_bytes() == data
+    assert b"".join(follower.chunks()) == data
+    assert bucket.follow(stat.relpath, stat.identity) is None
+
+
+def test_sweep_keeps_the_part_file_of_a_running_download(tmp_path: Path) -> None:
+    copies = FileCache(tmp_path / "copies", 1 << 20)
+    want = FileStat("demo-1.0.tar.gz", 10, 1_700_000_000, -5)
+    body = GatedBody(b"0123456789")
+    follower = copies.follow(want, lambda: (want, body))
+    assert follower is not None
+    assert copies.sweep() == 0  # the download holds its part
+    body.allowed.release()
+    body.allowed.release()
+    assert b"".join(follower.chunks()) == b"0123456789"
