@@ -114,11 +114,14 @@ def test_an_export_imported_into_a_bucket_moves_the_site(move: Move, tmp_path: P
 
     old_etag, old_files = etag_and_files(move.old, "moved")
     node1, node2 = move.nodes
-    until(lambda: len(etag_and_files(node1, "moved")[1]) == 2
-          and len(etag_and_files(node2, "moved")[1]) == 2, "both nodes list the files")
-    (etag1, files1), (etag2, files2) = (etag_and_files(n, "moved") for n in move.nodes)
-    assert etag1 == etag2 and etag1 is not None  # the same page on every node
-    assert files1 == files2
+    def same_pages_on_both() -> bool:  # asked anew each time: each worker must have them
+        (etag1, files1), (etag2, files2) = (etag_and_files(n, "moved") for n in move.nodes)
+        retired = [etag_and_files(n, "retired")[1] for n in move.nodes]
+        return (etag1 is not None and etag1 == etag2 and len(files1) == 2 and files1 == files2
+                and all(len(files) == 1 for files in retired))
+
+    until(same_pages_on_both, "both nodes list every imported file, with the same ETags")
+    files1 = etag_and_files(node1, "moved")[1]
     # The old server's files as it showed them: hashes, sizes, yank, upload times.
     assert [(f["filename"], f["hashes"], f["size"], f["yanked"], f["upload-time"])
             for f in files1] == [(f["filename"], f["hashes"], f["size"], f["yanked"],
