@@ -91,8 +91,8 @@ class Follower:
     def follow_marks(self) -> None:
         """New lines in the event log (from any process): new marks for the pages."""
         ledger = self.index.ledger
-        if ledger.catch_up():
-            self.index.apply_marks(ledger.marks)
+        ledger.catch_up()  # another caller (governance) may have read new marks:
+        self.index.apply_marks(ledger.marks)  # applied whoever read them
 
     def _catch_up(self, loaded: Scan | None) -> None:
         try:

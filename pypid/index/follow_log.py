@@ -92,8 +92,8 @@ class LogFollower:
         one that waits for the listing or fails on it."""
         index, ledger = self.index, self.index.ledger
         with self._polling:
-            if ledger.catch_up():
-                index.apply_marks(ledger.marks)
+            ledger.catch_up()  # another caller (governance) may have read new marks:
+            index.apply_marks(ledger.marks)  # applied whoever read them
             self._pending.extend(ledger.take_file_events())
             if self._unlisted:
                 if not listing:

@@ -101,8 +101,12 @@ class ReadModel:
     # -- changes (callers hold the lock, or run before any thread exists)
 
     def apply_marks(self, marks: Marks) -> None:
-        """Take a new snapshot of the facts that are not files: the one way they enter."""
+        """Take a new snapshot of the facts that are not files: the one way they enter.
+        Cheap when nothing changed: the ledger makes a new snapshot only on a change."""
+        if marks is self._marks:
+            return
         if marks == self._marks:
+            self._marks = marks  # the same facts: next time, the identity check suffices
             return
         with self.lock:
             changed = self._marks.changed_files(marks)

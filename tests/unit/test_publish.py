@@ -371,3 +371,18 @@ def test_cache_that_cannot_be_written(index: Index, root: Path, tmp_path: Path,
     with pytest.raises(raised):
         publish_file(index, make_wheel(tmp_path, "p", "1.0"))
     assert sorted(p.name for p in root.iterdir()) == [".pypid"]
+
+
+def test_marks_read_first_by_governance_still_reach_the_pages(index: Index, root: Path,
+                                                               tmp_path: Path) -> None:
+    """The server's manager shares the index's ledger: a yank that an owners question
+    read first (written by another process) must still be applied by the follower."""
+    wheel = make_wheel(tmp_path, "p", "1.0")
+    publish_file(index, wheel)
+    manager = for_server(defaults(), index, Htpasswd(tmp_path / "htpasswd"),
+                         changed=lambda *_: None)
+    PackageRoot(root).event_log().append("yank", user="cli:root", project="p",
+                                          file=wheel.name, reason="broken")
+    manager.owners("p")  # reads the new line into the shared ledger
+    index._follower.follow_marks()  # noqa: SLF001 - the watcher's periodic step
+    assert (entry := index.file(wheel.name)) is not None and entry.yanked == "broken"
