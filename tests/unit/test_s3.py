@@ -15,7 +15,10 @@ import pytest
 
 from pypid.events import EventLogError
 from pypid.growing import BrokenDownload
+from pypid.index.ledger import Ledger
 from pypid.index.slots import slot_name
+from pypid.manage import Actor, Manager, Policy
+from pypid.manage.catalog import RootCatalog
 from pypid.storage import FileStat, StorageError, s3sweep, s3upload
 from pypid.storage.s3 import BucketRoot
 from pypid.storage.s3cache import FileCache
@@ -362,6 +365,22 @@ def test_a_release_slot_is_claimed_once_across_spellings(
     assert bucket.claim(other, "baz-2.0.tar.gz") is None
     monkeypatch.setenv(s3sweep.STALE_ENV, "0")  # a killed node's claim: void once stale
     assert bucket.claim(other, "BAZ-2.0.tar.gz") is None
+
+
+def test_a_removed_file_frees_its_release_claim(
+        bucket: BucketRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a local root, once a file is removed another spelling of its release may be
+    uploaded at once (its claim does not hold the slot until it is stale)."""
+    monkeypatch.delenv(s3sweep.STALE_ENV, raising=False)
+    slot = slot_name("Foo_Bar-1.0.tar.gz")
+    store_bytes(bucket, "Foo_Bar-1.0.tar.gz", b"first")
+    assert bucket.claim(slot, "Foo_Bar-1.0.tar.gz") is None
+    events = bucket.event_log()
+    manager = Manager(bucket, events, Ledger(events), RootCatalog(bucket),
+                      policy=Policy(frozenset(), project_owners=False), users=list)
+    manager.remove(Actor("cli:root", None, admin=True), manager.find("foo-bar==1.0"))
+    assert bucket.stat("Foo_Bar-1.0.tar.gz") is None
+    assert bucket.claim(slot, "foo.bar-1.0.tar.gz") is None
 
 
 class GatedBody:
