@@ -122,6 +122,21 @@ def test_an_overwrite_that_fails_puts_the_old_bytes_back(bucket: BucketRoot) -> 
         bucket.place.key("demo-1.0.tar.gz")]
 
 
+def test_stale_kept_copies_go_only_when_the_file_holds_them_again(bucket: BucketRoot) -> None:
+    """A copy ``keeping`` left is deleted by the sweep once stale if the file holds the
+    same bytes; another (a put-back that failed) may be the only copy: it stays."""
+    client, top = bucket.clients.plain(), bucket.place.key(s3sweep.KEPT_DIR)
+    store_bytes(bucket, "same-1.0.tar.gz", b"old bytes")
+    store_bytes(bucket, "other-1.0.tar.gz", b"unrecorded new bytes")
+    for name, data in (("same-1.0.tar.gz", b"old bytes"), ("other-1.0.tar.gz", b"old bytes"),
+                       ("gone-1.0.tar.gz", b"old bytes")):
+        client.put_object(Bucket=BUCKET, Key=top + name, Body=data)
+    assert s3sweep.drop_stale_kept(client, bucket.place) == 0  # young: a replace may run
+    assert s3sweep.drop_stale_kept(client, bucket.place, now=time.time() + 7200) == 1
+    left = client.list_objects_v2(Bucket=BUCKET, Prefix=top).get("Contents", ())
+    assert sorted(o["Key"][len(top):] for o in left) == ["gone-1.0.tar.gz", "other-1.0.tar.gz"]
+
+
 def test_racing_nodes_store_exactly_one(s3_store: Store, tmp_path: Path, prefix: str) -> None:
     nodes = [node(s3_store, tmp_path, prefix, f"n{i}") for i in range(3)]
     barrier = threading.Barrier(12)
