@@ -93,7 +93,7 @@ def measure_footprint(python: str, src: Path, corpus: Corpus,
         every_file = [f"/packages/{f.filename}" for f in corpus.files]
         random.Random(2).shuffle(every_file)  # noqa: S311 (sampling)
         extra += [Scenario("download every file", every_file),
-                  Scenario("metrics", ["/metrics"], connections=1)]
+                  Scenario("metrics", ["/metrics"], connections=2)]
         duration = max(1.0, args.duration / 2)
         with PeakPss(server.pid) as peak:
             res["pss_idle_mb"] = peak.sample()
