@@ -133,6 +133,13 @@ class ReadModel:
         """In a new child: a lock held by another thread at fork time would stay held."""
         self.lock = threading.RLock()
 
+    def unseal(self) -> None:
+        """Answer from the entries again, and close the sealed table's file."""
+        with self.lock:
+            sealed, self._sealed, self._since_seal = self._sealed, None, {}
+        if sealed is not None:
+            sealed.close()
+
     # -- changes (callers hold the lock, or run before any thread exists)
 
     def apply_marks(self, marks: Marks) -> None:

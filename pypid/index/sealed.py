@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+import weakref
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
@@ -38,12 +39,14 @@ _WRITE_BATCH = 1 << 20
 class SealedFiles:
     """``filename -> FileEntry`` as of the seal; None for a name it does not hold."""
 
-    __slots__ = ("_fd", "_hashes", "_places")
+    __slots__ = ("__weakref__", "_closer", "_fd", "_hashes", "_places")
 
     def __init__(self, fd: int, hashes: array[int], places: array[int]) -> None:
         self._fd = fd
         self._hashes = hashes
         self._places = places
+        # The file goes with the table: a reload (SIGHUP) lets the previous index go.
+        self._closer = weakref.finalize(self, os.close, fd)
 
     @classmethod
     def write(cls, directory: Path, entries: Iterable[FileEntry]) -> SealedFiles:
@@ -93,9 +96,8 @@ class SealedFiles:
         return None
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._fd = -1
+        self._closer()
 
 
 def _record(entry: FileEntry) -> bytes:

@@ -52,6 +52,8 @@ def test_every_entry_reads_back_as_it_was(sealed: list[FileEntry], tmp_path: Pat
         assert os.listdir(tmp_path) == []  # unlinked from the start
     finally:
         table.close()
+    assert table.find(sealed[0].filename, {}) is None  # closed: nothing to read
+    table.close()  # again: nothing happens
 
 
 def test_names_that_share_a_hash_are_told_apart(sealed: list[FileEntry],
