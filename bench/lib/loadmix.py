@@ -34,6 +34,10 @@ READ_WEIGHTS = {
     "metadata": 14,
     "download ~100 KB": 10,
     "range": 6,
+    # any file of the corpus, at random: each reads a file entry no other request did,
+    # the read that once un-shared the workers' memory (bench/README.md, issue 18)
+    "download random": 8,
+    "/metrics": 1,  # a scrape now and then, as a Prometheus would
 }
 # Upload kinds: most are new files; a few repeat a stored one (same bytes: 200) or
 # reuse a stored name with other bytes (409).
@@ -79,6 +83,7 @@ class Mix:
         self.projects = corpus.projects
         self.etags = sorted(etags.items())  # ((path, accept), etag)
         self.big = [f for f in corpus.files if f.filename in set(corpus.big_files)]
+        self.files = corpus.files
         self.wheels = [f.filename for f in corpus.files if f.filename.endswith(".whl")]
         self.auth = auth
         self._upload_weights = upload_weights or tuple(UPLOAD_WEIGHTS.values())
@@ -89,6 +94,7 @@ class Mix:
             "project json": self._project, "project 304": self._conditional,
             "uploaded project": self._project, "metadata": self._metadata,
             "download ~100 KB": self._download, "range": self._download,
+            "download random": self._any_file, "/metrics": self._metrics,
         }
         self._lock = threading.Lock()
         self._next = 0
@@ -132,6 +138,13 @@ class Mix:
             return self._get(kind, f"/packages/{big.filename}",
                              {"Range": f"bytes={RANGE_BYTES}-{end}"}, 206, length=RANGE_BYTES)
         return self._get(kind, f"/packages/{big.filename}", {}, length=big.size)
+
+    def _any_file(self, kind: str, rng: random.Random, zipped: dict[str, str]) -> Ask:
+        f = rng.choice(self.files)
+        return self._get(kind, f"/packages/{f.filename}", {}, length=f.size)
+
+    def _metrics(self, kind: str, rng: random.Random, zipped: dict[str, str]) -> Ask:
+        return self._get(kind, "/metrics", {}, media="text/plain")
 
     def upload(self, rng: random.Random) -> Ask:
         kind = rng.choices(list(UPLOAD_WEIGHTS), self._upload_weights)[0]
