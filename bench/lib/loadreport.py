@@ -32,12 +32,14 @@ def kinds(tally: Tally) -> list[dict[str, Any]]:
                                "failed": tally.failures[name], "statuses": statuses}
         for p in (50, 95, 99):
             row[f"p{p}_ms"] = percentile(lat, p) * 1000 if lat else None
-        row["max_ms"] = lat[-1] * 1000 if lat else None
+        top = tally.slowest.get(name, lat[-1] if lat else None)  # kept latencies may be a sample
+        row["max_ms"] = top * 1000 if top is not None else None
         rows.append(row)
     return rows
 
 
-def memory(samples: list[Sample], warmup: float, seconds: float) -> dict[str, Any]:
+def memory(samples: list[Sample], warmup: float, seconds: float,
+           workers: int = 1) -> dict[str, Any]:
     """RSS of worker and master: start, end of warm-up, max, end; growth trend after warm-up.
 
     The trend is the least-squares line through the worker's RSS from the end of the
