@@ -78,7 +78,8 @@ class Mix:
 
     def __init__(self, corpus: Corpus, port: int, etags: dict[tuple[str, str], str],
                  auth: dict[str, str],
-                 upload_weights: tuple[float, float, float] | None = None) -> None:
+                 upload_weights: tuple[float, float, float] | None = None, *,
+                 reads: list[str] | None = None) -> None:
         self.host = f"127.0.0.1:{port}"
         self.projects = corpus.projects
         self.etags = sorted(etags.items())  # ((path, accept), etag)
@@ -87,8 +88,11 @@ class Mix:
         self.wheels = [f.filename for f in corpus.files if f.filename.endswith(".whl")]
         self.auth = auth
         self._upload_weights = upload_weights or tuple(UPLOAD_WEIGHTS.values())
-        self._kinds = list(READ_WEIGHTS)
-        self._weights = list(READ_WEIGHTS.values())
+        # reads: only these kinds, at their usual weights (to find which one does something)
+        self._kinds = [k for k in READ_WEIGHTS if reads is None or k in reads]
+        self._weights = [READ_WEIGHTS[k] for k in self._kinds]
+        if not self._kinds:
+            raise ValueError(f"no read kind among {reads}")
         self._reads = {
             "/simple/": self._index, "project html": self._project,
             "project json": self._project, "project 304": self._conditional,
