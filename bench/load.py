@@ -1,8 +1,10 @@
-"""pypid load run: one worker, 100 clients, pages, downloads and uploads; RSS sampled.
+"""pypid load run: one worker, 100 clients, pages, downloads and uploads; RSS and PSS sampled.
 
     python bench/load.py [--files 1000] [--seconds 180] [--clients 100] [--upload-rate 3]
+                         [--workers 1]
 
-Exits 1 on any failed request or a worker RSS that grows after the warm-up.
+Exits 1 on any failed request, or a worker RSS or the PSS of master and workers that
+grows after the warm-up.
 The library is bench/lib/ (load.py parses these flags). See bench/README.md.
 """
 

@@ -1,9 +1,11 @@
-"""The load run (``python bench/load.py``): one worker, 100 clients, a mix of reads and uploads.
+"""The load run (``python bench/load.py``): one worker (``--workers``), 100 clients, a mix of
+reads and uploads.
 
 Starts pypid on its own hard-linked copy of a corpus, with a login for uploads, drives
 it for ``--seconds`` while sampling its memory every second, prints the figures and
-exits 1 on any failed request, a worker RSS that keeps growing after the warm-up, a
-replaced worker or errors in the server's log. See bench/README.md.
+exits 1 on any failed request, a worker RSS or a PSS of master and workers that keeps
+growing after the warm-up, a replaced worker or errors in the server's log. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from bench.lib.corpus import OUT_DIR, Corpus, build_corpus, projects_for_files
 from bench.lib.host import HOST, REPO, Pin, log, machine, pick_cpus
 from bench.lib.httpclient import Connection, request_bytes
 from bench.lib.loaddrive import Driver
-from bench.lib.loadmix import HTML, Mix, basic_auth
+from bench.lib.loadmix import HTML, READ_WEIGHTS, Mix, basic_auth
 from bench.lib.loadreport import LOG_TROUBLE, kinds, memory, table, verdict
 from bench.lib.probe import JSON_V1, first_200
 from bench.lib.sampler import Sampler, as_dicts, sample
@@ -40,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=1000, help="corpus size in files (default 1000)")
     ap.add_argument("--seconds", type=float, default=180, help="length of the load (default 180)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="pypid workers (default 1); the PSS of master and every worker is "
+                         "sampled")
     ap.add_argument("--warmup", type=float, default=None,
                     help="seconds at the start left out of the RSS trend (default: a quarter "
                          "of --seconds, at most 30)")
@@ -51,9 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--upload-mix", default="8,1,1", metavar="NEW,IDENTICAL,CONFLICT",
                     help="relative weights of new files, byte-identical re-uploads (200) and "
                          "other bytes under a stored name (409) (default 8,1,1)")
+    ap.add_argument("--reads", default=None, metavar="KIND,KIND",
+                    help="only these read kinds (names as in the table, e.g. 'download "
+                         "random,/metrics'), to find which one makes memory grow (default: "
+                         "all)")
     ap.add_argument("--max-growth-mb", type=float, default=16.0,
-                    help="the worker's RSS may rise this much after the warm-up (fitted line; "
-                         "default 16)")
+                    help="each worker's RSS, and the PSS of master and workers together, may "
+                         "rise this much after the warm-up (fitted line; default 16)")
     ap.add_argument("--timeout", type=float, default=30.0,
                     help="seconds one request may take before it counts as failed (default 30)")
     ap.add_argument("--seed", type=int, default=1)
@@ -65,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true",
                     help="keep the work dir and the run's package root (uploaded files)")
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error("--workers: at least 1")
     try:
         new, same, other = (float(w) for w in args.upload_mix.split(","))
     except ValueError:
@@ -72,6 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if new <= 0 or min(same, other) < 0:
         ap.error("--upload-mix: new files need a weight above 0")
     args.upload_mix = (new, same, other)
+    if args.reads is not None:
+        args.reads = [k.strip() for k in args.reads.split(",") if k.strip()]
+        unknown = [k for k in args.reads if k not in READ_WEIGHTS]
+        if unknown or not args.reads:
+            ap.error(f"--reads: unknown kind(s) {unknown}; known: {', '.join(READ_WEIGHTS)}")
     if args.warmup is None:
         args.warmup = min(30.0, args.seconds / 4)
     return args
@@ -127,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True)
     tag = f"load-{stamp}"  # uploads land in this run's own root, never in the cached corpus
     htpasswd = workdir / "htpasswd"
-    target = PypidTarget(args.python, 1, args.src.resolve(), root_tag=tag,
+    target = PypidTarget(args.python, args.workers, args.src.resolve(), root_tag=tag,
                          settings=f"[auth]\nhtpasswd = {json.dumps(str(htpasswd))}\n")
     server: Server | None = None
     try:
@@ -140,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         log(f"pypid listening on {server.port} (pid {server.pid}); fetching ETags")
         etags = asyncio.run(fetch_etags(server.port, corpus, random.Random(args.seed)))  # noqa: S311
         pin_self(client_pin)
-        mix = Mix(corpus, server.port, etags, basic_auth(USER, PASSWORD), args.upload_mix)
+        mix = Mix(corpus, server.port, etags, basic_auth(USER, PASSWORD), args.upload_mix,
+                  reads=args.reads)
         driver = Driver(mix, server.port, clients=args.clients, uploaders=args.uploaders,
                         upload_rate=args.upload_rate, seconds=args.seconds,
                         timeout=args.timeout, seed=args.seed)
@@ -168,16 +185,17 @@ def run(args: argparse.Namespace) -> int:
            "client_pct": client_s / tally.seconds * 100,
            "server_us_per_req": server_s / max(total, 1) * 1e6}
     host = machine_info()
-    meta = {"workers": 1, "clients": args.clients, "uploaders": args.uploaders,
-            "upload_rate": args.upload_rate, "warmup": args.warmup, "seconds": args.seconds,
+    meta = {"workers": args.workers, "clients": args.clients, "uploaders": args.uploaders,
+            "upload_rate": args.upload_rate, "reads": args.reads, "warmup": args.warmup,
+            "seconds": args.seconds,
             "projects": len(corpus.projects), "files": len(corpus.files),
             "max_growth_mb": args.max_growth_mb, "server_cpu": server_pin.cpu,
             "client_cpu": client_pin.cpu, "load_before": load_before,
             "load_after": os.getloadavg()[0], **host}
     rows = kinds(tally)
-    mem = memory(samples, args.warmup, args.seconds)
+    mem = memory(samples, args.warmup, args.seconds, args.workers)
     why = verdict(tally, mem, max_growth_mb=args.max_growth_mb, server_alive=alive,
-                  log_trouble=trouble)
+                  log_trouble=trouble, workers=args.workers)
     text = table(meta, rows=rows, tally=tally, mem=mem, cpu=cpu, why=why,
                  log_trouble=trouble)
     print(text)

@@ -18,6 +18,9 @@ from bench.lib.loadmix import Ask, Mix
 
 IDLE_REOPEN = 2.0  # an uploader opens a new connection after this long idle (keep-alive is 5 s)
 MAX_EXAMPLES = 20  # failures kept verbatim for the report
+# latencies kept per kind: every one up to this, then a uniform sample of them (reservoir),
+# so an hour at 20,000 requests/s does not hold 70 million floats
+KEEP_LATENCIES = 500_000
 
 
 @dataclass
@@ -25,11 +28,26 @@ class Tally:
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
     latencies: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
     statuses: collections.Counter[tuple[str, int]] = field(default_factory=collections.Counter)
+    answered: collections.Counter[str] = field(default_factory=collections.Counter)
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     examples: list[str] = field(default_factory=list)  # "12.3 s kind: what went wrong"
     # requests re-sent once on a new connection (StaleConnection), by the answer before
     retries: collections.Counter[str] = field(default_factory=collections.Counter)
     seconds: float = 0.0  # wall time of the whole run
+    slowest: dict[str, float] = field(default_factory=dict)  # kind -> max latency (s)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))  # noqa: S311
+
+    def latency(self, kind: str, seconds: float) -> None:
+        """Record one answer's latency: all of them, or a uniform sample past KEEP_LATENCIES."""
+        if seconds > self.slowest.get(kind, -1.0):
+            self.slowest[kind] = seconds
+        kept = self.latencies[kind]
+        if len(kept) < KEEP_LATENCIES:
+            kept.append(seconds)
+            return
+        j = self._rng.randrange(self.answered[kind])  # answered counts this one already
+        if j < KEEP_LATENCIES:
+            kept[j] = seconds
 
     def fail(self, t: float, kind: str, what: str) -> None:
         self.failures[kind] += 1
@@ -106,7 +124,8 @@ class Driver:
             return False
         conn.previous = f"{ask.kind} {reply.status}"
         self.tally.statuses[(ask.kind, reply.status)] += 1
-        self.tally.latencies[ask.kind].append(reply.seconds)
+        self.tally.answered[ask.kind] += 1
+        self.tally.latency(ask.kind, reply.seconds)
         problem = ask.problem(reply)
         if problem:
             self.tally.fail(t, ask.kind, problem)

@@ -34,6 +34,10 @@ READ_WEIGHTS = {
     "metadata": 14,
     "download ~100 KB": 10,
     "range": 6,
+    # any file of the corpus, at random: each reads a file entry no other request did,
+    # the read that once un-shared the workers' memory (bench/README.md, issue 18)
+    "download random": 8,
+    "/metrics": 1,  # a scrape now and then, as a Prometheus would
 }
 # Upload kinds: most are new files; a few repeat a stored one (same bytes: 200) or
 # reuse a stored name with other bytes (409).
@@ -74,21 +78,27 @@ class Mix:
 
     def __init__(self, corpus: Corpus, port: int, etags: dict[tuple[str, str], str],
                  auth: dict[str, str],
-                 upload_weights: tuple[float, float, float] | None = None) -> None:
+                 upload_weights: tuple[float, float, float] | None = None, *,
+                 reads: list[str] | None = None) -> None:
         self.host = f"127.0.0.1:{port}"
         self.projects = corpus.projects
         self.etags = sorted(etags.items())  # ((path, accept), etag)
         self.big = [f for f in corpus.files if f.filename in set(corpus.big_files)]
+        self.files = corpus.files
         self.wheels = [f.filename for f in corpus.files if f.filename.endswith(".whl")]
         self.auth = auth
         self._upload_weights = upload_weights or tuple(UPLOAD_WEIGHTS.values())
-        self._kinds = list(READ_WEIGHTS)
-        self._weights = list(READ_WEIGHTS.values())
+        # reads: only these kinds, at their usual weights (to find which one does something)
+        self._kinds = [k for k in READ_WEIGHTS if reads is None or k in reads]
+        self._weights = [READ_WEIGHTS[k] for k in self._kinds]
+        if not self._kinds:
+            raise ValueError(f"no read kind among {reads}")
         self._reads = {
             "/simple/": self._index, "project html": self._project,
             "project json": self._project, "project 304": self._conditional,
             "uploaded project": self._project, "metadata": self._metadata,
             "download ~100 KB": self._download, "range": self._download,
+            "download random": self._any_file, "/metrics": self._metrics,
         }
         self._lock = threading.Lock()
         self._next = 0
@@ -132,6 +142,13 @@ class Mix:
             return self._get(kind, f"/packages/{big.filename}",
                              {"Range": f"bytes={RANGE_BYTES}-{end}"}, 206, length=RANGE_BYTES)
         return self._get(kind, f"/packages/{big.filename}", {}, length=big.size)
+
+    def _any_file(self, kind: str, rng: random.Random, zipped: dict[str, str]) -> Ask:
+        f = rng.choice(self.files)
+        return self._get(kind, f"/packages/{f.filename}", {}, length=f.size)
+
+    def _metrics(self, kind: str, rng: random.Random, zipped: dict[str, str]) -> Ask:
+        return self._get(kind, "/metrics", {}, media="text/plain")
 
     def upload(self, rng: random.Random) -> Ask:
         kind = rng.choices(list(UPLOAD_WEIGHTS), self._upload_weights)[0]

@@ -32,12 +32,14 @@ def kinds(tally: Tally) -> list[dict[str, Any]]:
                                "failed": tally.failures[name], "statuses": statuses}
         for p in (50, 95, 99):
             row[f"p{p}_ms"] = percentile(lat, p) * 1000 if lat else None
-        row["max_ms"] = lat[-1] * 1000 if lat else None
+        top = tally.slowest.get(name, lat[-1] if lat else None)  # kept latencies may be a sample
+        row["max_ms"] = top * 1000 if top is not None else None
         rows.append(row)
     return rows
 
 
-def memory(samples: list[Sample], warmup: float, seconds: float) -> dict[str, Any]:
+def memory(samples: list[Sample], warmup: float, seconds: float,
+           workers: int = 1) -> dict[str, Any]:
     """RSS of worker and master: start, end of warm-up, max, end; growth trend after warm-up.
 
     The trend is the least-squares line through the worker's RSS from the end of the
@@ -47,7 +49,7 @@ def memory(samples: list[Sample], warmup: float, seconds: float) -> dict[str, An
     after = [(t, mb) for t, mb in worker if warmup <= t <= seconds + 1]
     out: dict[str, Any] = {
         "samples": len(samples),
-        "worker_pids": sorted({s.worker_pid for s in samples if s.worker_pid is not None}),
+        "worker_pids": worker_pids(samples),
         "master_rss_mb": _span([s.master_rss_kb for s in samples]),
         "fds_max": max((s.worker_fds or 0 for s in samples), default=0),
         "threads_max": max((s.worker_threads or 0 for s in samples), default=0),
@@ -65,7 +67,60 @@ def memory(samples: list[Sample], warmup: float, seconds: float) -> dict[str, An
         "growth_mb": None if fit is None else fit * span,
         "fit_span_s": span,
     })
+    out["pss"] = pss(samples, warmup, seconds, workers)
     return out
+
+
+def worker_pids(samples: list[Sample]) -> list[int]:
+    """Every worker pid seen: a replaced worker shows up with a new one."""
+    pids = {s.worker_pid for s in samples if s.worker_pid is not None}
+    pids.update(w[0] for s in samples for w in s.workers if w[0] is not None)
+    return sorted(pids)
+
+
+def trend(points: list[tuple[float, float]], warmup: float,
+          seconds: float) -> dict[str, float | None] | None:
+    """MB over time: at the end of the warm-up, peak (whole run), end, and the least-squares
+    line through the points after the warm-up (slope in MB/hour, rise over that span; and
+    the slope of the last half of them alone)."""
+    after = [(t, mb) for t, mb in points if warmup <= t <= seconds + 1]
+    if not points or not after:
+        return None
+    fit = slope(after) if len(after) > 1 else None
+    late = slope(after[len(after) // 2:]) if len(after) > 3 else None
+    span = after[-1][0] - after[0][0]
+    return {"warm": after[0][1], "peak": max(mb for _, mb in points), "end": after[-1][1],
+            "slope_mb_per_hour": None if fit is None else fit * 3600,
+            # a cache filling up flattens out; a leak keeps its slope
+            "late_slope_mb_per_hour": None if late is None else late * 3600,
+            "growth_mb": None if fit is None else fit * span}
+
+
+def pss(samples: list[Sample], warmup: float, seconds: float, workers: int) -> dict[str, Any]:
+    """PSS (and the workers' RSS) of master, each worker and the tree: ``trend()`` of each.
+
+    Workers are told apart by rank (the n-th lowest pid of a sample): a replaced worker's
+    successor carries on its line, and the replacement is a failure of its own.
+    """
+    def mb(kb: int | None) -> float | None:
+        return None if kb is None else kb / 1024
+
+    series: dict[str, list[tuple[float, float]]] = {"master": [], "tree": []}
+    rss: dict[str, list[tuple[float, float]]] = {}
+    for s in samples:
+        if (m := mb(s.master_pss_kb)) is not None:
+            series["master"].append((s.t, m))
+        if (tree := mb(s.tree_pss_kb)) is not None and len(s.workers) == workers:
+            series["tree"].append((s.t, tree))
+        for rank, (_, rss_kb, pss_kb, _) in enumerate(s.workers, 1):
+            if (w := mb(pss_kb)) is not None:
+                series.setdefault(f"worker {rank}", []).append((s.t, w))
+            if (r := mb(rss_kb)) is not None:
+                rss.setdefault(f"worker {rank}", []).append((s.t, r))
+    order = ["master", *sorted(k for k in series if k.startswith("worker")), "tree"]
+    return {"workers": workers,
+            "pss_mb": {k: trend(series[k], warmup, seconds) for k in order if series[k]},
+            "rss_mb": {k: trend(v, warmup, seconds) for k, v in sorted(rss.items())}}
 
 
 def _span(values: list[int | None]) -> dict[str, float] | None:
@@ -76,8 +131,13 @@ def _span(values: list[int | None]) -> dict[str, float] | None:
 
 
 def verdict(tally: Tally, mem: dict[str, Any], *, max_growth_mb: float,
-            server_alive: bool, log_trouble: list[str]) -> list[str]:
-    """Why the run failed (empty: it passed)."""
+            server_alive: bool, log_trouble: list[str], workers: int = 1) -> list[str]:
+    """Why the run failed (empty: it passed).
+
+    Memory fails when the fitted line after the warm-up rises more than ``max_growth_mb``:
+    the first worker's RSS (as with one worker from the start), any other worker's RSS,
+    or the PSS of the whole tree (master and workers).
+    """
     why = []
     failed = sum(tally.failures.values())
     if failed:
@@ -87,8 +147,21 @@ def verdict(tally: Tally, mem: dict[str, Any], *, max_growth_mb: float,
     elif mem["growth_mb"] > max_growth_mb:
         why.append(f"worker RSS grew {mem['growth_mb']:.1f} MB after the warm-up "
                    f"(bound {max_growth_mb:g} MB)")
-    if len(mem["worker_pids"]) > 1:
-        why.append(f"the worker was replaced (pids {mem['worker_pids']})")
+    trends = mem.get("pss") or {}
+    for name, t in (trends.get("rss_mb") or {}).items():
+        if name != "worker 1" and t and (t["growth_mb"] or 0) > max_growth_mb:
+            why.append(f"{name} RSS grew {t['growth_mb']:.1f} MB after the warm-up "
+                       f"(bound {max_growth_mb:g} MB)")
+    tree = (trends.get("pss_mb") or {}).get("tree")
+    if tree is None or tree["growth_mb"] is None:
+        why.append("too few PSS samples of the whole tree after the warm-up")
+    elif tree["growth_mb"] > max_growth_mb:
+        why.append(f"PSS of master and workers grew {tree['growth_mb']:.1f} MB after the "
+                   f"warm-up ({tree['slope_mb_per_hour']:+.1f} MB/hour; bound "
+                   f"{max_growth_mb:g} MB)")
+    if len(mem["worker_pids"]) > workers:
+        why.append(f"{len(mem['worker_pids']) - workers} worker(s) replaced "
+                   f"(pids {mem['worker_pids']})")
     if not server_alive:
         why.append("the server exited")
     if log_trouble:
@@ -105,7 +178,8 @@ def table(meta: dict[str, Any], *, rows: list[dict[str, Any]], tally: Tally,
           log_trouble: list[str]) -> str:
     total = sum(r["requests"] for r in rows)
     lines = [
-        f"pypid load: {meta['workers']} worker, {meta['clients']} clients "
+        f"pypid load: {meta['workers']} worker{'s' if meta['workers'] > 1 else ''}, "
+        f"{meta['clients']} clients "
         f"({meta['clients'] - meta['uploaders']} readers, {meta['uploaders']} uploaders at "
         f"{meta['upload_rate']:g}/s), {tally.seconds:.0f} s (warm-up {meta['warmup']:g} s), "
         f"{meta['projects']} projects / {meta['files']} files",
@@ -140,8 +214,9 @@ def table(meta: dict[str, Any], *, rows: list[dict[str, Any]], tally: Tally,
     if master:
         lines.append(f"master RSS MB: start {master['start']:.1f}, max {master['max']:.1f}, "
                      f"end {master['end']:.1f}")
-    lines.append(f"worker descriptors max {mem['fds_max']}, threads max {mem['threads_max']}, "
-                 f"worker pids {mem['worker_pids']}")
+    lines.append(f"worker descriptors max {mem['fds_max']}, threads max {mem['threads_max']} "
+                 f"(the first worker), worker pids {mem['worker_pids']}")
+    lines += pss_lines(mem.get("pss"), meta)
     if tally.retries:
         lines += ["", "re-sent (kind, after the answer before it on that connection):",
                   *(f"  {n:>5}  {k}" for k, n in tally.retries.most_common(10))]
@@ -149,5 +224,29 @@ def table(meta: dict[str, Any], *, rows: list[dict[str, Any]], tally: Tally,
         lines += ["", "first failures:", *("  " + e for e in tally.examples)]
     if log_trouble:
         lines += ["", "server log:", *("  " + line for line in log_trouble[:10])]
-    lines += ["", "FAIL: " + "; ".join(why) if why else "PASS: 0 failed requests, RSS flat"]
+    lines += ["", "FAIL: " + "; ".join(why) if why else "PASS: 0 failed requests, RSS and PSS flat"]
     return "\n".join(lines)
+
+
+def pss_lines(trends: dict[str, Any] | None, meta: dict[str, Any]) -> list[str]:
+    """The PSS table: per process and for the tree, and the other workers' RSS."""
+    if not trends:
+        return []
+
+    def num(v: float | None, fmt: str = ".1f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["", f"{'PSS MB':<10} {'warm-up':>8} {'peak':>8} {'end':>8} {'MB/hour':>8} "
+                 f"{'last half':>9} {'rise':>7}  (fitted after the warm-up; bound for the "
+                 f"tree's rise {meta['max_growth_mb']:g} MB)"]
+    for name, t in trends["pss_mb"].items():
+        if t:
+            lines.append(f"{name:<10} {t['warm']:>8.1f} {t['peak']:>8.1f} {t['end']:>8.1f} "
+                         f"{num(t['slope_mb_per_hour'], '+.1f'):>8} "
+                         f"{num(t['late_slope_mb_per_hour'], '+.1f'):>9} "
+                         f"{num(t['growth_mb'], '+.1f'):>7}")
+    for name, t in trends["rss_mb"].items():
+        if t and name != "worker 1":
+            lines.append(f"{name} RSS MB: after warm-up {t['warm']:.1f}, peak {t['peak']:.1f}, "
+                         f"end {t['end']:.1f}, {num(t['slope_mb_per_hour'], '+.1f')} MB/hour")
+    return lines
