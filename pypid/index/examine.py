@@ -4,7 +4,6 @@ expensive step, done once per file version and kept in the cache."""
 from __future__ import annotations
 
 import hashlib
-import io
 import signal
 from typing import IO, NamedTuple
 
@@ -43,11 +42,10 @@ def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
         return Examined(None, f"ignoring {stat.relpath}: {exc.reason}")
     try:
         with root.open(stat.relpath) as handle:
-            source: IO[bytes] = handle
+            source: IO[bytes] | bytes = handle
             if stat.size < WHOLE_BELOW:
-                data = handle.read(stat.size + 1)  # one more: a file still growing
-                sha256, size = hashlib.sha256(data).hexdigest(), len(data)
-                source = io.BytesIO(data)
+                source = handle.read(stat.size + 1)  # one more: a file still growing
+                sha256, size = hashlib.sha256(source).hexdigest(), len(source)
             else:
                 sha256, size = hash_file(handle)
             if size != stat.size:
