@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from pypid.cachedb import FileRow
-from pypid.index.examine import Examined, examine, examine_many, start_pool_process
+from pypid.index.examine import Examined, examine, examine_many, found, start_pool_process, task
 from pypid.storage import FileStat
 
 if TYPE_CHECKING:
@@ -121,12 +121,15 @@ def _examined(index: Index, to_read: ToRead, processes: int | None
     # A bucket's client must not cross a fork (its connections would be shared).
     if processes > 1 and len(to_read) >= POOL_FROM and not index.root.is_remote:
         size = max(CHUNK_MIN, min(CHUNK_MAX, len(to_read) // (processes * 8) or 1))
-        chunks = [to_read[at:at + size] for at in range(0, len(to_read), size)]
+        tasks = [task(stat, old) for stat, old in to_read]
+        chunks = [tasks[at:at + size] for at in range(0, len(tasks), size)]
+        del tasks
         try:
             with _pool(index, processes) as pool:
-                for chunk, results in zip(chunks, pool.map(examine_many, chunks), strict=True):
-                    yield from zip((stat for stat, _ in chunk), results, strict=True)
-                    done += len(chunk)
+                for results in pool.map(examine_many, chunks):
+                    for result in results:
+                        yield to_read[done][0], found(result)
+                        done += 1
         except (OSError, BrokenProcessPool) as exc:  # no pool here (sandbox, memory): alone
             log.warning("cannot read files in parallel (%s); reading the rest in one process",
                         exc)
