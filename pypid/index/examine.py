@@ -3,6 +3,7 @@ expensive step, done once per file version and kept in the cache."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import signal
 from typing import IO, Any, NamedTuple
@@ -88,6 +89,7 @@ def start_pool_process(root: Storage) -> None:
     processes need not print a traceback each.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.enable()  # forked while the master's load had it off
     _pool_root[:] = [root]
 
 

@@ -8,6 +8,8 @@ as the chunks come back.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -56,7 +58,7 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None,
     """
     index.ledger.catch_up()
     index.apply_marks(index.ledger.marks)
-    with index.loading(), _Readers(index, processes) as readers:
+    with _no_gc(), index.loading(), _Readers(index, processes) as readers:
         gone: list[FileRow] = []
         if not index.cache.has_rows():  # a first start: each file is sent as soon as found
             for stat in index.root.iter_files():
@@ -93,6 +95,20 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None,
     log.info("indexed %d files of %d projects in %s (%d new or changed)",
              index.file_count(), index.project_count(), index.root.path, total)
     return scan
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic collection while the load builds the index: its objects hold no cycles,
+    and at 100,000 files full collections walking all of them took ~0.5 s of the start
+    (the server collects once after, before the fork)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load_cached(index: Index, problem: str) -> None:
