@@ -207,7 +207,9 @@ def parse_requires_python(metadata: bytes) -> tuple[str | None, str | None]:
     """
     found: dict[str, str] = {}
     current = None
-    for line in metadata.decode("utf-8", "replace").splitlines():
+    blank = metadata.find(b"\n\n")  # the headers end there at the latest: skip the body
+    headers = metadata if blank < 0 else metadata[:blank]
+    for line in headers.decode("utf-8", "replace").splitlines():
         if not line.strip():
             break  # the end of the headers
         if line[0] in " \t":

@@ -342,3 +342,38 @@ def test_changed_tars_agree() -> None:
     for data in _mutants(gz(tar), 4, 300):
         assert outcome(data, "foo-1.0.tar.gz") == outcome(io.BytesIO(data), "foo-1.0.tar.gz")
 
+
+
+# -- the header scan stops at the first blank line without decoding the body
+
+
+def _headers_before(metadata: bytes) -> tuple[str | None, str | None]:
+    """parse_requires_python as it was: the whole text decoded and split."""
+    found: dict[str, str] = {}
+    current = None
+    for line in metadata.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            break
+        if line[0] in " \t":
+            if current is not None:
+                found[current] += " " + line.strip()
+            continue
+        key, sep, value = line.partition(":")
+        current = key.strip().lower() if sep else None
+        if current in ("requires-python", "name") and current not in found:
+            found[current] = value.strip()
+        else:
+            current = None
+    return tuple(" ".join(v.split()) or None if v is not None else None  # type: ignore[return-value]
+                 for v in (found.get("requires-python"), found.get("name")))
+
+
+def test_requires_python_scan_matches_a_scan_of_the_whole_text() -> None:
+    pieces = [b"Name: foo", b"Requires-Python: >=3.8", b"  , <4", b"", b"\t", b" ", b"\r",
+              b"Requires-Python: >=3.9", b"Name: bar", b"\xe2\x82", b"x\x0cy", b"Body text",
+              b"\n", b"\r\n", b"Name:", b"requires-python:  >= 3.7 "]
+    rng = random.Random(5)  # noqa: S311 - a repeatable mix
+    for _ in range(3000):
+        text = b"".join(rng.choice(pieces) + rng.choice((b"\n", b"\r\n", b"", b"\n\n"))
+                        for _ in range(rng.randrange(1, 9)))
+        assert distfile.parse_requires_python(text) == _headers_before(text), text
