@@ -55,13 +55,14 @@ def prerender(index: Index, pages: PageCache, helpers: int | None = None) -> int
     shares = helpers + 1
     with _Helpers(index, projects, shares, pack.directory) as helping:
         pages.store(_rendered(index, projects[0::shares]))
+        listing = pep691.index_page(index)  # while the helpers finish
+        for media in AHEAD:
+            page = pages.get(INDEX, media, index.projects_serial,
+                             lambda m=media: render(m, listing))
+            page.gzipped()  # made once here, not once per worker
         for share, written in helping.results():
             if written is None or not pack.adopt(helping.fds[share - 1], *written):
                 pages.store(_rendered(index, projects[share::shares]))  # here, then
-    listing = pep691.index_page(index)
-    for media in AHEAD:
-        page = pages.get(INDEX, media, index.projects_serial, lambda m=media: render(m, listing))
-        page.gzipped()  # made once here, not once per worker
     pack.seal()
     log.info("rendered the pages of %d projects in %.1f s (%d processes)", len(projects),
              time.monotonic() - started, shares)
