@@ -277,12 +277,16 @@ class Sealed:
     __slots__ = ("hashes", "serials", "places")
 
     def __init__(self, names: dict[str, int]) -> None:
-        rows = sorted((hash(name), value) for name, value in names.items())
-        counts = Counter(h for h, _ in rows)
-        rows = [row for row in rows if counts[row[0]] == 1]
-        self.hashes = array("q", (h for h, _ in rows))
-        self.serials = array("Q", (v >> _SERIAL_SHIFT for _, v in rows))
-        self.places = array("Q", (v & (1 << _SERIAL_SHIFT) - 1 for _, v in rows))
+        rows = sorted(zip(map(hash, names), names.values(), strict=True))
+        hashes = [h for h, _ in rows]
+        if len(set(hashes)) != len(hashes):  # rare: leave out every hash two names share
+            counts = Counter(hashes)
+            rows = [row for row in rows if counts[row[0]] == 1]
+            hashes = [h for h, _ in rows]
+        values = [v for _, v in rows]
+        self.hashes = array("q", hashes)
+        self.serials = array("Q", [v >> _SERIAL_SHIFT for v in values])
+        self.places = array("Q", [v & (1 << _SERIAL_SHIFT) - 1 for v in values])
 
     def find(self, name: str, serial: int) -> int | None:
         """``offset << 32 | length`` of the page, or None."""

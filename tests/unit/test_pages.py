@@ -243,3 +243,11 @@ def test_pages_rendered_ahead_by_helpers_are_those_rendered_alone(
         assert pack is not None
         pack.close()
     index.close()
+
+
+def test_sealed_pages_leave_out_names_that_share_a_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pagepack, "hash", len, raising=False)  # collisions on demand
+    names = {"ab": 1 << 72 | 5 << 32 | 7, "cd": 1 << 72 | 6 << 32 | 8, "xyz": 2 << 72 | 9 << 32 | 3}
+    sealed = pagepack.Sealed(names)
+    assert (sealed.find("ab", 1), sealed.find("cd", 1)) == (None, None)
+    assert (sealed.find("xyz", 2), sealed.find("xyz", 1)) == (9 << 32 | 3, None)
