@@ -156,7 +156,7 @@ class PagePack:
                 self._troubled = False
                 log.info("page file in %s: storing pages again", self.directory)
 
-    def adopt(self, fd: int, size: int, pages: list[tuple[str, str, int, int]]) -> bool:
+    def adopt(self, fd: int, size: int, pages: Iterable[tuple[str, str, int, int]]) -> bool:
         """Append the first ``size`` bytes of the file ``fd`` holds: ``pages`` (space, name,
         serial, length) written one after another by another process (``prerender``'s
         helpers). False: not stored (the caller renders those pages itself)."""
@@ -285,8 +285,10 @@ class Sealed:
             hashes = [h for h, _ in rows]
         values = [v for _, v in rows]
         self.hashes = array("q", hashes)
-        self.serials = array("Q", [v >> _SERIAL_SHIFT for v in values])
-        self.places = array("Q", [v & (1 << _SERIAL_SHIFT) - 1 for v in values])
+        # Generators, not lists: each int made here is freed before the next (a list of
+        # them would leave holes in the heap the workers inherit).
+        self.serials = array("Q", (v >> _SERIAL_SHIFT for v in values))
+        self.places = array("Q", (v & (1 << _SERIAL_SHIFT) - 1 for v in values))
 
     def find(self, name: str, serial: int) -> int | None:
         """``offset << 32 | length`` of the page, or None."""

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import time
+from array import array
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,7 +28,7 @@ from pypid.index import Index
 from pypid.simple import pep691
 from pypid.simple.negotiate import JSON, TEXT_HTML
 from pypid.simple.pagecache import INDEX, PageCache, etag_of
-from pypid.simple.pagepack import BATCH_BYTES, unlinked_file
+from pypid.simple.pagepack import BATCH_BYTES, PagePack, unlinked_file
 from pypid.simple.render import render
 
 log = logging.getLogger("pypid.pages")
@@ -38,7 +39,7 @@ AHEAD = (JSON, TEXT_HTML)
 HELP_FROM = 4000  # fewer projects: all rendered here (a fork costs more than it saves)
 MAX_HELPERS = 7
 
-Written = tuple[int, list[tuple[str, str, int, int]]]  # bytes, pages (space, name, serial, length)
+Written = tuple[int, bytes]  # what a helper wrote: bytes, each page's length (array "Q")
 
 
 def prerender(index: Index, pages: PageCache, helpers: int | None = None) -> int:
@@ -61,7 +62,8 @@ def prerender(index: Index, pages: PageCache, helpers: int | None = None) -> int
                              lambda m=media: render(m, listing))
             page.gzipped()  # made once here, not once per worker
         for share, written in helping.results():
-            if written is None or not pack.adopt(helping.fds[share - 1], *written):
+            if written is None or not _adopt(index, pack, helping.fds[share - 1], written,
+                                             projects[share::shares]):
                 pages.store(_rendered(index, projects[share::shares]))  # here, then
     pack.seal()
     log.info("rendered the pages of %d projects in %.1f s (%d processes)", len(projects),
@@ -74,6 +76,27 @@ def _helpers(index: Index, projects: int) -> int:
         return 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     return max(0, min(usable - 1, MAX_HELPERS))
+
+
+def _adopt(index: Index, pack: PagePack, fd: int, written: Written, projects: list[str]) -> bool:
+    """Take a helper's pages into ``pack``: their keys are those ``_rendered`` gives for its
+    share (the same index here), their lengths what the helper sent (an array: a list of
+    tuples would leave ~10 MB of holes in the heap the workers inherit)."""
+    size, packed = written
+    lengths = array("Q", packed)
+    if len(lengths) != sum(1 for _ in _keys(index, projects)):
+        return False
+    return pack.adopt(fd, size, ((*key, length) for key, length
+                                 in zip(_keys(index, projects), lengths, strict=True)))
+
+
+def _keys(index: Index, projects: list[str]) -> Iterator[tuple[str, str, int]]:
+    """(media, project, serial) of each page ``_rendered`` gives, in its order."""
+    for project in projects:
+        serial = index.project_serial(project)
+        if serial is not None and index.files(project) is not None:
+            for media in AHEAD:
+                yield media, project, serial
 
 
 def _rendered(index: Index, projects: list[str]) -> Iterator[tuple[str, str, int, bytes]]:
@@ -141,19 +164,19 @@ def _render_share(share: int) -> Written:
     """In a helper: render one share of the projects into its file, as ``PageCache.store``
     would have stored them (etag, then body)."""
     index, projects, shares, fds = _state[0]
-    fd, size, written = fds[share - 1], 0, []
+    fd, size, lengths = fds[share - 1], 0, array("Q")
     batch: list[bytes] = []
     pending = 0
-    for media, project, serial, body in _rendered(index, projects[share::shares]):
+    for _media, _project, _serial, body in _rendered(index, projects[share::shares]):
         record = etag_of(body).encode("ascii") + body
         batch.append(record)
-        written.append((media, project, serial, len(record)))
+        lengths.append(len(record))
         pending += len(record)
         if pending >= BATCH_BYTES:
             size += _write_all(fd, b"".join(batch), size)
             batch, pending = [], 0
     size += _write_all(fd, b"".join(batch), size)
-    return size, written
+    return size, lengths.tobytes()
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> int:
