@@ -156,10 +156,6 @@ class CacheDB:
         conn = self.conn()
         yield from (FileRow(*row) for row in conn.execute(_SELECT))
 
-    def has_rows(self) -> bool:
-        """False for a new (or rebuilt) cache: every file is to be read."""
-        return self.conn().execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
-
     def get(self, relpath: str) -> FileRow | None:
         row = self.conn().execute(_SELECT + " WHERE relpath = ?", (relpath,)).fetchone()
         return FileRow(*row) if row else None
