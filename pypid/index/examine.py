@@ -95,7 +95,8 @@ def start_pool_process(root: Storage) -> None:
 
 # What crosses between the master and a pool process, as plain tuples (pickling a
 # dataclass costs ten times more): a file to read (relpath, size, mtime_ns, inode, its
-# old row), and what reading it found (the row's fields, problem, unusable).
+# old row), and what reading it found (the row's fields after the four the master has
+# already, problem, unusable).
 Task = tuple[str, int, int, int, FileRow | None]
 Found = tuple[tuple[Any, ...] | None, str | None, bool]
 
@@ -106,7 +107,7 @@ def examine_many(files: list[Task]) -> list[Found]:
     out: list[Found] = []
     for relpath, size, mtime_ns, inode, old in files:
         row, problem, unusable = examine(root, FileStat(relpath, size, mtime_ns, inode), old)
-        out.append((None if row is None else row.fields(), problem, unusable))
+        out.append((None if row is None else row.fields()[4:], problem, unusable))
     return out
 
 
@@ -114,7 +115,11 @@ def task(stat: FileStat, old: FileRow | None) -> Task:
     return stat.relpath, stat.size, stat.mtime_ns, stat.inode, old
 
 
-def found(result: Found) -> Examined:
-    """The master's side of ``examine_many``: the result as ``examine`` gives it."""
+def found(stat: FileStat, result: Found) -> Examined:
+    """The master's side of ``examine_many``: the result as ``examine`` gives it (a row
+    describes the stat it was read for)."""
     fields, problem, unusable = result
-    return Examined(None if fields is None else FileRow(*fields), problem, unusable)
+    if fields is None:
+        return Examined(None, problem, unusable)
+    row = FileRow(stat.relpath, stat.size, stat.mtime_ns, stat.inode, *fields)
+    return Examined(row, problem, unusable)

@@ -144,7 +144,8 @@ def _examined(index: Index, to_read: ToRead, processes: int | None
             with _pool(index, processes) as pool:
                 for results in pool.map(examine_many, chunks):
                     for result in results:
-                        yield to_read[done][0], found(result)
+                        stat = to_read[done][0]
+                        yield stat, found(stat, result)
                         done += 1
         except (OSError, BrokenProcessPool) as exc:  # no pool here (sandbox, memory): alone
             log.warning("cannot read files in parallel (%s); reading the rest in one process",

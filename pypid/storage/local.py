@@ -116,7 +116,7 @@ class PackageRoot:
         st = entry.stat()
         if not stat_module.S_ISREG(st.st_mode):
             return None
-        return FileStat.of(entry.path[cut:], st)
+        return FileStat(entry.path[cut:], st.st_size, st.st_mtime_ns, st.st_ino)  # .of, inlined
 
     def stat(self, relpath: str) -> FileStat | None:
         """The current stat of one listed file, or None if it is gone or not listable."""
