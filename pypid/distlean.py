@@ -29,7 +29,7 @@ _MAX_MEMBERS, _MAX_DIRECTORY = 100_000, 16 * 1024 * 1024  # distfile's bounds (a
 _BLOCK = 512
 _TAR_STEP = 256 * 1024  # inflated per step while looking for PKG-INFO
 _TAR_MAX = 4 * 1024 * 1024  # looked at no further: the full reader, with its bounds
-_TAR_MARGIN = 64 * 1024  # tarfile's read-ahead stays within this (see tar_member)
+_TAR_MARGIN = 64 * 1024  # GzipFile reads ahead less than this (see _tar_data)
 
 
 def zip_member(data: bytes, suffix: bytes, limit: int) -> bytes | None:
