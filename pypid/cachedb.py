@@ -9,9 +9,11 @@ cache folder degrades to a private in-memory cache with one warning.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -191,3 +193,19 @@ class _transaction:
         if not self.own:
             return
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def unlinked_file(directory: Path, prefix: str) -> int:
+    """A new scratch file in the cache folder that no name points to (``O_TMPFILE``, else
+    made and unlinked at once, named ``prefix...`` meanwhile): a crash leaves nothing."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            return os.open(directory, flags | tmpfile, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    fd, path = tempfile.mkstemp(prefix=prefix, dir=directory)
+    os.unlink(path)
+    return fd

@@ -99,6 +99,7 @@ def build_app(config: Config, progress: Callable[[int, int], None] | None = None
         report_ownerless(services.manager)
         app = create_app(config, services=services)
         prerender(services.index, services.pages)  # workers read them; see the module
+        services.index.seal_files()  # workers look files up outside the heap; see the module
     finally:
         gc.enable()
     services.index.cache.close()  # SQLite connections must not cross fork

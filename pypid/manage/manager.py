@@ -9,6 +9,7 @@ the file away only once its line is written. Uploads pass through ``UploadGate``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from packaging.version import Version
 from pypid.events import AuditLog, Event
 from pypid.index.ledger import Ledger
 from pypid.index.records import STATUSES
-from pypid.index.slots import release_slot
+from pypid.index.slots import release_slot, slot_name
 from pypid.manage.catalog import Catalog, Found, find, project_name, release, sha256_of
 from pypid.manage.reading import entries
 from pypid.manage.rights import (
@@ -28,7 +29,9 @@ from pypid.manage.rights import (
     NotFoundError,
     Policy,
 )
-from pypid.storage import Storage
+from pypid.storage import Storage, StorageError
+
+log = logging.getLogger("pypid.manage")
 
 Changed = Callable[[list[str]], None]  # relpaths removed (maybe none): apply the change now
 
@@ -107,9 +110,20 @@ class Manager:
                                                  file=found.filename, sha256=sha256,
                                                  size=found.size))
                     removed.append(found.relpath)
+                    self._free_claim(found.filename)
         finally:
             self._applied(removed)
         return done
+
+    def _free_claim(self, filename: str) -> None:
+        """A removed file's release claim (a bucket's) goes with it: another spelling of the
+        release may be uploaded at once, as on a local root. A claim left (the store failed
+        here) is void once stale anyway."""
+        try:
+            self.root.unclaim(slot_name(filename), filename)
+        except StorageError as exc:
+            log.warning("removed %s, but its release claim stays until it is stale: %s",
+                        filename, exc)
 
     def set_status(self, actor: Actor, name: str, status: str, reason: str | None) -> Event:
         if status not in STATUSES:

@@ -126,6 +126,9 @@ class Flusher:
         self.file = folder.worker_file(os.getpid())
         self._stop = threading.Event()
         self._warned = False
+        # One write at a time, each of a snapshot taken in turn: the periodic write and the
+        # last one (stop) share the temp file, and an older snapshot must never land last.
+        self._writing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="pypid-metrics", daemon=True)
 
     def start(self) -> None:
@@ -137,7 +140,8 @@ class Flusher:
 
     def flush(self) -> None:
         try:
-            self.folder.write(self.file, tally.snapshot())
+            with self._writing:
+                self.folder.write(self.file, tally.snapshot())
         except OSError as exc:
             if not self._warned:  # once: a read-only root would say so every second
                 self._warned = True

@@ -60,7 +60,7 @@ METADATA_SUFFIX = ".metadata"
 _READS = frozenset(("GET", "HEAD"))
 UI_PATHS = ("/projects", "/project/")
 METADATA_CACHE_BYTES = 16 * 1024 * 1024  # per worker
-FILE_REPLIES_CACHED = 4096
+FILE_REPLIES_CACHED = 1024
 
 
 def _header(name: str) -> property:
@@ -313,7 +313,7 @@ class SimpleAPI:
         plain = not (req.if_none_match or req.if_modified_since or req.range)
         if plain:  # the usual download: one Reply per file version, made once
             cached = self._file_replies.get(entry.filename)
-            if cached is not None and cached[0] is entry:  # a change makes a new entry
+            if cached is not None and cached[0] == entry:  # a change makes another entry
                 return cached[1]
         identity = entry.identity
         mtime = entry.mtime_ns / 1e9

@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import tempfile
 import threading
 import time
 import weakref
@@ -34,6 +33,8 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+
+from pypid.cachedb import unlinked_file
 
 log = logging.getLogger("pypid.pages")
 
@@ -241,7 +242,7 @@ class PagePack:
 
     def _open(self) -> bool:
         try:
-            self._fd = unlinked_file(self.directory)
+            self._fd = unlinked_file(self.directory, ".pages-")
         except OSError as exc:
             self._fail(exc)
             return False
@@ -324,18 +325,3 @@ def disk_space(fd: int) -> tuple[int, int]:
     """Bytes (free to unprivileged users, in all) on the disk holding ``fd``."""
     st = os.fstatvfs(fd)
     return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-
-
-def unlinked_file(directory: Path) -> int:
-    """A new file in ``directory`` that no name points to."""
-    flags = os.O_RDWR | os.O_CLOEXEC
-    tmpfile = getattr(os, "O_TMPFILE", 0)
-    if tmpfile:
-        try:
-            return os.open(directory, flags | tmpfile, 0o600)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                raise
-    fd, path = tempfile.mkstemp(prefix=".pages-", dir=directory)
-    os.unlink(path)
-    return fd

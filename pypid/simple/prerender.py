@@ -24,11 +24,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from pypid.cachedb import unlinked_file
 from pypid.index import Index
 from pypid.simple import pep691
 from pypid.simple.negotiate import JSON, TEXT_HTML
 from pypid.simple.pagecache import INDEX, PageCache, etag_of
-from pypid.simple.pagepack import BATCH_BYTES, PagePack, unlinked_file
+from pypid.simple.pagepack import BATCH_BYTES, PagePack
 from pypid.simple.render import render
 
 log = logging.getLogger("pypid.pages")
@@ -124,7 +125,7 @@ class _Helpers:
         if shares < 2:
             return
         try:
-            self.fds = [unlinked_file(directory) for _ in range(shares - 1)]
+            self.fds = [unlinked_file(directory, ".pages-") for _ in range(shares - 1)]
             _state[:] = [(index, projects, shares, self.fds)]
             self.pool = ProcessPoolExecutor(shares - 1, initializer=_start,
                                             mp_context=multiprocessing.get_context("fork"))

@@ -197,7 +197,8 @@ class Storage(Protocol):
         ...
 
     def unclaim(self, slot: str, filename: str) -> None:
-        """``filename``'s upload failed after its claim: free the slot again."""
+        """``filename``'s upload failed after its claim, or the file was removed: free the
+        slot again (only if the claim names it and it is not stored)."""
         ...
 
     def publish_lock(self) -> AbstractContextManager[None]:

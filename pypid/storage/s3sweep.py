@@ -72,17 +72,29 @@ KEPT_DIR = ".pypid/keeping/"  # BucketRoot.keeping's copies of bytes being repla
 
 
 def drop_stale_kept(client: Any, place: BucketPlace, now: float | None = None) -> int:
-    """Delete the copies ``keeping`` made that are older than ``stale_seconds()``: a node
-    killed while replacing a file left them (its block lasts a moment); how many."""
+    """Delete the copies ``keeping`` made that are older than ``stale_seconds()`` and that
+    the file holds again (a node killed while replacing it left them: its block lasts a
+    moment); how many. A copy of other bytes than the file's (a put-back that failed, or a
+    replacement that ended as the node was killed) may be the only copy of a file's
+    recorded bytes: it stays, and a warning names it, for an administrator to decide."""
     cutoff = (time.time() if now is None else now) - stale_seconds()
-    request: dict[str, Any] = {"Bucket": place.bucket, "Prefix": place.top + KEPT_DIR}
+    prefix = place.top + KEPT_DIR
+    request: dict[str, Any] = {"Bucket": place.bucket, "Prefix": prefix}
     dropped = 0
     for _page in range(PAGE_LIMIT):
         answer = client.list_objects_v2(**request)
         for item in answer.get("Contents", ()):
-            if _stamp(item.get("LastModified")) <= cutoff:
+            if _stamp(item.get("LastModified")) > cutoff:
+                continue
+            relpath = item["Key"][len(prefix):]
+            if _etag_of(client, place, place.key(relpath)) == item.get("ETag"):
                 client.delete_object(Bucket=place.bucket, Key=item["Key"])
                 dropped += 1
+            else:
+                log.warning("s3: %s holds older bytes of %s than the file has now (a node "
+                            "stopped while replacing it): if the audit log's last upload of "
+                            "%s is not the file's sha256, copy it back; then delete it",
+                            item["Key"], relpath, relpath)
         if not answer.get("IsTruncated"):
             break
         request["ContinuationToken"] = answer.get("NextContinuationToken", "")
@@ -90,6 +102,16 @@ def drop_stale_kept(client: Any, place: BucketPlace, now: float | None = None) -
         log.info("s3: removed %d copy(ies) a stopped node kept of files it was replacing",
                  dropped)
     return dropped
+
+
+def _etag_of(client: Any, place: BucketPlace, key: str) -> str | None:
+    """The object's ETag; None when it is not there."""
+    try:
+        return client.head_object(Bucket=place.bucket, Key=key).get("ETag")  # type: ignore[no-any-return]
+    except client_errors() as exc:
+        if is_missing(exc):
+            return None
+        raise
 
 
 def _last_part(client: Any, bucket: str, key: str, upload_id: str) -> float:

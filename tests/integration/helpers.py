@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html.parser
 import http.client
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -131,6 +133,34 @@ def until(probe: Callable[[], object], what: str, streak: int = 8, within: float
         passed = 0
         assert time.monotonic() < deadline, what
         time.sleep(0.02)
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The PIDs of the server's workers (its master's children)."""
+    pid = server.proc.pid
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@contextlib.contextmanager
+def alone(server: Server, worker: int) -> Iterator[None]:
+    """Only ``worker`` answers meanwhile: the others are stopped (SIGSTOP), then go on."""
+    others = [pid for pid in worker_pids(server) if pid != worker]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
+def until_every_worker(server: Server, probe: Callable[[], object], what: str,
+                       within: float = LIVE) -> None:
+    """``until`` for each worker in turn, the others stopped: a change must reach every
+    worker, and which one accepts a connection is the kernel's choice (often the same)."""
+    for worker in worker_pids(server):
+        with alone(server, worker):
+            until(probe, f"{what} (worker {worker})", streak=1, within=within)
 
 
 def project_json(url: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.builders import make_wheel
 from tests.integration.harness import STARTED, launch, start_server, stop, write_config
-from tests.integration.helpers import JSON_TYPE, Server, get, until
+from tests.integration.helpers import JSON_TYPE, Server, get, until, until_every_worker
 from tests.integration.test_governance import install, page, pypid
 from tests.integration.test_s3_nodes import PASSWORDS, call, cli
 from tests.integration.test_uploads import BOUNDARY, add_user, form_for, multipart
@@ -114,13 +114,15 @@ def test_an_export_imported_into_a_bucket_moves_the_site(move: Move, tmp_path: P
 
     old_etag, old_files = etag_and_files(move.old, "moved")
     node1, node2 = move.nodes
-    def same_pages_on_both() -> bool:  # asked anew each time: each worker must have them
+    def same_pages_on_both() -> bool:
         (etag1, files1), (etag2, files2) = (etag_and_files(n, "moved") for n in move.nodes)
         retired = [etag_and_files(n, "retired")[1] for n in move.nodes]
         return (etag1 is not None and etag1 == etag2 and len(files1) == 2 and files1 == files2
                 and all(len(files) == 1 for files in retired))
 
-    until(same_pages_on_both, "both nodes list every imported file, with the same ETags")
+    for node in move.nodes:  # each worker of each node, alone
+        until_every_worker(node, same_pages_on_both,
+                           "both nodes list every imported file, with the same ETags")
     files1 = etag_and_files(node1, "moved")[1]
     # The old server's files as it showed them: hashes, sizes, yank, upload times.
     assert [(f["filename"], f["hashes"], f["size"], f["yanked"], f["upload-time"])

@@ -272,3 +272,34 @@ def test_a_root_unchanged_since_the_load_is_not_compared_file_by_file(
         index.start_watching(catch_up_first=True)
         assert sorted(compared) == (names if changed else [])
         assert index.projects() == ["a", "b"]
+
+
+def test_stored_bytes_follow_every_change(root: Path, tmp_path: Path,
+                                          open_index: Callable[[], Index]) -> None:
+    """Kept as a running total (no read of every entry): it must match the files shown
+    through additions, a replacement, duplicates and removals."""
+    def total(index: Index) -> int:
+        return sum(e.size for p in index.projects() for e in index.files(p) or ())
+
+    (root / "a").mkdir()
+    (root / "b").mkdir()
+    make_sdist(root / "b", "dup", "1.0")
+    make_sdist(root / "a", "dup", "1.0", requires_python=">=3")
+    make_wheel(root, "one", "1.0")
+    index = open_index()
+    assert index.stored_bytes() == total(index) > 0
+    index.start_watching()
+    make_wheel(root, "two", "1.0", payload=b"x" * 5000)
+    assert wait_for(lambda: index.files("two"), timeout=WRITING_GRACE + 1)
+    assert index.stored_bytes() == total(index)
+    shutil.copy(make_sdist(tmp_path, "dup", "1.0", requires_python=">=3.10"),
+                root / "a" / "dup-1.0.tar.gz")
+    assert wait_for(lambda: (e := index.file("dup-1.0.tar.gz")) is not None
+                    and e.requires_python == ">=3.10")
+    assert index.stored_bytes() == total(index)
+    (root / "a" / "dup-1.0.tar.gz").unlink()
+    (root / "one-1.0-py3-none-any.whl").unlink()
+    assert wait_for(lambda: index.file("one-1.0-py3-none-any.whl") is None
+                    and (e := index.file("dup-1.0.tar.gz")) is not None
+                    and e.relpath == "b/dup-1.0.tar.gz")
+    assert index.stored_bytes() == total(index)

@@ -4,14 +4,16 @@ prometheus_client's parser) and the STATUS line's figures."""
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 from pypid.metrics import exposition, tally
 from pypid.metrics.pulse import Pulse
-from pypid.metrics.store import RETIRED, MetricsFolder
+from pypid.metrics.store import RETIRED, Flusher, MetricsFolder
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -114,3 +116,32 @@ def test_status_figures(tmp_path: Path) -> None:
     now[0] += 86400  # the next day: counted from its first line
     assert pulse.line().endswith(", 0 uploads today")
     assert pulse.line().isascii()
+
+
+def test_the_last_flush_holds_every_count(tmp_path: Path) -> None:
+    """The worker's last write (stop) lands after a periodic write that was under way,
+    never before it: an older snapshot must not be what the file keeps."""
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowFolder(MetricsFolder):
+        def write(self, path: Path, counts: tally.Counts) -> None:
+            if not entered.is_set():  # the periodic write: held mid-way
+                entered.set()
+                assert release.wait(10)
+            super().write(path, counts)
+
+    flusher = Flusher(SlowFolder(tmp_path / "metrics"))
+    key = ("race", uuid.uuid4().hex)
+    tally.add(*key)
+    periodic = threading.Thread(target=flusher.flush)
+    periodic.start()
+    assert entered.wait(10)
+    tally.add(*key)  # counted after the periodic snapshot
+    last = threading.Thread(target=flusher.stop)
+    last.start()
+    last.join(0.2)  # it waits for the write under way (or, wrongly, lands first)
+    release.set()
+    periodic.join(10)
+    last.join(10)
+    rows = json.loads(flusher.file.read_text())
+    assert [row[-1] for row in rows if tuple(row[:-1]) == key] == [2]

@@ -15,7 +15,10 @@ import pytest
 
 from pypid.events import EventLogError
 from pypid.growing import BrokenDownload
+from pypid.index.ledger import Ledger
 from pypid.index.slots import slot_name
+from pypid.manage import Actor, Manager, Policy
+from pypid.manage.catalog import RootCatalog
 from pypid.storage import FileStat, StorageError, s3sweep, s3upload
 from pypid.storage.s3 import BucketRoot
 from pypid.storage.s3cache import FileCache
@@ -117,6 +120,21 @@ def test_an_overwrite_that_fails_puts_the_old_bytes_back(bucket: BucketRoot) -> 
     listed = bucket.clients.plain().list_objects_v2(Bucket=BUCKET, Prefix=bucket.place.top)
     assert [o["Key"] for o in listed.get("Contents", ())] == [
         bucket.place.key("demo-1.0.tar.gz")]
+
+
+def test_stale_kept_copies_go_only_when_the_file_holds_them_again(bucket: BucketRoot) -> None:
+    """A copy ``keeping`` left is deleted by the sweep once stale if the file holds the
+    same bytes; another (a put-back that failed) may be the only copy: it stays."""
+    client, top = bucket.clients.plain(), bucket.place.key(s3sweep.KEPT_DIR)
+    store_bytes(bucket, "same-1.0.tar.gz", b"old bytes")
+    store_bytes(bucket, "other-1.0.tar.gz", b"unrecorded new bytes")
+    for name, data in (("same-1.0.tar.gz", b"old bytes"), ("other-1.0.tar.gz", b"old bytes"),
+                       ("gone-1.0.tar.gz", b"old bytes")):
+        client.put_object(Bucket=BUCKET, Key=top + name, Body=data)
+    assert s3sweep.drop_stale_kept(client, bucket.place) == 0  # young: a replace may run
+    assert s3sweep.drop_stale_kept(client, bucket.place, now=time.time() + 7200) == 1
+    left = client.list_objects_v2(Bucket=BUCKET, Prefix=top).get("Contents", ())
+    assert sorted(o["Key"][len(top):] for o in left) == ["gone-1.0.tar.gz", "other-1.0.tar.gz"]
 
 
 def test_racing_nodes_store_exactly_one(s3_store: Store, tmp_path: Path, prefix: str) -> None:
@@ -362,6 +380,22 @@ def test_a_release_slot_is_claimed_once_across_spellings(
     assert bucket.claim(other, "baz-2.0.tar.gz") is None
     monkeypatch.setenv(s3sweep.STALE_ENV, "0")  # a killed node's claim: void once stale
     assert bucket.claim(other, "BAZ-2.0.tar.gz") is None
+
+
+def test_a_removed_file_frees_its_release_claim(
+        bucket: BucketRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a local root, once a file is removed another spelling of its release may be
+    uploaded at once (its claim does not hold the slot until it is stale)."""
+    monkeypatch.delenv(s3sweep.STALE_ENV, raising=False)
+    slot = slot_name("Foo_Bar-1.0.tar.gz")
+    store_bytes(bucket, "Foo_Bar-1.0.tar.gz", b"first")
+    assert bucket.claim(slot, "Foo_Bar-1.0.tar.gz") is None
+    events = bucket.event_log()
+    manager = Manager(bucket, events, Ledger(events), RootCatalog(bucket),
+                      policy=Policy(frozenset(), project_owners=False), users=list)
+    manager.remove(Actor("cli:root", None, admin=True), manager.find("foo-bar==1.0"))
+    assert bucket.stat("Foo_Bar-1.0.tar.gz") is None
+    assert bucket.claim(slot, "foo.bar-1.0.tar.gz") is None
 
 
 class GatedBody:
