@@ -10,6 +10,7 @@ import bz2
 import contextlib
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import re
@@ -24,6 +25,8 @@ from typing import IO, NewType
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
+
+from pypid import distlean
 
 NormalizedName = NewType("NormalizedName", str)
 
@@ -204,7 +207,9 @@ def parse_requires_python(metadata: bytes) -> tuple[str | None, str | None]:
     """
     found: dict[str, str] = {}
     current = None
-    for line in metadata.decode("utf-8", "replace").splitlines():
+    blank = metadata.find(b"\n\n")  # the headers end there at the latest: skip the body
+    headers = metadata if blank < 0 else metadata[:blank]
+    for line in headers.decode("utf-8", "replace").splitlines():
         if not line.strip():
             break  # the end of the headers
         if line[0] in " \t":
@@ -227,26 +232,6 @@ def _clean_header(value: object) -> str | None:
     return text or None
 
 
-class Digests:
-    """md5, sha256 and blake2b-256 of a stream, fed chunk by chunk."""
-
-    def __init__(self) -> None:
-        self._hashes = {
-            "md5": hashlib.md5(usedforsecurity=False),
-            "sha256": hashlib.sha256(),
-            "blake2_256": hashlib.blake2b(digest_size=32),
-        }
-        self.size = 0
-
-    def update(self, chunk: bytes) -> None:
-        for digest in self._hashes.values():
-            digest.update(chunk)
-        self.size += len(chunk)
-
-    def hexdigest(self, name: str) -> str:
-        return self._hashes[name].hexdigest()
-
-
 # -- I/O: the only functions here that touch the file system
 
 
@@ -260,7 +245,7 @@ def hash_file(handle: IO[bytes], chunk_size: int = 1024 * 1024) -> tuple[str, in
     return digest.hexdigest(), size
 
 
-def read_core_metadata(path: Path | IO[bytes], dist: DistFile) -> CoreMetadata:
+def read_core_metadata(path: Path | IO[bytes] | bytes, dist: DistFile) -> CoreMetadata:
     """Read a wheel's ``.dist-info/METADATA`` (exact bytes) or an sdist's ``PKG-INFO``.
 
     ``path`` is a path or an open binary file (an upload being checked).
@@ -279,8 +264,15 @@ def read_core_metadata(path: Path | IO[bytes], dist: DistFile) -> CoreMetadata:
     return CoreMetadata(data if dist.kind == WHEEL else None, requires, name)
 
 
-def read_metadata(path: Path | IO[bytes], dist: DistFile) -> bytes | None:
-    """A wheel's METADATA or an sdist's PKG-INFO (None: none), read within the bounds above."""
+def read_metadata(path: Path | IO[bytes] | bytes, dist: DistFile) -> bytes | None:
+    """A wheel's METADATA or an sdist's PKG-INFO (None: none), read within the bounds above.
+    A whole file in memory (``bytes``) is tried with ``distlean``'s readers first."""
+    if isinstance(path, bytes):
+        is_zip = dist.kind == WHEEL or dist.filename.endswith(".zip")
+        found = distlean.member(path, is_zip, dist.kind == WHEEL, MAX_METADATA_BYTES)
+        if found is not None:
+            return found
+        path = io.BytesIO(path)
     try:
         with contextlib.ExitStack() as stack:
             handle = stack.enter_context(open(path, "rb")) if isinstance(path, Path) else path

@@ -3,10 +3,10 @@ expensive step, done once per file version and kept in the cache."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
-import io
 import signal
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from pypid.cachedb import FileRow
 from pypid.distfile import (
@@ -43,11 +43,10 @@ def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
         return Examined(None, f"ignoring {stat.relpath}: {exc.reason}")
     try:
         with root.open(stat.relpath) as handle:
-            source: IO[bytes] = handle
+            source: IO[bytes] | bytes = handle
             if stat.size < WHOLE_BELOW:
-                data = handle.read(stat.size + 1)  # one more: a file still growing
-                sha256, size = hashlib.sha256(data).hexdigest(), len(data)
-                source = io.BytesIO(data)
+                source = handle.read(stat.size + 1)  # one more: a file still growing
+                sha256, size = hashlib.sha256(source).hexdigest(), len(source)
             else:
                 sha256, size = hash_file(handle)
             if size != stat.size:
@@ -90,10 +89,37 @@ def start_pool_process(root: Storage) -> None:
     processes need not print a traceback each.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.enable()  # forked while the master's load had it off
     _pool_root[:] = [root]
 
 
-def examine_many(files: list[tuple[FileStat, FileRow | None]]) -> list[Examined]:
+# What crosses between the master and a pool process, as plain tuples (pickling a
+# dataclass costs ten times more): a file to read (relpath, size, mtime_ns, inode, its
+# old row), and what reading it found (the row's fields after the four the master has
+# already, problem, unusable).
+Task = tuple[str, int, int, int, FileRow | None]
+Found = tuple[tuple[Any, ...] | None, str | None, bool]
+
+
+def examine_many(files: list[Task]) -> list[Found]:
     """``examine`` for a chunk of files: one task, one message each way, for many files."""
     root = _pool_root[0]
-    return [examine(root, stat, old) for stat, old in files]
+    out: list[Found] = []
+    for relpath, size, mtime_ns, inode, old in files:
+        row, problem, unusable = examine(root, FileStat(relpath, size, mtime_ns, inode), old)
+        out.append((None if row is None else row.fields()[4:], problem, unusable))
+    return out
+
+
+def task(stat: FileStat, old: FileRow | None) -> Task:
+    return stat.relpath, stat.size, stat.mtime_ns, stat.inode, old
+
+
+def found(stat: FileStat, result: Found) -> Examined:
+    """The master's side of ``examine_many``: the result as ``examine`` gives it (a row
+    describes the stat it was read for)."""
+    fields, problem, unusable = result
+    if fields is None:
+        return Examined(None, problem, unusable)
+    row = FileRow(stat.relpath, stat.size, stat.mtime_ns, stat.inode, *fields)
+    return Examined(row, problem, unusable)

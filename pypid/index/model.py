@@ -342,7 +342,8 @@ class ReadModel:
     def _changing_files(self, project: NormalizedName) -> dict[str, FileEntry]:
         files = self._changing.get(project)
         if files is None:
-            files = {e.filename: e for e in self._by_project.get(project, ())}
+            known = self._by_project.get(project)
+            files = {e.filename: e for e in known} if known else {}  # a new project: {}
             self._changing[project] = files
         return files
 
@@ -361,8 +362,9 @@ class ReadModel:
         if files:
             if project not in self._by_project:
                 self.projects_serial += 1
-            self._by_project[project] = tuple(
-                sorted(files.values(), key=lambda e: (Version(e.version), e.filename)))
+            self._by_project[project] = tuple(  # one file (most projects): no Version parsed
+                sorted(files.values(), key=lambda e: (Version(e.version), e.filename))
+                if len(files) > 1 else files.values())
             self._project_serial[project] = self._serial if serial is None else serial
         elif project in self._by_project:
             del self._by_project[project]

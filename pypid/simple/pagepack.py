@@ -151,16 +151,33 @@ class PagePack:
                 self._fail(exc)
                 return
             self._end += len(data)
-            for space, name, serial, page in batch:
-                names = self._where.setdefault(space, {})
-                old = names.get(name)
-                if old is not None:
-                    self._dead += old & _LENGTH_MASK
-                names[name] = serial << _SERIAL_SHIFT | offset << _OFFSET_SHIFT | len(page)
-                offset += len(page)
+            self._register(((space, name, serial, len(page)) for space, name, serial, page
+                            in batch), offset)
             if self._troubled:
                 self._troubled = False
                 log.info("page file in %s: storing pages again", self.directory)
+
+    def adopt(self, fd: int, size: int, pages: Iterable[tuple[str, str, int, int]]) -> bool:
+        """Append the first ``size`` bytes of the file ``fd`` holds: ``pages`` (space, name,
+        serial, length) written one after another by another process (``prerender``'s
+        helpers). False: not stored (the caller renders those pages itself)."""
+        with self._lock:
+            if not self._writable(size):
+                return False
+            offset = self._end
+            try:
+                copied = 0
+                while copied < size:
+                    step = _copy(fd, self._fd, size - copied, copied, offset + copied)
+                    if step <= 0:
+                        raise OSError(errno.EIO, "short copy")
+                    copied += step
+            except OSError as exc:
+                self._fail(exc)
+                return False
+            self._end += size
+            self._register(pages, offset)
+            return True
 
     def seal(self) -> None:
         """Keep the pages stored so far as they are, for this process and every one forked
@@ -188,6 +205,16 @@ class PagePack:
             self._generation += 1
 
     # -- under self._lock
+
+    def _register(self, pages: Iterable[tuple[str, str, int, int]], offset: int) -> None:
+        """Note where pages (space, name, serial, length) written from ``offset`` on are."""
+        for space, name, serial, length in pages:
+            names = self._where.setdefault(space, {})
+            old = names.get(name)
+            if old is not None:
+                self._dead += old & _LENGTH_MASK
+            names[name] = serial << _SERIAL_SHIFT | offset << _OFFSET_SHIFT | length
+            offset += length
 
     def _writable(self, length: int) -> bool:
         if self._paused_until and time.monotonic() < self._paused_until:
@@ -251,12 +278,18 @@ class Sealed:
     __slots__ = ("hashes", "serials", "places")
 
     def __init__(self, names: dict[str, int]) -> None:
-        rows = sorted((hash(name), value) for name, value in names.items())
-        counts = Counter(h for h, _ in rows)
-        rows = [row for row in rows if counts[row[0]] == 1]
-        self.hashes = array("q", (h for h, _ in rows))
-        self.serials = array("Q", (v >> _SERIAL_SHIFT for _, v in rows))
-        self.places = array("Q", (v & (1 << _SERIAL_SHIFT) - 1 for _, v in rows))
+        rows = sorted(zip(map(hash, names), names.values(), strict=True))
+        hashes = [h for h, _ in rows]
+        if len(set(hashes)) != len(hashes):  # rare: leave out every hash two names share
+            counts = Counter(hashes)
+            rows = [row for row in rows if counts[row[0]] == 1]
+            hashes = [h for h, _ in rows]
+        values = [v for _, v in rows]
+        self.hashes = array("q", hashes)
+        # Generators, not lists: each int made here is freed before the next (a list of
+        # them would leave holes in the heap the workers inherit).
+        self.serials = array("Q", (v >> _SERIAL_SHIFT for v in values))
+        self.places = array("Q", (v & (1 << _SERIAL_SHIFT) - 1 for v in values))
 
     def find(self, name: str, serial: int) -> int | None:
         """``offset << 32 | length`` of the page, or None."""
@@ -274,6 +307,18 @@ def _size(count: int) -> str:
     ('512 MB', '800 KB')
     """
     return f"{count // 1024**2} MB" if count >= 1024**2 else f"{count // 1024} KB"
+
+
+def _copy(src: int, dst: int, count: int, at_src: int, at_dst: int) -> int:
+    """Copy bytes between two files in the kernel where it can (else through memory)."""
+    if hasattr(os, "copy_file_range"):
+        try:
+            return os.copy_file_range(src, dst, count, at_src, at_dst)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    data = os.pread(src, min(count, BATCH_BYTES), at_src)
+    return os.pwrite(dst, data, at_dst) if data else 0
 
 
 def disk_space(fd: int) -> tuple[int, int]:

@@ -2,22 +2,34 @@
 
 A worker that renders a page reads every ``FileEntry`` of the project, and a read
 is a write to the entry's reference count: the memory page holding it, shared with
-the master since the fork, becomes the worker's own copy. Rendering all the pages
-once took a worker's memory from 46 to 95 MB (54,307 files). Rendered ahead, a
+the master since the fork, becomes the worker's own copy. Rendered ahead, a
 page is one ``pread`` of the master's page file (``PagePack``), which workers
 inherit and read; a project that changes later is rendered by the worker again.
+
+With many projects and more than one core, forked helpers render a share each into
+a file of their own while the master renders its share; the master then copies
+their files into its page file (in the kernel) and notes where each page is.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import time
+from array import array
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
+from pypid.cachedb import unlinked_file
 from pypid.index import Index
 from pypid.simple import pep691
 from pypid.simple.negotiate import JSON, TEXT_HTML
-from pypid.simple.pagecache import INDEX, PageCache
+from pypid.simple.pagecache import INDEX, PageCache, etag_of
+from pypid.simple.pagepack import BATCH_BYTES, PagePack
 from pypid.simple.render import render
 
 log = logging.getLogger("pypid.pages")
@@ -25,24 +37,67 @@ log = logging.getLogger("pypid.pages")
 # What pip and uv ask for (JSON) and browsers and older clients (HTML); the third
 # type, PEP 691's HTML, is rendered when first asked for.
 AHEAD = (JSON, TEXT_HTML)
+HELP_FROM = 4000  # fewer projects: all rendered here (a fork costs more than it saves)
+MAX_HELPERS = 7
+
+Written = tuple[int, bytes]  # what a helper wrote: bytes, each page's length (array "Q")
 
 
-def prerender(index: Index, pages: PageCache) -> int:
+def prerender(index: Index, pages: PageCache, helpers: int | None = None) -> int:
     """Render every project page (and the project list, plain and gzipped) into
-    ``pages``; returns how many projects. Nothing without a page file."""
-    if pages.pack is None:
+    ``pages``; returns how many projects. Nothing without a page file. ``helpers``:
+    how many forked processes render a share (default: one per other usable core)."""
+    pack = pages.pack
+    if pack is None:
         return 0
     started = time.monotonic()
     projects = index.projects()
-    pages.store(_rendered(index, projects))
-    listing = pep691.index_page(index)
-    for media in AHEAD:
-        page = pages.get(INDEX, media, index.projects_serial, lambda m=media: render(m, listing))
-        page.gzipped()  # made once here, not once per worker
-    pages.pack.seal()
-    log.info("rendered the pages of %d projects in %.1f s", len(projects),
-             time.monotonic() - started)
+    if helpers is None:
+        helpers = _helpers(index, len(projects))
+    shares = helpers + 1
+    with _Helpers(index, projects, shares, pack.directory) as helping:
+        pages.store(_rendered(index, projects[0::shares]))
+        listing = pep691.index_page(index)  # while the helpers finish
+        for media in AHEAD:
+            page = pages.get(INDEX, media, index.projects_serial,
+                             lambda m=media: render(m, listing))
+            page.gzipped()  # made once here, not once per worker
+        for share, written in helping.results():
+            if written is None or not _adopt(index, pack, helping.fds[share - 1], written,
+                                             projects[share::shares]):
+                pages.store(_rendered(index, projects[share::shares]))  # here, then
+    pack.seal()
+    log.info("rendered the pages of %d projects in %.1f s (%d processes)", len(projects),
+             time.monotonic() - started, shares)
     return len(projects)
+
+
+def _helpers(index: Index, projects: int) -> int:
+    if projects < HELP_FROM or index.root.is_remote:  # a bucket's client must not cross a fork
+        return 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return max(0, min(usable - 1, MAX_HELPERS))
+
+
+def _adopt(index: Index, pack: PagePack, fd: int, written: Written, projects: list[str]) -> bool:
+    """Take a helper's pages into ``pack``: their keys are those ``_rendered`` gives for its
+    share (the same index here), their lengths what the helper sent (an array: a list of
+    tuples would leave ~10 MB of holes in the heap the workers inherit)."""
+    size, packed = written
+    lengths = array("Q", packed)
+    if len(lengths) != sum(1 for _ in _keys(index, projects)):
+        return False
+    return pack.adopt(fd, size, ((*key, length) for key, length
+                                 in zip(_keys(index, projects), lengths, strict=True)))
+
+
+def _keys(index: Index, projects: list[str]) -> Iterator[tuple[str, str, int]]:
+    """(media, project, serial) of each page ``_rendered`` gives, in its order."""
+    for project in projects:
+        serial = index.project_serial(project)
+        if serial is not None and index.files(project) is not None:
+            for media in AHEAD:
+                yield media, project, serial
 
 
 def _rendered(index: Index, projects: list[str]) -> Iterator[tuple[str, str, int, bytes]]:
@@ -52,3 +107,82 @@ def _rendered(index: Index, projects: list[str]) -> Iterator[tuple[str, str, int
         if serial is not None and data is not None:
             for media in AHEAD:
                 yield media, project, serial, render(media, data)
+
+
+# -- the helpers: forked after the load, so they hold the index the master holds
+
+_state: list[tuple[Index, list[str], int, list[int]]] = []  # set before the fork
+
+
+class _Helpers:
+    """Forked processes rendering shares 1..shares-1, each into an unlinked file."""
+
+    def __init__(self, index: Index, projects: list[str], shares: int, directory: Path) -> None:
+        self.shares = shares
+        self.fds: list[int] = []
+        self.futures: list[Future[Written]] = []
+        self.pool: ProcessPoolExecutor | None = None
+        if shares < 2:
+            return
+        try:
+            self.fds = [unlinked_file(directory, ".pages-") for _ in range(shares - 1)]
+            _state[:] = [(index, projects, shares, self.fds)]
+            self.pool = ProcessPoolExecutor(shares - 1, initializer=_start,
+                                            mp_context=multiprocessing.get_context("fork"))
+            self.futures = [self.pool.submit(_render_share, share) for share in range(1, shares)]
+        except (OSError, BrokenProcessPool, RuntimeError) as exc:
+            log.info("rendering pages in one process (%s)", exc)
+            self.futures = []
+
+    def results(self) -> Iterator[tuple[int, Written | None]]:
+        """(share, what its helper wrote or None: render it here) for shares 1..shares-1."""
+        for share in range(1, self.shares):
+            written = None
+            if share <= len(self.futures):
+                try:
+                    written = self.futures[share - 1].result()
+                except (OSError, BrokenProcessPool, RuntimeError) as exc:
+                    log.info("a helper could not render its pages (%s); rendering them here",
+                             exc)
+            yield share, written
+
+    def __enter__(self) -> _Helpers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        for fd in self.fds:
+            os.close(fd)
+        _state.clear()
+
+
+def _start() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master stops them (see examine)
+
+
+def _render_share(share: int) -> Written:
+    """In a helper: render one share of the projects into its file, as ``PageCache.store``
+    would have stored them (etag, then body)."""
+    index, projects, shares, fds = _state[0]
+    fd, size, lengths = fds[share - 1], 0, array("Q")
+    batch: list[bytes] = []
+    pending = 0
+    for _media, _project, _serial, body in _rendered(index, projects[share::shares]):
+        record = etag_of(body).encode("ascii") + body
+        batch.append(record)
+        lengths.append(len(record))
+        pending += len(record)
+        if pending >= BATCH_BYTES:
+            size += _write_all(fd, b"".join(batch), size)
+            batch, pending = [], 0
+    size += _write_all(fd, b"".join(batch), size)
+    return size, lengths.tobytes()
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> int:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+    return len(data)

@@ -5,16 +5,36 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 from pathlib import Path
 from typing import IO
 
-from pypid.distfile import Digests
 from pypid.storage.base import FileStat, NoSpaceError, StorageError, TooLargeError
 
 UPLOAD_PREFIX = ".pypid-upload-"  # named temp files (only where O_TMPFILE is missing)
 FILE_MODE = 0o644
+
+
+class Digests:
+    """md5, sha256 and blake2b-256 of a stream, fed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._hashes = {
+            "md5": hashlib.md5(usedforsecurity=False),
+            "sha256": hashlib.sha256(),
+            "blake2_256": hashlib.blake2b(digest_size=32),
+        }
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        for digest in self._hashes.values():
+            digest.update(chunk)
+        self.size += len(chunk)
+
+    def hexdigest(self, name: str) -> str:
+        return self._hashes[name].hexdigest()
 
 
 class IncomingFile:

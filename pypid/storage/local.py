@@ -116,7 +116,7 @@ class PackageRoot:
         st = entry.stat()
         if not stat_module.S_ISREG(st.st_mode):
             return None
-        return FileStat.of(entry.path[cut:], st)
+        return FileStat(entry.path[cut:], st.st_size, st.st_mtime_ns, st.st_ino)  # .of, inlined
 
     def stat(self, relpath: str) -> FileStat | None:
         """The current stat of one listed file, or None if it is gone or not listable."""
@@ -138,12 +138,15 @@ class PackageRoot:
 
     def resolve(self, relpath: str) -> Path:
         """The absolute path of ``relpath`` inside the root; raise UnsafePathError otherwise."""
+        return self.path.joinpath(*self._parts(relpath))
+
+    def _parts(self, relpath: str) -> list[str]:
         if not relpath or "\x00" in relpath or "\\" in relpath or relpath.startswith("/"):
             raise UnsafePathError(f"unsafe path {relpath!r}")
         parts = relpath.split("/")
         if any(part in ("", ".", "..") for part in parts):
             raise UnsafePathError(f"unsafe path {relpath!r}")
-        return self.path.joinpath(*parts)
+        return parts
 
     def directories(self) -> Iterator[str]:
         """Every visible directory below the root, as a relative path ('' is the root)."""
@@ -167,7 +170,9 @@ class PackageRoot:
                 yield path[cut:]
 
     def open(self, relpath: str) -> IO[bytes]:
-        return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it
+        # A string, not resolve's Path: a first start opens every file of the root.
+        self._parts(relpath)
+        return open(f"{self.where}/{relpath}", "rb")  # noqa: SIM115 - the caller closes it
 
     def mirror_shelf(self) -> Shelf | None:
         """A package root is one node's: its mirror keeps its cache to itself."""

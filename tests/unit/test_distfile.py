@@ -18,7 +18,6 @@ from pypid import distfile
 from pypid.distfile import (
     SDIST,
     WHEEL,
-    Digests,
     InvalidFilenameError,
     MetadataError,
     has_dist_suffix,
@@ -31,6 +30,7 @@ from pypid.distfile import (
     parse_requires_python,
     read_core_metadata,
 )
+from pypid.storage.incoming import Digests
 from tests.attack.bombs import MIB, many_members_tar, tar_bomb, zip_bomb
 from tests.builders import make_sdist, make_wheel
 

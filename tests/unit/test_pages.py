@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from pypid.index import Index
 from pypid.simple import pagepack
 from pypid.simple.pagecache import PageCache
 from pypid.simple.pagepack import PagePack
+from pypid.simple.prerender import AHEAD, prerender
 from pypid.storage import CACHE_DIRNAME
-from tests.builders import make_sdist
+from pypid.storage.local import PackageRoot
+from tests.builders import make_sdist, make_wheel
 
 
 @pytest.fixture
@@ -210,3 +213,41 @@ def test_the_app_keeps_its_pages_beside_the_cache_and_serves_them_back(
     pages._pages.clear()  # noqa: SLF001 - out of memory: the next answer comes from the file
     again = client.get("/simple/alpha/", headers={"Accept": "text/html"})
     assert (again.data, again.headers["ETag"]) == (first.data, first.headers["ETag"])
+
+
+@pytest.mark.parametrize("helpers", [1, 2])
+def test_pages_rendered_ahead_by_helpers_are_those_rendered_alone(
+        root: Path, tmp_path: Path, helpers: int, caplog: pytest.LogCaptureFixture) -> None:
+    """Forked helpers render shares of the projects into files the master copies into its
+    pack: every page reads back as the master alone would have stored it."""
+    for number in range(7):
+        make_sdist(root, f"p{number}", "1.0")
+        make_wheel(root, f"p{number}", "2.0", requires_python=">=3.9")
+    index = Index(PackageRoot(root))
+    index.load()
+    packs = []
+    for count in (0, helpers):
+        (tmp_path / f"pack{count}").mkdir()
+        pages = PageCache(pack=PagePack(tmp_path / f"pack{count}"))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "pypid.pages"):
+            assert prerender(index, pages, count) == 7
+        assert [r.getMessage()[-13:] for r in caplog.records] == [f"({count + 1} processes)"]
+        packs.append(pages.pack)
+    serials = {name: index.project_serial(name) for name in index.projects()}
+    for media in AHEAD:
+        for name, serial in serials.items():
+            alone, helped = (pack.get(media, name, serial) for pack in packs)
+            assert alone is not None and helped == alone
+    for pack in packs:
+        assert pack is not None
+        pack.close()
+    index.close()
+
+
+def test_sealed_pages_leave_out_names_that_share_a_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pagepack, "hash", len, raising=False)  # collisions on demand
+    names = {"ab": 1 << 72 | 5 << 32 | 7, "cd": 1 << 72 | 6 << 32 | 8, "xyz": 2 << 72 | 9 << 32 | 3}
+    sealed = pagepack.Sealed(names)
+    assert (sealed.find("ab", 1), sealed.find("cd", 1)) == (None, None)
+    assert (sealed.find("xyz", 2), sealed.find("xyz", 1)) == (9 << 32 | 3, None)
