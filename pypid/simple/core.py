@@ -60,7 +60,6 @@ METADATA_SUFFIX = ".metadata"
 _READS = frozenset(("GET", "HEAD"))
 UI_PATHS = ("/projects", "/project/")
 METADATA_CACHE_BYTES = 8 * 1024 * 1024  # per worker, entries' keys and links counted in
-
 FILE_REPLIES_CACHED = 1024
 
 
@@ -419,10 +418,8 @@ def _format_param(query: str) -> str | None:
 
 
 class _BytesLRU:
-    """A thread-safe least-recently-used map of byte strings, bounded by their total size
-    plus ``ENTRY_COST`` each: a key (a path and a file identity), its link and the bytes
-    object's head cost more than a small METADATA (the bound counted only the bytes, and
-    a worker asked for every wheel's grew 25 MB at 36,216 wheels)."""
+    """A thread-safe LRU map of byte strings, bounded by their size plus ``ENTRY_COST`` each
+    (key, link and head: more than a small METADATA's bytes)."""
 
     ENTRY_COST = 512
 

@@ -348,22 +348,21 @@ def test_changed_tars_agree() -> None:
 
 
 def _headers_before(metadata: bytes) -> tuple[str | None, str | None]:
-    """parse_requires_python as it was: the whole text decoded and split."""
+    """parse_requires_python as it was, written another way: the whole text decoded, the
+    header lines up to the first blank one folded into fields, the first of each kept."""
+    lines = metadata.decode("utf-8", "replace").splitlines()
+    end = next((at for at, line in enumerate(lines) if not line.strip()), len(lines))
+    fields: list[list[str | None]] = []  # [name or None, value]
+    for line in lines[:end]:
+        if line[0] not in " \t":
+            name, sep, value = line.partition(":")
+            fields.append([name.strip().lower() if sep else None, value.strip()])
+        elif fields:
+            fields[-1][1] = f"{fields[-1][1]} {line.strip()}"
     found: dict[str, str] = {}
-    current = None
-    for line in metadata.decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            break
-        if line[0] in " \t":
-            if current is not None:
-                found[current] += " " + line.strip()
-            continue
-        key, sep, value = line.partition(":")
-        current = key.strip().lower() if sep else None
-        if current in ("requires-python", "name") and current not in found:
-            found[current] = value.strip()
-        else:
-            current = None
+    for name, value in fields:
+        if name in ("requires-python", "name"):
+            found.setdefault(name, value)  # type: ignore[arg-type]
     return tuple(" ".join(v.split()) or None if v is not None else None  # type: ignore[return-value]
                  for v in (found.get("requires-python"), found.get("name")))
 
