@@ -107,6 +107,11 @@ class ReadModel:
             return changed  # type: ignore[return-value]
         return sealed.find(filename, self._marks.yanks)
 
+    @property
+    def sealed(self) -> bool:
+        """Forked from a master that sealed its files (a worker sharing its memory)."""
+        return self._sealed is not None
+
     def seal_files(self) -> bool:
         """Let ``file`` answer from a copy outside the heap (see ``pypid.index.sealed``):
         the master's last step before workers fork. False when the copy cannot be made

@@ -32,6 +32,7 @@ from pypid.distfile import (
 from pypid.growing import DownloadError
 from pypid.index import FileEntry, Index
 from pypid.simple import pep691
+from pypid.simple.apart import project_list
 from pypid.simple.health import health
 from pypid.simple.logins import Logins
 from pypid.simple.mirrored import MirrorReplies
@@ -210,8 +211,7 @@ class SimpleAPI:
         index = self.index
         if space == INDEX:
             page = self.mirror.index_page(media) if self.mirror is not None else self.pages.get(
-                INDEX, media, index.projects_serial,
-                lambda: render(media, pep691.index_page(index)))
+                INDEX, media, index.projects_serial, lambda: project_list(index, media))
         elif self.mirror is not None and self.mirror.answers_for(project):
             found = self.mirror.page(media, project, may_block)
             if not isinstance(found, Page):
