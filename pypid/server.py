@@ -25,6 +25,7 @@ from pypid import __version__
 from pypid.auth import Htpasswd, process_user, pypid_command
 from pypid.config import Config, ConfigError, load_config
 from pypid.index import Index
+from pypid.index.loading import no_gc
 from pypid.limits import raise_open_files_limit
 from pypid.manage import prepare_root, report_ownerless
 from pypid.metrics import store, tally
@@ -92,16 +93,13 @@ def bind_address(host: str, port: int) -> str:
 def build_app(config: Config, progress: Callable[[int, int], None] | None = None) -> Flask:
     """Index the root and build the app, in this (the master) process."""
     prepare_root(open_storage(config))  # no worker exists yet: any temp file is a leftover
-    gc.disable()  # its objects hold no cycles to collect: settle_heap collects once, after
-    try:
+    with no_gc():  # its objects hold no cycles to collect: settle_heap collects once, after
         services = assemble(config, progress=progress)
         warn_at_start(config.auth.protect, services.htpasswd.problem())
         report_ownerless(services.manager)
         app = create_app(config, services=services)
         prerender(services.index, services.pages)  # workers read them; see the module
         services.index.seal_files()  # workers look files up outside the heap; see the module
-    finally:
-        gc.enable()
     services.index.cache.close()  # SQLite connections must not cross fork
     return app
 

@@ -49,7 +49,7 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None,
     """
     index.ledger.catch_up()
     index.apply_marks(index.ledger.marks)
-    with _no_gc(), index.loading():
+    with no_gc(), index.loading():
         stats = {stat.relpath: stat for stat in index.root.iter_files()}
         scan = fingerprint(stats.values())
         to_read: ToRead = []
@@ -83,10 +83,11 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None,
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """No cyclic collection while the load builds the index: its objects hold no cycles,
-    and at 100,000 files full collections walking all of them again and again cost ~0.1 s
-    of the start (the server collects once after, before the fork)."""
+def no_gc() -> Iterator[None]:
+    """No cyclic collection while the load (and the server's build around it) makes the
+    index: its objects hold no cycles, and at 100,000 files full collections walking all
+    of them again and again cost ~0.1 s of the start (the server collects once after,
+    before the fork). Nested uses leave it as the outer one found it."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pypid.cachedb import unlinked_file
 from pypid.distfile import NormalizedName
+from pypid.growing import write_all
 from pypid.index.records import FileEntry
 
 # name, relpath (0: the name), project, version, requires_python (NONE: None) lengths;
@@ -64,9 +65,9 @@ class SealedFiles:
                 batch.append(record)
                 pending += len(record)
                 if pending >= _WRITE_BATCH:
-                    _write_all(fd, b"".join(batch))
+                    write_all(fd, b"".join(batch))
                     batch, pending = [], 0
-            _write_all(fd, b"".join(batch))
+            write_all(fd, b"".join(batch))
         except BaseException:
             os.close(fd)
             raise
@@ -133,9 +134,3 @@ def _entry(data: bytes, yanks: Mapping[str, str]) -> FileEntry:
                      digest=digest, requires_python=requires,
                      metadata_digest=meta if has_meta else None, upload_time=upload_time,
                      yanked=yanks.get(name))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
+from pypid.growing import write_all
 from pypid.simple import pep691
 from pypid.simple.render import render
 
@@ -86,9 +87,7 @@ def _child(make: Callable[[], bytes], read_end: int, write_end: int) -> NoReturn
         os.close(read_end)
         for number in _SIGNALS:  # the worker's handlers are not this process's
             signal.signal(number, signal.SIG_DFL)
-        view = memoryview(make())
-        while view:
-            view = view[os.write(write_end, view):]
+        write_all(write_end, make())
         code = 0
     except BaseException:  # noqa: BLE001, S110 - the parent renders it instead
         pass

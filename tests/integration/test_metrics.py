@@ -17,7 +17,7 @@ import pytest
 
 from tests.builders import make_wheel
 from tests.integration.harness import start_server, stop
-from tests.integration.helpers import Server, get
+from tests.integration.helpers import Server, get, worker_pids
 from tests.integration.test_uploads import (
     PASSWORD,
     USER,
@@ -87,8 +87,7 @@ def quiet(srv: Server) -> Samples:
 
 
 def workers(srv: Server) -> set[int]:
-    pid = srv.proc.pid
-    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    return set(worker_pids(srv))
 
 
 def wait_for_workers(srv: Server, gone: set[int], count: int = 2) -> set[int]:
