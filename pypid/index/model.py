@@ -34,6 +34,7 @@ log = logging.getLogger("pypid.index")
 
 Progress = Callable[[int, int], None]
 _UNCHANGED = object()  # ``file``: not in the changes since the seal
+RECENT_FILES = 1024  # sealed lookups a process keeps while the index does not change
 
 
 class ReadModel:
@@ -66,6 +67,7 @@ class ReadModel:
         # and what changed since (None: no longer held), asked first.
         self._sealed: SealedFiles | None = None
         self._since_seal: dict[str, FileEntry | None] = {}
+        self._recent: dict[str, tuple[int, FileEntry | None]] = {}  # sealed reads, by serial
         self.lock = threading.RLock()
         reset = weakref.WeakMethod(self._reset_after_fork)
         os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
@@ -102,10 +104,18 @@ class ReadModel:
         sealed = self._sealed
         if sealed is None:
             return self._by_filename.get(filename)
+        serial = self._serial  # read first: a change meanwhile makes the memo stale
+        recent = self._recent.get(filename)
+        if recent is not None and recent[0] == serial:
+            return recent[1]  # nothing changed since it was read (a pread saved)
         changed = self._since_seal.get(filename, _UNCHANGED)
         if changed is not _UNCHANGED:
             return changed  # type: ignore[return-value]
-        return sealed.find(filename, self._marks.yanks)
+        entry = sealed.find(filename, self._marks.yanks)
+        if len(self._recent) >= RECENT_FILES:
+            self._recent.clear()
+        self._recent[filename] = (serial, entry)
+        return entry
 
     @property
     def sealed(self) -> bool:
@@ -128,7 +138,7 @@ class ReadModel:
         with self.lock:
             if self._sealed is not None:
                 self._sealed.close()
-            self._sealed, self._since_seal = sealed, {}
+            self._sealed, self._since_seal, self._recent = sealed, {}, {}
         return True
 
     def path(self, entry: FileEntry) -> Path:
@@ -142,6 +152,7 @@ class ReadModel:
         """Answer from the entries again, and close the sealed table's file."""
         with self.lock:
             sealed, self._sealed, self._since_seal = self._sealed, None, {}
+            self._recent = {}
         if sealed is not None:
             sealed.close()
 

@@ -313,7 +313,7 @@ class SimpleAPI:
         plain = not (req.if_none_match or req.if_modified_since or req.range)
         if plain:  # the usual download: one Reply per file version, made once
             cached = self._file_replies.get(entry.filename)
-            if cached is not None and cached[0] == entry:  # a change makes another entry
+            if cached is not None and (cached[0] is entry or cached[0] == entry):  # else changed
                 return cached[1]
         identity = entry.identity
         mtime = entry.mtime_ns / 1e9
