@@ -7,7 +7,6 @@ workers, and workers share the loaded index copy-on-write.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import gc
 import logging
@@ -21,7 +20,7 @@ from flask import Flask
 from gunicorn import sock
 from gunicorn.app.base import BaseApplication
 
-from pypid import __version__
+from pypid import __version__, heap
 from pypid.auth import Htpasswd, process_user, pypid_command
 from pypid.config import Config, ConfigError, load_config
 from pypid.index import Index
@@ -115,22 +114,7 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    _trim_malloc()
-
-
-def _trim_malloc() -> None:
-    """Give the C heap's free pages back, so workers do not inherit them as RSS.
-
-    Loading 100,000 files frees tens of megabytes of scan-time objects that
-    glibc keeps; each forked worker would count those pages in its RSS.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
+    heap.trim()  # loading freed tens of MB glibc keeps: workers would inherit them as RSS
 
 
 class PypidApplication(BaseApplication):  # type: ignore[misc]
@@ -359,6 +343,7 @@ def _post_worker_init(worker: Any) -> None:
     """Each worker follows changes in the root from its first moment. One forked long
     after the load (a replacement for a killed worker) catches up before it answers."""
     store.start_flushing(_metrics_folder(worker.app))
+    heap.Trimmer().start()
     index = worker.app.services.index
     index.start_watching(catch_up_first=time.monotonic() - index.loaded_at > CATCH_UP_AFTER)
 
