@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from pypid.metrics import tally
-from pypid.simple.pagepack import PagePack
+from pypid.simple.pagepack import GZIP_SUFFIX, PagePack
 
 _HIT = ("page_cache_hits",)
 
@@ -128,7 +128,7 @@ class PageCache:
 
     def gzip(self, page: Page) -> bytes:
         """Make (or read back) ``page``'s gzipped copy and count it while the page is here."""
-        space = page._space + "+gzip"  # noqa: SLF001 - pages belong to their cache
+        space = page._space + GZIP_SUFFIX  # noqa: SLF001 - pages belong to their cache
         name, serial = page._name, page._serial  # noqa: SLF001
         gzipped = self.pack.get(space, name, serial) if self.pack is not None else None
         if gzipped is None:

@@ -245,6 +245,29 @@ def test_pages_rendered_ahead_by_helpers_are_those_rendered_alone(
     index.close()
 
 
+def test_gzipped_copies_of_sealed_pages_take_no_dict_entry(pack: PagePack) -> None:
+    names = [f"project-{i}" for i in range(50)]
+    pack.put_many(("text/html", name, 1, name.encode()) for name in names)
+    pack.seal()
+    for name in names:
+        pack.put("text/html+gzip", name, 1, b"gz " + name.encode())
+    pack.put("text/html+gzip", "project-0", 1, b"gz again")  # a second copy: the first is dead
+    pack.put("text/html+gzip", "project-1", 2, b"gz of a change")  # not sealed at serial 2
+    pack.put("text/html+gzip", "new-project", 1, b"gz new")  # not sealed at all
+    assert pack.get("text/html+gzip", "project-0", 1) == b"gz again"
+    assert all(pack.get("text/html+gzip", name, 1) == b"gz " + name.encode()
+               for name in names[2:])
+    assert pack.get("text/html+gzip", "project-1", 2) == b"gz of a change"
+    assert pack.get("text/html+gzip", "new-project", 1) == b"gz new"
+    assert pack.get("text/html+gzip", "project-2", 2) is None  # another serial: not stored
+    assert pack.get("application/json+gzip", "project-2", 1) is None
+    assert set(pack._where["text/html+gzip"]) == {"project-1", "new-project"}  # noqa: SLF001
+    assert pack._dead == len(b"gz project-0")  # noqa: SLF001
+    pack._truncate()  # noqa: SLF001 - the live file's places go with it
+    assert pack.get("text/html+gzip", "project-3", 1) is None
+    assert pack.get("text/html", "project-3", 1) == b"project-3"  # the sealed file stays
+
+
 def test_sealed_pages_leave_out_names_that_share_a_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pagepack, "hash", len, raising=False)  # collisions on demand
     names = {"ab": 1 << 72 | 5 << 32 | 7, "cd": 1 << 72 | 6 << 32 | 8, "xyz": 2 << 72 | 9 << 32 | 3}
