@@ -218,9 +218,8 @@ class PagePack:
     def _beside_place(self, space: str, name: str, serial: int) -> int | None:
         """Where this file holds the page, if ``space`` is a sealed one's gzipped copies."""
         places = self._beside.get(space)
-        if places is None:
-            return None
-        row = self._sealed[space[: -len(GZIP_SUFFIX)]].row(name, serial)
+        sealed = self._sealed.get(space[: -len(GZIP_SUFFIX)]) if places is not None else None
+        row = sealed.row(name, serial) if sealed is not None else -1  # None: closed meanwhile
         return (places[row] or None) if row >= 0 else None
 
     def _register(self, pages: Iterable[tuple[str, str, int, int]], offset: int) -> None:
