@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cmp.add_argument("--no-footprint", dest="footprint", action="store_false",
                      help="skip the run of pypid with two workers, not pinned, after the "
                           "side by side at each size (cold start with every core, peak PSS)")
+    cmp.add_argument("--no-uploads", dest="uploads", action="store_false",
+                     help="skip the uploads (twine sending 20 wheels to pypid and to "
+                          "pypiserver, each on its own copy of the corpus) at each size")
     cmp.add_argument("--pypiserver-worker", choices=("gthread", "gevent"), default="gthread",
                      help="pypiserver's gunicorn worker class (GUNICORN_CMD_ARGS)")
     cmp.add_argument("--request-timeout", type=float, default=30.0,

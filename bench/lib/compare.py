@@ -69,6 +69,7 @@ from bench.lib.report import (
 from bench.lib.server import START_TIMEOUT, Server
 from bench.lib.stats import fsize, summarize_runs
 from bench.lib.targets import NginxTarget, PypidTarget, PypiserverTarget, Target
+from bench.lib.uploads import UPLOAD_FILES, measure_uploads
 
 ETAG_SAMPLE = 2000  # projects whose ETags the conditional-GET scenario uses
 MANY_CONNECTIONS = 256  # the tail-latency scenario's wrk connections
@@ -419,6 +420,13 @@ def main(args: argparse.Namespace) -> int:
                     lambda port, c=corpus: build_scenarios("pypid", c, port,
                                                            args.request_timeout)[0],
                     workdir=work / f"{size}-footprint", args=args)
+            if args.uploads and {"pypid", "pypiserver"} & set(names):
+                log(f"  uploads (twine, {UPLOAD_FILES} wheels) at {fsize(size)} files")
+                uploads = measure_uploads(targets, corpus, work / f"{size}-uploads",
+                                          rounds=args.rounds, server_pin=server_pin,
+                                          client_pin=client_pin, python=args.python)
+                if "pypid" in results[size]:
+                    results[size]["pypid"]["uploads"] = uploads
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -19,6 +19,7 @@ ORDER = [SC_SIMPLE, SC_SIMPLE_GZ, SC_HTML, SC_JSON, SC_304, SC_HTML_MANY, SC_DL,
 T_NGINX_PAGE, T_PYPISERVER_PAGE, T_P99_X = 0.85, 50.0, 3.0
 T_PYPISERVER_SIMPLE, T_NGINX_SIMPLE, T_NGINX_FILE, T_NGINX_HUGE = 20.0, 1.0, 0.5, 0.9
 T_PSS_MB, T_COLD_S = 120.0, 3.0  # two workers, not pinned (footprint.py)
+T_UPLOADS_X = 10.0  # twine's time against pypiserver's (uploads.py)
 T_304_SLACK = 1.05  # "a 304 costs no more than a page": CPU/request within 5 %
 # "cost per page does not grow": CPU/request at the largest size over the smallest,
 # beyond what the same growth costs nginx serving static pages on this machine (caches,
@@ -231,6 +232,15 @@ def verdicts(results: dict[str, Any], sizes: list[int], meta: dict[str, Any]) ->
                 f"304 {fnum(a['cpu_us_per_req'])} vs page {fnum(b['cpu_us_per_req'])} us/req "
                 f"({fnum(a['rps'])} vs {fnum(b['rps'])} req/s)")
 
+    def uploads(size: int) -> tuple[bool | None, str]:
+        figures = (results.get(size, {}).get("pypid") or {}).get("uploads") or {}
+        a, b = figures.get("pypid") or {}, figures.get("pypiserver") or {}
+        if not a.get("median_s") or not b.get("median_s"):
+            return None, "not measured"
+        x = b["median_s"] / a["median_s"]
+        return x >= T_UPLOADS_X, (f"x{x:.1f} ({a['median_s']:.2f} vs {b['median_s']:.2f} s "
+                                  f"for {a['files']} wheels)")
+
     checks = [
         (f"project html >= {T_NGINX_PAGE}x nginx", rel(SC_HTML, "nginx", T_NGINX_PAGE)),
         (f"project json >= {T_NGINX_PAGE}x nginx (html)",
@@ -252,6 +262,7 @@ def verdicts(results: dict[str, Any], sizes: list[int], meta: dict[str, Any]) ->
         (f"2 workers: cold start <= {T_COLD_S:g} s, every core",
          footprint("cold_start_s", T_COLD_S, "s to /simple/")),
         ("304 costs no more than a page (CPU/req)", not_modified),
+        (f"uploads >= {T_UPLOADS_X:g}x pypiserver (twine)", uploads),
     ]
     out = [f"targets (pypid, one server core) at {fsize(ref)} files "
            f"({meta['projects'][str(ref)]:,} projects); other sizes in brackets:"]
