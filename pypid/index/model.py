@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 import sys
 import threading
 import weakref
@@ -112,9 +113,10 @@ class ReadModel:
         if changed is not _UNCHANGED:
             return changed  # type: ignore[return-value]
         entry = sealed.find(filename, self._marks.yanks)
-        if len(self._recent) >= RECENT_FILES:
-            self._recent.clear()
-        self._recent[filename] = (serial, entry)
+        if entry is not None:  # None may be a failed read: asked again next time
+            if len(self._recent) >= RECENT_FILES:
+                self._recent.clear()
+            self._recent[filename] = (serial, entry)
         return entry
 
     @property
@@ -130,7 +132,7 @@ class ReadModel:
             return False  # said at start: the cache folder cannot be written
         try:
             sealed = SealedFiles.write(self.cache.directory, self._by_filename.values())
-        except OSError as exc:
+        except (OSError, struct.error) as exc:
             log.warning("cannot write the file table in %s (%s); workers read the "
                         "index's entries instead, un-sharing their memory",
                         self.cache.directory, exc)
@@ -351,7 +353,10 @@ class ReadModel:
     def _unset_winner(self, entry: FileEntry) -> None:
         self._stored_bytes -= self._by_filename.pop(entry.filename).size
         if self._sealed is not None:
-            self._since_seal[entry.filename] = None
+            if self._sealed.may_hold(entry.filename):
+                self._since_seal[entry.filename] = None  # hides the sealed record
+            else:  # never sealed: forgotten, not marked (churn must not grow the map)
+                self._since_seal.pop(entry.filename, None)
         self._changing_files(entry.project).pop(entry.filename, None)
         self._touch(entry.project)
 

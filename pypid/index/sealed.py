@@ -27,10 +27,10 @@ from pypid.distfile import NormalizedName
 from pypid.growing import write_all
 from pypid.index.records import FileEntry
 
-# name, relpath (0: the name), project, version, requires_python (NONE: None) lengths;
-# size, mtime_ns, inode, upload_time, sha256, METADATA's sha256 (flag, then 32 bytes)
-_HEAD = struct.Struct("<HHHHHqqqd32sB32s")
-_NONE = 0xFFFF
+# name, relpath (0: the name), project, version, requires_python lengths (32 bits: a
+# Requires-Python is bounded only by METADATA's size); size, mtime_ns, inode,
+# upload_time, sha256, has Requires-Python, METADATA's sha256 (flag, then 32 bytes)
+_HEAD = struct.Struct("<IIIIIqqqd32sBB32s")
 _ZEROS = bytes(32)
 _SHIFT = 32  # place = offset << 32 | length
 _LENGTH_MASK = (1 << _SHIFT) - 1
@@ -68,14 +68,20 @@ class SealedFiles:
                     write_all(fd, b"".join(batch))
                     batch, pending = [], 0
             write_all(fd, b"".join(batch))
+            rows.sort()
+            return cls(fd, array("q", (h for h, _ in rows)), array("Q", (p for _, p in rows)))
         except BaseException:
             os.close(fd)
             raise
-        rows.sort()
-        return cls(fd, array("q", (h for h, _ in rows)), array("Q", (p for _, p in rows)))
 
     def __len__(self) -> int:
         return len(self._hashes)
+
+    def may_hold(self, filename: str) -> bool:
+        """False when no sealed name has ``filename``'s hash (so it surely is not here)."""
+        key = hash(filename)
+        at = bisect_left(self._hashes, key)
+        return at < len(self._hashes) and self._hashes[at] == key
 
     def find(self, filename: str, yanks: Mapping[str, str]) -> FileEntry | None:
         """The entry sealed for ``filename`` (its yank mark from ``yanks``), or None."""
@@ -109,16 +115,16 @@ def _record(entry: FileEntry) -> bytes:
     version = entry.version.encode("utf-8")
     requires = (entry.requires_python or "").encode("utf-8")
     meta = entry.metadata_digest
-    head = _HEAD.pack(len(name), len(relpath), len(project), len(version),
-                      _NONE if entry.requires_python is None else len(requires),
+    head = _HEAD.pack(len(name), len(relpath), len(project), len(version), len(requires),
                       entry.size, entry.mtime_ns, entry.inode, entry.upload_time,
-                      entry.digest, meta is not None, meta or _ZEROS)
+                      entry.digest, entry.requires_python is not None, meta is not None,
+                      meta or _ZEROS)
     return b"".join((head, name, relpath, project, version, requires))
 
 
 def _entry(data: bytes, yanks: Mapping[str, str]) -> FileEntry:
     (name_len, relpath_len, project_len, version_len, requires_len, size, mtime_ns, inode,
-     upload_time, digest, has_meta, meta) = _HEAD.unpack_from(data)
+     upload_time, digest, has_requires, has_meta, meta) = _HEAD.unpack_from(data)
     at = _HEAD.size
     name = data[at:at + name_len].decode("utf-8", "surrogateescape")
     at += name_len
@@ -128,7 +134,7 @@ def _entry(data: bytes, yanks: Mapping[str, str]) -> FileEntry:
     at += project_len
     version = data[at:at + version_len].decode("utf-8")
     at += version_len
-    requires = None if requires_len == _NONE else data[at:at + requires_len].decode("utf-8")
+    requires = data[at:at + requires_len].decode("utf-8") if has_requires else None
     return FileEntry(filename=name, relpath=relpath, project=NormalizedName(project),
                      version=version, size=size, mtime_ns=mtime_ns, inode=inode,
                      digest=digest, requires_python=requires,

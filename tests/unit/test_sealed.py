@@ -56,6 +56,17 @@ def test_every_entry_reads_back_as_it_was(sealed: list[FileEntry], tmp_path: Pat
     table.close()  # again: nothing happens
 
 
+def test_a_requires_python_of_any_length_reads_back(tmp_path: Path) -> None:
+    """Only METADATA's size bounds it: a 16-bit length once failed the seal (and the start)."""
+    made = [entry("long-1.0.tar.gz", requires_python=">=3.9," + "!=3.9.1," * 10_000),
+            entry("odd-1.0.tar.gz", requires_python="x" * 0xFFFF)]
+    table = SealedFiles.write(tmp_path, made)
+    try:
+        assert [table.find(e.filename, {}) for e in made] == made
+    finally:
+        table.close()
+
+
 def test_names_that_share_a_hash_are_told_apart(sealed: list[FileEntry],
                                                 tmp_path: Path) -> None:
     """Two names with one hash (rare, but possible): the record's name decides."""
@@ -96,5 +107,38 @@ def test_the_index_answers_changes_since_the_seal_first(root: Path, tmp_path: Pa
         assert kept.yanked == "broken"  # the kept read is stale once the index changed
         assert index.stored_bytes() == sum(
             e.size for p in index.projects() for e in index.files(p) or ())
+    finally:
+        index.close()
+
+
+def test_a_worker_keeps_no_mark_for_a_file_that_came_and_went_after_the_seal(
+        root: Path) -> None:
+    make_wheel(root, "kept", "1.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        assert index.seal_files()
+        for i in range(5):  # uploads pruned again: none of them was ever sealed
+            made = make_wheel(root, "churn", f"0.{i}")
+            index.refresh(made.name)
+            made.unlink()
+            index.refresh(made.name)
+            assert index.file(made.name) is None
+        assert index._since_seal == {}  # noqa: SLF001
+    finally:
+        index.close()
+
+
+def test_a_failed_read_is_not_remembered(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = make_wheel(root, "kept", "1.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        assert index.seal_files()
+        real = os.pread
+        monkeypatch.setattr(os, "pread", lambda *a: (_ for _ in ()).throw(OSError(5, "EIO")))
+        assert index.file(made.name) is None  # the disk failed this once
+        monkeypatch.setattr(os, "pread", real)
+        assert index.file(made.name) is not None
     finally:
         index.close()
