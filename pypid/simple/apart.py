@@ -10,21 +10,25 @@ are the child's, gone when it exits; the worker only receives the bytes (one lar
 which the allocator takes from fresh memory).
 
 Anything that goes wrong (no fork, a child that fails or takes longer than ``TIMEOUT``)
-renders the page here, as before.
+renders the page here, as before. A fork and a wait are a thread's work, never the event
+loop's; one child at a time, and the requests that waited for it find its page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from pypid.growing import write_all
 from pypid.simple import pep691
+from pypid.simple.pagecache import INDEX, Page, PageCache
 from pypid.simple.render import render
 
 if TYPE_CHECKING:
@@ -36,18 +40,28 @@ APART_FROM = 2000  # projects: a shorter list is rendered here in a few ms
 TIMEOUT = 10.0  # seconds a child may take before it is killed and the page made here
 _READ = 1 << 20
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
-            signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD)
+            signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGABRT)
+_ONE_CHILD = threading.Lock()  # also keeps one child from holding another's pipe
 
 
-def project_list(index: ReadModel, media: str) -> bytes:
-    """The project list as ``media``: in a child once the list is long and the workers
-    share the master's memory (the files are sealed: see ``pypid.index.sealed``)."""
+def project_list(pages: PageCache, index: ReadModel, media: str,
+                 may_block: bool) -> Page | None:
+    """The project list's page as ``media``, rendered in a child once the list is long and
+    the workers share the master's memory (the files are sealed: ``pypid.index.sealed``).
+    None: it must be made so, and ``may_block`` is false."""
+    serial = index.projects_serial
+
     def make() -> bytes:
         return render(media, pep691.index_page(index))
 
-    if index.project_count() < APART_FROM or not index.sealed:
-        return make()
-    return rendered_apart(make)
+    page = pages.peek(INDEX, media, serial)
+    if page is not None or index.project_count() < APART_FROM or not index.sealed:
+        return page or pages.get(INDEX, media, serial, make)
+    if not may_block:
+        return None
+    with _ONE_CHILD:  # the thread that waited here finds the page the first one made
+        return pages.peek(INDEX, media, serial) or pages.get(
+            INDEX, media, serial, lambda: rendered_apart(make))
 
 
 def rendered_apart(make: Callable[[], bytes]) -> bytes:
@@ -66,16 +80,18 @@ def rendered_apart(make: Callable[[], bytes]) -> bytes:
     if pid == 0:
         _child(make, read_end, write_end)
     os.close(write_end)
+    data = None
     try:
         data = _read_all(read_end, TIMEOUT)
-    finally:
+    finally:  # whatever happened (even an exception here), the child is ended and reaped
         os.close(read_end)
-    if data is None:
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    if data is None or os.waitstatus_to_exitcode(status) != 0:
+        if data is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if data is None or code != 0:
         log.warning("rendering a page in a child process failed (%s): rendering it here",
-                    "timed out" if data is None else f"status {status}")
+                    "timed out" if data is None else f"exit code {code}")
         return make()
     return data
 

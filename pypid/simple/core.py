@@ -210,8 +210,11 @@ class SimpleAPI:
                         headers=[("Vary", "Accept")])
         index = self.index
         if space == INDEX:
-            page = self.mirror.index_page(media) if self.mirror is not None else self.pages.get(
-                INDEX, media, index.projects_serial, lambda: project_list(index, media))
+            found = self.mirror.index_page(media) if self.mirror is not None else project_list(
+                self.pages, index, media, may_block)
+            if found is None:
+                return None  # made in a forked child: a thread's work
+            page = found
         elif self.mirror is not None and self.mirror.answers_for(project):
             found = self.mirror.page(media, project, may_block)
             if not isinstance(found, Page):
