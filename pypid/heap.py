@@ -66,4 +66,7 @@ class Trimmer:
             self.trims += 1
 
     def stop(self) -> None:
+        """Stop, and wait for a trim under way to end."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

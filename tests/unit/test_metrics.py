@@ -140,6 +140,7 @@ def test_the_last_flush_holds_every_count(tmp_path: Path) -> None:
     last = threading.Thread(target=flusher.stop)
     last.start()
     last.join(0.2)  # it waits for the write under way (or, wrongly, lands first)
+    assert last.is_alive()
     release.set()
     periodic.join(10)
     last.join(10)
