@@ -420,7 +420,7 @@ def main(args: argparse.Namespace) -> int:
                     lambda port, c=corpus: build_scenarios("pypid", c, port,
                                                            args.request_timeout)[0],
                     workdir=work / f"{size}-footprint", args=args)
-            if args.uploads and {"pypid", "pypiserver"} & set(names):
+            if args.uploads and {"pypid", "pypiserver"} <= set(names):  # a ratio needs both
                 log(f"  uploads (twine, {UPLOAD_FILES} wheels) at {fsize(size)} files")
                 uploads = measure_uploads(targets, corpus, work / f"{size}-uploads",
                                           rounds=args.rounds, server_pin=server_pin,

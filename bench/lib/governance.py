@@ -35,6 +35,7 @@ from bench.lib.probe import JSON_V1, Scenario, first_200, run_wrk
 from bench.lib.procs import tree_cpu_seconds
 from bench.lib.server import START_TIMEOUT, Server
 from bench.lib.targets import PypidTarget
+from bench.lib.uploads import find_twine, upload_login
 from pypid.events import HEAD_NAME, LOG_NAME, ZERO_HASH, EventLog, encode, line_hash
 from tests.builders import make_wheel
 
@@ -123,7 +124,7 @@ def uploads(args: argparse.Namespace, work: Path, server_pin: Pin,
             client_pin: Pin) -> dict[str, Any]:
     """twine uploading --files wheels to this checkout and to --baseline, both servers up
     at once, the order swapped every round; seconds per twine run, server CPU per file."""
-    twine = args.twine or _beside(args.python, "twine") or shutil.which("twine")
+    twine = args.twine or find_twine(args.python)
     if twine is None:
         raise SystemExit("twine not found: pass --twine PATH")
     dist = work / "dist"
@@ -168,8 +169,7 @@ def upload_servers(sides: dict[str, Path], work: Path, pin: Pin,
             (side / "root").mkdir(parents=True)
             htpasswd = side / "htpasswd"
             add_user(python, src, side, htpasswd)
-            settings = f'[auth]\nhtpasswd = {json.dumps(str(htpasswd))}\nprotect = ["upload"]\n'
-            target = PypidTarget(python, 1, src, name=name, settings=settings)
+            target = PypidTarget(python, 1, src, name=name, settings=upload_login(htpasswd))
             servers[name] = stack.enter_context(serving(target, side / "root", side, pin))
         yield servers
 
@@ -193,11 +193,6 @@ def _twine(twine: str, server: Server, wheels: list[Path], pin: Pin,
         raise RuntimeError(f"twine failed on {server.name}: {proc.stdout[-1500:]}"
                            f"{proc.stderr[-1500:]}")
     return wall, cpu
-
-
-def _beside(python: str, name: str) -> str | None:
-    path = Path(python).parent / name
-    return str(path) if path.is_file() else None
 
 
 # -- b. pypid audit --verify of a long log

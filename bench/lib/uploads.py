@@ -61,14 +61,18 @@ def twine_upload(twine: str, port: int, wheels: list[Path], pin: Pin, home: Path
     return time.perf_counter() - t0
 
 
+def upload_login(htpasswd: Path) -> str:
+    """pypid's config lines for uploads behind the logins in ``htpasswd``."""
+    return f'[auth]\nhtpasswd = {json.dumps(str(htpasswd))}\nprotect = ["upload"]\n'
+
+
 def upload_target(target: Target, work: Path) -> Target:
     """``target`` as it runs for the uploads: its own root (and a login, for pypid)."""
     if isinstance(target, PypidTarget):
         htpasswd = work / "htpasswd"
         add_user(target.python, target.src, work, htpasswd)
-        settings = f'[auth]\nhtpasswd = {json.dumps(str(htpasswd))}\nprotect = ["upload"]\n'
         return PypidTarget(target.python, target.workers, target.src, name=target.name,
-                           settings=settings)
+                           settings=upload_login(htpasswd))
     return target
 
 
