@@ -53,7 +53,7 @@ class Index(ReadModel):
         """Stop watching and drop this thread's cache connection."""
         self._follower.stop()
         self.cache.close()
-        self.unseal()
+        self.close_sealed()
 
     def _reset_after_fork(self) -> None:
         """... and the parent's watcher thread does not exist here."""

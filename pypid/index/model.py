@@ -3,9 +3,12 @@
 ``loading`` fills it once (in the gunicorn master, before workers fork);
 ``follow`` (in each worker) keeps it current from a background thread, so no
 request walks the tree or hashes a file; ``live.Index`` puts the three together.
-Readers never lock: each change replaces dict values whole. Writers (the
+Readers never lock: each change replaces map values whole. Writers (the
 watcher thread, an upload) hold ``lock``. Facts that are not files (yank
 marks) arrive through ``apply_marks`` only.
+
+The maps hold every file's entry until ``seal_files`` (the master's last step before
+workers fork); from then on they hold the changes only, laid over the sealed table.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ import struct
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from packaging.version import Version
 
 from pypid.cachedb import CacheDB, FileRow
 from pypid.distfile import InvalidFilenameError, NormalizedName, parse_filename
 from pypid.index.examine import Examined, examine
+from pypid.index.layered import Base, Layered
 from pypid.index.ledger import Ledger
 from pypid.index.records import FileEntry, Marks
 from pypid.index.sealed import SealedFiles
@@ -34,8 +39,11 @@ from pypid.storage import FileIdentity, FileStat, Storage
 log = logging.getLogger("pypid.index")
 
 Progress = Callable[[int, int], None]
-_UNCHANGED = object()  # ``file``: not in the changes since the seal
 RECENT_FILES = 1024  # sealed lookups a process keeps while the index does not change
+RECENT_PROJECTS = 256
+
+
+_T = TypeVar("_T")
 
 
 class ReadModel:
@@ -44,10 +52,11 @@ class ReadModel:
     def __init__(self, root: Storage, cache: CacheDB | None = None) -> None:
         self.root = root
         self.cache = cache if cache is not None else CacheDB(root.cache_dir)
-        self._by_path: dict[str, FileEntry] = {}
-        self._by_filename: dict[str, FileEntry] = {}
+        self._by_path: MutableMapping[str, FileEntry] = {}
+        self._by_filename: MutableMapping[str, FileEntry] = {}  # the one served
         self._stored_bytes = 0  # of _by_filename's entries, kept as they change
-        self._by_project: dict[NormalizedName, tuple[FileEntry, ...]] = {}
+        self._by_project: MutableMapping[NormalizedName, tuple[FileEntry, ...]] = {}
+        # Its keys are _by_project's: asked instead, they read nothing sealed.
         self._project_serial: dict[NormalizedName, int] = {}
         # A project's files by name while they change (during a load, or one change);
         # otherwise _by_project alone holds them, which costs far less memory.
@@ -64,11 +73,10 @@ class ReadModel:
         # Why the files shown may not be the root's now (None: they are): a node started
         # while its store was away serves its cache until the store answers.
         self.behind: str | None = None
-        # After ``seal_files`` (the master, before workers fork): the files as sealed,
-        # and what changed since (None: no longer held), asked first.
+        # After ``seal_files``: the files as sealed, under the maps' changes since.
         self._sealed: SealedFiles | None = None
-        self._since_seal: dict[str, FileEntry | None] = {}
         self._recent: dict[str, tuple[int, FileEntry | None]] = {}  # sealed reads, by serial
+        self._recent_projects: dict[str, tuple[int, tuple[FileEntry, ...] | None]] = {}
         self.lock = threading.RLock()
         reset = weakref.WeakMethod(self._reset_after_fork)
         os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
@@ -76,10 +84,10 @@ class ReadModel:
     # -- reading (request threads; no locks)
 
     def projects(self) -> list[NormalizedName]:
-        return sorted(self._by_project)
+        return sorted(self._project_serial)
 
     def project_count(self) -> int:
-        return len(self._by_project)
+        return len(self._project_serial)
 
     def file_count(self) -> int:
         return len(self._by_filename)
@@ -91,7 +99,10 @@ class ReadModel:
         return self._stored_bytes
 
     def files(self, project: str) -> tuple[FileEntry, ...] | None:
-        return self._by_project.get(NormalizedName(project))
+        if self._sealed is None:
+            return self._by_project.get(NormalizedName(project))
+        return self._sealed_read(self._recent_projects, RECENT_PROJECTS,
+                                 self._by_project, project)
 
     @property
     def serial(self) -> int:
@@ -102,22 +113,28 @@ class ReadModel:
         return self._project_serial.get(NormalizedName(project))
 
     def file(self, filename: str) -> FileEntry | None:
-        sealed = self._sealed
-        if sealed is None:
+        """The entry served for ``filename`` (the first of its paths, when several hold it)."""
+        if self._sealed is None:
             return self._by_filename.get(filename)
+        return self._sealed_read(self._recent, RECENT_FILES, self._by_filename, filename)
+
+    def _sealed_read(self, recent: dict[str, tuple[int, _T | None]], most: int,
+                     found_in: Mapping[str, _T], key: str) -> _T | None:
+        """``found_in[key]``, kept in ``recent`` while the index does not change (a read
+        of the sealed table saved); None when the table cannot be read (not kept)."""
         serial = self._serial  # read first: a change meanwhile makes the memo stale
-        recent = self._recent.get(filename)
-        if recent is not None and recent[0] == serial:
-            return recent[1]  # nothing changed since it was read (a pread saved)
-        changed = self._since_seal.get(filename, _UNCHANGED)
-        if changed is not _UNCHANGED:
-            return changed  # type: ignore[return-value]
-        entry = sealed.find(filename, self._marks.yanks)
-        if entry is not None:  # None may be a failed read: asked again next time
-            if len(self._recent) >= RECENT_FILES:
-                self._recent.clear()
-            self._recent[filename] = (serial, entry)
-        return entry
+        known = recent.get(key)
+        if known is not None and known[0] == serial:
+            return known[1]
+        try:
+            value = found_in.get(key)
+        except OSError as exc:
+            self.warn_once("", f"cannot read the sealed file table: {exc}")
+            return None
+        if len(recent) >= most:
+            recent.clear()
+        recent[key] = (serial, value)
+        return value
 
     @property
     def sealed(self) -> bool:
@@ -125,23 +142,37 @@ class ReadModel:
         return self._sealed is not None
 
     def seal_files(self) -> bool:
-        """Let ``file`` answer from a copy outside the heap (see ``pypid.index.sealed``):
-        the master's last step before workers fork. False when the copy cannot be made
-        (an unwritable cache folder): ``file`` reads the entries then."""
+        """Move the files into a table outside the heap (see ``pypid.index.sealed``): the
+        master's last step before workers fork. The maps keep only the changes made
+        after it. False when the table cannot be made (an unwritable cache folder): the
+        maps keep every entry then."""
         if not self.cache.on_disk:
             return False  # said at start: the cache folder cannot be written
-        try:
-            sealed = SealedFiles.write(self.cache.directory, self._by_filename.values())
-        except (OSError, struct.error) as exc:
-            log.warning("cannot write the file table in %s (%s); workers read the "
-                        "index's entries instead, un-sharing their memory",
-                        self.cache.directory, exc)
-            return False
         with self.lock:
+            unserved = [self._by_path[path] for name, paths in self._duplicate_paths.items()
+                        for path in sorted(paths) if path != self._served_path(name)]
+            try:
+                sealed = SealedFiles.write(self.cache.directory, self._by_project.values(),
+                                           unserved, _yanks_of(self))
+            except (OSError, struct.error) as exc:
+                log.warning("cannot write the file table in %s (%s); workers read the "
+                            "index's entries instead, un-sharing their memory",
+                            self.cache.directory, exc)
+                return False
             if self._sealed is not None:
                 self._sealed.close()
-            self._sealed, self._since_seal, self._recent = sealed, {}, {}
+            self._sealed, self._recent, self._recent_projects = sealed, {}, {}
+            self._by_filename = Layered(Base(sealed.find, sealed.may_serve,
+                                             sealed.served_names, sealed.served_count()))
+            self._by_path = Layered(Base(sealed.at_path, sealed.may_hold_path,
+                                         sealed.relpaths, sealed.path_count()))
+            self._by_project = Layered(Base(sealed.project, sealed.may_hold_project,  # type: ignore[arg-type]
+                                            sealed.projects, sealed.project_count()))
         return True
+
+    def _served_path(self, filename: str) -> str | None:
+        served = self._by_filename.get(filename)
+        return served.relpath if served is not None else None
 
     def path(self, entry: FileEntry) -> Path:
         return self.root.resolve(entry.relpath)
@@ -150,13 +181,10 @@ class ReadModel:
         """In a new child: a lock held by another thread at fork time would stay held."""
         self.lock = threading.RLock()
 
-    def unseal(self) -> None:
-        """Answer from the entries again, and close the sealed table's file."""
-        with self.lock:
-            sealed, self._sealed, self._since_seal = self._sealed, None, {}
-            self._recent = {}
-        if sealed is not None:
-            sealed.close()
+    def close_sealed(self) -> None:
+        """Close the sealed table's file: the index is done with (its reads fail now)."""
+        if self._sealed is not None:
+            self._sealed.close()
 
     # -- changes (callers hold the lock, or run before any thread exists)
 
@@ -177,7 +205,7 @@ class ReadModel:
                 if entry is not None:
                     self._put(replace(entry, yanked=marks.yanks.get(name)))
             for project in projects:  # its page shows the status: render it again
-                if project in self._by_project:
+                if project in self._project_serial:
                     self._changing_files(NormalizedName(project))
                     self._touch(NormalizedName(project))
 
@@ -344,19 +372,12 @@ class ReadModel:
         if replaced is not None:
             self._stored_bytes -= replaced.size
         self._by_filename[entry.filename] = entry
-        if self._sealed is not None:
-            self._since_seal[entry.filename] = entry
         self._stored_bytes += entry.size
         self._changing_files(entry.project)[entry.filename] = entry
         self._touch(entry.project)
 
     def _unset_winner(self, entry: FileEntry) -> None:
         self._stored_bytes -= self._by_filename.pop(entry.filename).size
-        if self._sealed is not None:
-            if self._sealed.may_hold(entry.filename):
-                self._since_seal[entry.filename] = None  # hides the sealed record
-            else:  # never sealed: forgotten, not marked (churn must not grow the map)
-                self._since_seal.pop(entry.filename, None)
         self._changing_files(entry.project).pop(entry.filename, None)
         self._touch(entry.project)
 
@@ -381,13 +402,24 @@ class ReadModel:
         if serial is None:
             self._serial += 1
         if files:
-            if project not in self._by_project:
+            if project not in self._project_serial:
                 self.projects_serial += 1
             self._by_project[project] = tuple(  # one file (most projects): no Version parsed
                 sorted(files.values(), key=lambda e: (Version(e.version), e.filename))
                 if len(files) > 1 else files.values())
             self._project_serial[project] = self._serial if serial is None else serial
-        elif project in self._by_project:
+        elif project in self._project_serial:
             del self._by_project[project]
             self._project_serial.pop(project, None)
             self.projects_serial += 1
+
+
+def _yanks_of(model: ReadModel) -> Callable[[], Mapping[str, str]]:
+    """The model's yank marks as they are when asked (a weak reference: the sealed table
+    must not keep a reloaded index alive)."""
+    ref = weakref.ref(model)
+
+    def yanks() -> Mapping[str, str]:
+        found = ref()
+        return found.marks.yanks if found is not None else {}
+    return yanks

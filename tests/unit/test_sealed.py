@@ -14,7 +14,7 @@ import pytest
 from pypid.distfile import NormalizedName
 from pypid.index import Index, Marks
 from pypid.index.records import FileEntry
-from pypid.index.sealed import SealedFiles, _record
+from pypid.index.sealed import SealedFiles, _Keys, _record
 from pypid.storage import PackageRoot
 from tests.builders import make_sdist, make_wheel
 
@@ -40,29 +40,72 @@ def sealed(tmp_path: Path) -> Iterator[list[FileEntry]]:
     ]
 
 
+def no_yanks() -> dict[str, str]:
+    return {}
+
+
 def test_every_entry_reads_back_as_it_was(sealed: list[FileEntry], tmp_path: Path) -> None:
-    table = SealedFiles.write(tmp_path, sealed)
+    yanks: dict[str, str] = {}
+    table = SealedFiles.write(tmp_path, [tuple(sealed[:4]), (sealed[4],)], [], lambda: yanks)
     try:
-        assert len(table) == len(sealed)
+        assert table.served_count() == table.path_count() == len(sealed)
         for made in sealed:
-            assert table.find(made.filename, {}) == made
-        assert table.find("demo-1.0-py3-none-any.whl", {"demo-1.0-py3-none-any.whl": "bad"}
-                          ) == replace(sealed[0], yanked="bad")
-        assert table.find("other-1.0.tar.gz", {}) is None
+            assert table.find(made.filename) == made
+            assert table.at_path(made.relpath) == made
+        assert table.at_path("demo-1.0.tar.gz") is None  # that one is in a folder
+        assert table.project("demo") == tuple(sealed[:4])
+        assert table.project("ünï") == (sealed[4],)
+        assert table.project("other") is None
+        assert list(table.projects()) == ["demo", "ünï"]
+        assert sorted(table.relpaths()) == sorted(e.relpath for e in sealed)
+        assert sorted(table.served_names()) == sorted(e.filename for e in sealed)
+        yanks["demo-1.0-py3-none-any.whl"] = "bad"  # the marks now, whenever they change
+        assert table.find("demo-1.0-py3-none-any.whl") == replace(sealed[0], yanked="bad")
+        assert table.find("other-1.0.tar.gz") is None
         assert os.listdir(tmp_path) == []  # unlinked from the start
     finally:
         table.close()
-    assert table.find(sealed[0].filename, {}) is None  # closed: nothing to read
+    with pytest.raises(OSError):  # closed: nothing to read, and it says so
+        table.find(sealed[0].filename)
     table.close()  # again: nothing happens
+
+
+def test_a_file_a_duplicate_keeps_unserved_is_found_by_its_path(
+        sealed: list[FileEntry], tmp_path: Path) -> None:
+    served = sealed[0]
+    other = replace(served, relpath="a/" + served.filename, inode=99)
+    table = SealedFiles.write(tmp_path, [(served,)], [other], no_yanks)
+    try:
+        assert table.find(served.filename) == served
+        assert table.at_path(other.relpath) == other
+        assert table.at_path(served.relpath) == served
+        assert table.served_count() == 1 and table.path_count() == 2
+        assert sorted(table.relpaths()) == sorted([served.relpath, other.relpath])
+        assert list(table.served_names()) == [served.filename]
+    finally:
+        table.close()
+
+
+def test_records_longer_than_a_read_are_read_whole(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pypid.index.sealed._READ_CHUNK", 100)
+    made = tuple(entry(f"demo-{i}.0.tar.gz", requires_python="x" * (i * 37))
+                 for i in range(1, 9))
+    table = SealedFiles.write(tmp_path, [made], [], no_yanks)
+    try:
+        assert table.project("demo") == made
+        assert sorted(table.relpaths()) == sorted(e.relpath for e in made)
+    finally:
+        table.close()
 
 
 def test_a_requires_python_of_any_length_reads_back(tmp_path: Path) -> None:
     """Only METADATA's size bounds it: a 16-bit length once failed the seal (and the start)."""
     made = [entry("long-1.0.tar.gz", requires_python=">=3.9," + "!=3.9.1," * 10_000),
             entry("odd-1.0.tar.gz", requires_python="x" * 0xFFFF)]
-    table = SealedFiles.write(tmp_path, made)
+    table = SealedFiles.write(tmp_path, [(e,) for e in made], [], no_yanks)
     try:
-        assert [table.find(e.filename, {}) for e in made] == made
+        assert [table.find(e.filename) for e in made] == made
     finally:
         table.close()
 
@@ -75,11 +118,14 @@ def test_names_that_share_a_hash_are_told_apart(sealed: list[FileEntry],
     a, b = _record(first), _record(second)
     os.write(fd, a + b)
     shared = hash(first.filename)
-    table = SealedFiles(fd, array("q", [shared, shared]),
-                        array("Q", [len(a) << 32 | len(b), len(a)]))  # b first
+    names = _Keys([])
+    names.hashes = array("q", [shared, shared])
+    names.places = array("Q", [len(a) << 32 | len(b), len(a)])  # b first
+    table = SealedFiles(fd, names, _Keys([]), _Keys([]), served_end=len(a) + len(b),
+                        paths_count=2, yanks=no_yanks)
     try:
-        assert table.find(first.filename, {}) == first
-        assert table.find(second.filename, {}) is None  # its hash is not its own
+        assert table.find(first.filename) == first
+        assert table.find(second.filename) is None  # its hash is not its own
     finally:
         table.close()
 
@@ -124,7 +170,8 @@ def test_a_worker_keeps_no_mark_for_a_file_that_came_and_went_after_the_seal(
             made.unlink()
             index.refresh(made.name)
             assert index.file(made.name) is None
-        assert index._since_seal == {}  # noqa: SLF001
+        for held in (index._by_filename, index._by_path, index._by_project):  # noqa: SLF001
+            assert held.changes() == 0  # type: ignore[attr-defined]
     finally:
         index.close()
 
@@ -140,5 +187,56 @@ def test_a_failed_read_is_not_remembered(root: Path, monkeypatch: pytest.MonkeyP
         assert index.file(made.name) is None  # the disk failed this once
         monkeypatch.setattr(os, "pread", real)
         assert index.file(made.name) is not None
+    finally:
+        index.close()
+
+
+def reads(index: Index) -> dict[str, object]:
+    """Everything the index answers about its files."""
+    projects = index.projects()
+    return {"projects": projects, "files": {p: index.files(p) for p in projects},
+            "by name": {e.filename: index.file(e.filename)
+                        for p in projects for e in index.files(p) or ()},
+            "paths": sorted(index.relpaths()),
+            "by path": {p: index.entry_at(p) for p in index.relpaths()},
+            "counts": (index.file_count(), index.project_count(), index.stored_bytes())}
+
+
+def test_a_sealed_index_answers_as_before_and_keeps_only_changes(root: Path) -> None:
+    """Folders, a name in two folders, many files of a project: every answer the same
+    after the seal, and the maps hold the changes made after it, nothing else."""
+    for version in ("1.0", "1.10", "1.9", "2.0rc1"):
+        make_wheel(root, "many", version)
+    make_sdist(root / "sub", "folded", "1.0")
+    make_sdist(root / "a", "twice", "1.0")
+    make_sdist(root / "b", "twice", "1.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        before = reads(index)
+        assert index.entry_at("b/twice-1.0.tar.gz") is not None
+        assert index.seal_files()
+        assert reads(index) == before
+        for held in (index._by_filename, index._by_path, index._by_project):  # noqa: SLF001
+            assert held.changes() == 0  # type: ignore[attr-defined]
+        (root / "a" / "twice-1.0.tar.gz").unlink()  # the other copy is served now
+        index.refresh("a/twice-1.0.tar.gz")
+        served = index.file("twice-1.0.tar.gz")
+        assert served is not None and served.relpath == "b/twice-1.0.tar.gz"
+        new = make_wheel(root, "many", "3.0")
+        index.refresh(new.name)
+        files = index.files("many")
+        assert files is not None and [e.version for e in files] == [
+            "1.0", "1.9", "1.10", "2.0rc1", "3.0"]
+        assert index.file_count() == len(before["by name"]) + 1  # type: ignore[arg-type]
+        assert sorted(index.relpaths()) == sorted(
+            [p for p in before["paths"] if p != "a/twice-1.0.tar.gz"]  # type: ignore[attr-defined]
+            + [new.name])
+        (root / "sub" / "folded-1.0.tar.gz").unlink()
+        index.refresh("sub/folded-1.0.tar.gz")
+        assert index.files("folded") is None and "folded" not in index.projects()
+        assert index.project_count() == 2
+        assert index.stored_bytes() == sum(
+            e.size for p in index.projects() for e in index.files(p) or ())
     finally:
         index.close()
