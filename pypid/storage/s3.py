@@ -49,7 +49,13 @@ from pypid.storage.s3client import (
 from pypid.storage.s3log import BucketLog
 from pypid.storage.s3mirror import LogMirror
 from pypid.storage.s3shelf import BucketShelf
-from pypid.storage.s3sweep import KEPT_DIR, SWEEP_SECONDS, abort_abandoned, drop_stale_kept
+from pypid.storage.s3sweep import (
+    KEPT_DIR,
+    KEPT_ETAG_KEY,
+    SWEEP_SECONDS,
+    abort_abandoned,
+    drop_stale_kept,
+)
 from pypid.storage.s3upload import UPLOAD_TIME_KEY, BucketIncoming
 
 log = logging.getLogger("pypid.storage")
@@ -58,6 +64,7 @@ PAGE_LIMIT = 100_000  # listing pages of 1,000 keys: a bound, far above any real
 HEALTH_PROBE_SECONDS = 10.0  # an answer from the store younger than this is believed
 STATE_FILE = "store-problem"  # in the node's cache folder: why the store is away, if it is
 CHUNK = 1024 * 1024
+OCTETS = "application/octet-stream"  # a copy's type when the original states none
 
 
 class BucketRoot:
@@ -339,11 +346,17 @@ class BucketRoot:
     def keeping(self, relpath: str) -> Iterator[None]:
         """Keep an object's bytes while the block replaces it: a copy made in the store
         (``KEPT_DIR``) is copied back over the name if the block raises, deleted after.
-        The name always holds one whole version meanwhile (a PUT replaces atomically)."""
+        The name always holds one whole version meanwhile (a PUT replaces atomically).
+        The copy carries the object's ETag (a copy of an object sent in parts has
+        another), so that a sweep can tell that the file holds these bytes again."""
         client, bucket = self.clients.plain(), self.place.bucket
         key, kept = self.place.key(relpath), self.place.key(KEPT_DIR + relpath)
         try:
-            client.copy_object(Bucket=bucket, Key=kept, MetadataDirective="COPY",
+            source = client.head_object(Bucket=bucket, Key=key)
+            metadata = dict(source.get("Metadata") or {})
+            client.copy_object(Bucket=bucket, Key=kept, MetadataDirective="REPLACE",
+                               Metadata={**metadata, KEPT_ETAG_KEY: source["ETag"]},
+                               ContentType=source.get("ContentType") or OCTETS,
                                CopySource={"Bucket": bucket, "Key": key})
         except client_errors() as exc:
             raise storage_error(exc, self.place, f"keep {relpath}") from None
@@ -352,7 +365,9 @@ class BucketRoot:
             yield
         except BaseException:
             try:
-                client.copy_object(Bucket=bucket, Key=key, MetadataDirective="COPY",
+                client.copy_object(Bucket=bucket, Key=key, MetadataDirective="REPLACE",
+                                   Metadata=metadata,
+                                   ContentType=source.get("ContentType") or OCTETS,
                                    CopySource={"Bucket": bucket, "Key": kept})
             except client_errors() as exc:
                 settled = False

@@ -69,6 +69,8 @@ def abort_abandoned(client: Any, place: BucketPlace, now: float | None = None) -
 
 
 KEPT_DIR = ".pypid/keeping/"  # BucketRoot.keeping's copies of bytes being replaced
+KEPT_ETAG_KEY = "pypid-kept-etag"  # a kept copy's metadata: the ETag of what it copied
+_warned: set[tuple[str, str]] = set()  # (kept copy, its ETag): said once in a process
 
 
 def drop_stale_kept(client: Any, place: BucketPlace, now: float | None = None) -> int:
@@ -76,7 +78,7 @@ def drop_stale_kept(client: Any, place: BucketPlace, now: float | None = None) -
     the file holds again (a node killed while replacing it left them: its block lasts a
     moment); how many. A copy of other bytes than the file's (a put-back that failed, or a
     replacement that ended as the node was killed) may be the only copy of a file's
-    recorded bytes: it stays, and a warning names it, for an administrator to decide."""
+    recorded bytes: it stays, and a warning (once) names it, for an administrator."""
     cutoff = (time.time() if now is None else now) - stale_seconds()
     prefix = place.top + KEPT_DIR
     request: dict[str, Any] = {"Bucket": place.bucket, "Prefix": prefix}
@@ -87,10 +89,11 @@ def drop_stale_kept(client: Any, place: BucketPlace, now: float | None = None) -
             if _stamp(item.get("LastModified")) > cutoff:
                 continue
             relpath = item["Key"][len(prefix):]
-            if _etag_of(client, place, place.key(relpath)) == item.get("ETag"):
+            if _holds_again(client, place, item, relpath):
                 client.delete_object(Bucket=place.bucket, Key=item["Key"])
                 dropped += 1
-            else:
+            elif (item["Key"], item.get("ETag")) not in _warned:
+                _warned.add((item["Key"], item.get("ETag")))
                 log.warning("s3: %s holds older bytes of %s than the file has now (a node "
                             "stopped while replacing it): if the audit log's last upload of "
                             "%s is not the file's sha256, copy it back; then delete it",
@@ -102,6 +105,23 @@ def drop_stale_kept(client: Any, place: BucketPlace, now: float | None = None) -
         log.info("s3: removed %d copy(ies) a stopped node kept of files it was replacing",
                  dropped)
     return dropped
+
+
+def _holds_again(client: Any, place: BucketPlace, item: dict[str, Any], relpath: str) -> bool:
+    """Does the file hold the kept copy's bytes? Its ETag is the copy's own, or (a file
+    sent in parts: the copy, made whole, has another) the one the copy noted at keeping."""
+    now = _etag_of(client, place, place.key(relpath))
+    if now is None:
+        return False
+    if now == item.get("ETag"):
+        return True
+    try:
+        kept = client.head_object(Bucket=place.bucket, Key=item["Key"])
+    except client_errors() as exc:
+        if is_missing(exc):
+            return False
+        raise
+    return (kept.get("Metadata") or {}).get(KEPT_ETAG_KEY) == now
 
 
 def _etag_of(client: Any, place: BucketPlace, key: str) -> str | None:

@@ -137,6 +137,51 @@ def test_stale_kept_copies_go_only_when_the_file_holds_them_again(bucket: Bucket
     assert sorted(o["Key"][len(top):] for o in left) == ["gone-1.0.tar.gz", "other-1.0.tar.gz"]
 
 
+def test_a_kept_copy_of_a_file_sent_in_parts_is_known_by_the_etag_it_noted(
+        bucket: BucketRoot, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """AWS makes a copy of an object sent in parts whole, with another ETag than the
+    object's: the ETag noted at keeping tells the sweep that the file holds those bytes
+    again. A copy of other bytes stays, and is named once, not at every sweep."""
+    monkeypatch.setattr(s3upload, "MULTIPART_THRESHOLD", 6 << 20)
+    monkeypatch.setattr(s3upload, "PART_SIZE", 5 << 20)
+    data = os.urandom(11 << 20)
+    store_bytes(bucket, "big-1.0.tar.gz", data)
+    client, top = bucket.clients.plain(), bucket.place.key(s3sweep.KEPT_DIR)
+    with monkeypatch.context() as killed:  # stopped before the copy was deleted
+        killed.setattr(client, "delete_object", lambda **_: None)
+        with bucket.keeping("big-1.0.tar.gz"):
+            pass
+    kept = client.head_object(Bucket=BUCKET, Key=top + "big-1.0.tar.gz")
+    held = client.head_object(Bucket=BUCKET, Key=bucket.place.key("big-1.0.tar.gz"))
+    assert kept["Metadata"][s3sweep.KEPT_ETAG_KEY] == held["ETag"]
+    assert {k: v for k, v in kept["Metadata"].items() if k != s3sweep.KEPT_ETAG_KEY
+            } == held["Metadata"]
+    client.put_object(Bucket=BUCKET, Key=top + "big-1.0.tar.gz", Body=data,  # as AWS copies
+                      Metadata=kept["Metadata"])
+    assert client.head_object(Bucket=BUCKET, Key=top + "big-1.0.tar.gz")["ETag"] != held["ETag"]
+    client.put_object(Bucket=BUCKET, Key=top + "other-1.0.tar.gz", Body=b"old bytes")
+    store_bytes(bucket, "other-1.0.tar.gz", b"new bytes")
+    later = time.time() + 7200
+    assert s3sweep.drop_stale_kept(client, bucket.place, now=later) == 1
+    assert s3sweep.drop_stale_kept(client, bucket.place, now=later) == 0
+    left = client.list_objects_v2(Bucket=BUCKET, Prefix=top).get("Contents", ())
+    assert [o["Key"][len(top):] for o in left] == ["other-1.0.tar.gz"]
+    assert sum("holds older bytes" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_put_back_keeps_the_file_s_metadata(bucket: BucketRoot) -> None:
+    client, key = bucket.clients.plain(), bucket.place.key("demo-1.0.tar.gz")
+    client.put_object(Bucket=BUCKET, Key=key, Body=b"old bytes",  # as an import stores it
+                      Metadata={s3upload.UPLOAD_TIME_KEY: "1700000000000000000"})
+    before = client.head_object(Bucket=BUCKET, Key=key)["Metadata"]
+    assert before
+    with pytest.raises(RuntimeError), bucket.keeping("demo-1.0.tar.gz"):
+        store_bytes(bucket, "demo-1.0.tar.gz", b"new bytes!", overwrite=True)
+        raise RuntimeError("the record failed")
+    assert client.head_object(Bucket=BUCKET, Key=key)["Metadata"] == before
+
+
 def test_racing_nodes_store_exactly_one(s3_store: Store, tmp_path: Path, prefix: str) -> None:
     nodes = [node(s3_store, tmp_path, prefix, f"n{i}") for i in range(3)]
     barrier = threading.Barrier(12)
