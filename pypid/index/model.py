@@ -121,16 +121,13 @@ class ReadModel:
     def _sealed_read(self, recent: dict[str, tuple[int, _T | None]], most: int,
                      found_in: Mapping[str, _T], key: str) -> _T | None:
         """``found_in[key]``, kept in ``recent`` while the index does not change (a read
-        of the sealed table saved); None when the table cannot be read (not kept)."""
+        of the sealed table saved). A table that cannot be read raises OSError (nothing
+        kept): a server's fault, never an answer that the file or project is not here."""
         serial = self._serial  # read first: a change meanwhile makes the memo stale
         known = recent.get(key)
         if known is not None and known[0] == serial:
             return known[1]
-        try:
-            value = found_in.get(key)
-        except OSError as exc:
-            self.warn_once("", f"cannot read the sealed file table: {exc}")
-            return None
+        value = found_in.get(key)
         if len(recent) >= most:
             recent.clear()
         recent[key] = (serial, value)
@@ -138,7 +135,8 @@ class ReadModel:
 
     @property
     def sealed(self) -> bool:
-        """Forked from a master that sealed its files (a worker sharing its memory)."""
+        """The files were sealed (in the master, before the workers forked): a worker
+        shares that process's memory, and reads the files from the sealed table."""
         return self._sealed is not None
 
     def seal_files(self) -> bool:
@@ -159,15 +157,16 @@ class ReadModel:
                             "index's entries instead, un-sharing their memory",
                             self.cache.directory, exc)
                 return False
-            if self._sealed is not None:
-                self._sealed.close()
-            self._sealed, self._recent, self._recent_projects = sealed, {}, {}
+            old, self._sealed = self._sealed, sealed
+            self._recent, self._recent_projects = {}, {}
             self._by_filename = Layered(Base(sealed.find, sealed.may_serve,
                                              sealed.served_names, sealed.served_count()))
             self._by_path = Layered(Base(sealed.at_path, sealed.may_hold_path,
                                          sealed.relpaths, sealed.path_count()))
             self._by_project = Layered(Base(sealed.project, sealed.may_hold_project,  # type: ignore[arg-type]
                                             sealed.projects, sealed.project_count()))
+            if old is not None:  # after the maps left it: no reader is sent to a closed file
+                old.close()
         return True
 
     def _served_path(self, filename: str) -> str | None:
@@ -340,9 +339,11 @@ class ReadModel:
             self._loading = False
             # One serial for the whole load: every project shares one int object, so a
             # worker's lookups write to no page it shares with the master (refcounts).
-            self._serial += 1
+            # Given out once the maps hold the load (see ``_reindex``).
+            serial = self._serial + 1
             for project in self._to_reindex:
-                self._reindex(project, self._serial)
+                self._reindex(project, serial)
+            self._serial = serial
             self._to_reindex.clear()
             self._changing.clear()
 
@@ -368,6 +369,10 @@ class ReadModel:
             self._set_winner(entry)
 
     def _set_winner(self, entry: FileEntry) -> None:
+        yanked = self._marks.yanks.get(entry.filename)
+        if entry.yanked != yanked:  # a copy in another folder, made before a mark changed
+            entry = replace(entry, yanked=yanked)
+            self._by_path[entry.relpath] = entry
         replaced = self._by_filename.get(entry.filename)
         if replaced is not None:
             self._stored_bytes -= replaced.size
@@ -396,21 +401,29 @@ class ReadModel:
             self._reindex(project)
 
     def _reindex(self, project: NormalizedName, serial: int | None = None) -> None:
+        """Sort the project's changed files into ``_by_project``; then a new serial (unless
+        ``serial`` is given: the caller's, given out after), the project's serial and the
+        project list's. In that order: a reader keeps what it read under the serial it
+        saw first (``_sealed_read``, the page cache), so a map must change before the
+        serial that says it did."""
         files = self._changing.get(project) if self._loading else self._changing.pop(project, None)
         if files is None:
             return  # nothing changed since the last reindex
-        if serial is None:
-            self._serial += 1
+        known = project in self._project_serial
         if files:
-            if project not in self._project_serial:
-                self.projects_serial += 1
             self._by_project[project] = tuple(  # one file (most projects): no Version parsed
                 sorted(files.values(), key=lambda e: (Version(e.version), e.filename))
                 if len(files) > 1 else files.values())
-            self._project_serial[project] = self._serial if serial is None else serial
-        elif project in self._project_serial:
+        elif known:
             del self._by_project[project]
-            self._project_serial.pop(project, None)
+        if serial is None:
+            self._serial += 1
+            serial = self._serial
+        if files:
+            self._project_serial[project] = serial
+        elif known:
+            del self._project_serial[project]
+        if bool(files) != known:  # the project list changed: after what it is made from
             self.projects_serial += 1
 
 

@@ -94,7 +94,7 @@ class IndexCatalog:
 
     def has_project(self, project: str) -> bool:
         self.index.catch_up_now()
-        return self.index.files(project) is not None
+        return self.index.project_serial(project) is not None
 
     def project_files(self, project: str) -> list[Found]:
         self.index.catch_up_now()

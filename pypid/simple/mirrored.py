@@ -64,7 +64,8 @@ class MirrorReplies:
     def _is_local(self, project: str) -> bool:
         """A project here, or one this index held (its files all removed since): either
         hides its upstream namesake."""
-        return self.index.files(project) is not None or self.index.ledger.knows(project)
+        return (self.index.project_serial(project) is not None
+                or self.index.ledger.knows(project))
 
     def health(self) -> dict[str, object]:
         return self.mirror.health()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pypid.distfile import NormalizedName
-from pypid.index import Index, Marks
+from pypid.index import Index, Marks, model
 from pypid.index.records import FileEntry
 from pypid.index.sealed import SealedFiles, _Keys, _record
 from pypid.storage import PackageRoot
@@ -184,9 +184,13 @@ def test_a_failed_read_is_not_remembered(root: Path, monkeypatch: pytest.MonkeyP
         assert index.seal_files()
         real = os.pread
         monkeypatch.setattr(os, "pread", lambda *a: (_ for _ in ()).throw(OSError(5, "EIO")))
-        assert index.file(made.name) is None  # the disk failed this once
+        with pytest.raises(OSError):  # the disk failed this once: not "no such file"
+            index.file(made.name)
+        with pytest.raises(OSError):  # nor "no such project" (a private name sent upstream)
+            index.files("kept")
         monkeypatch.setattr(os, "pread", real)
         assert index.file(made.name) is not None
+        assert index.files("kept") is not None
     finally:
         index.close()
 
@@ -238,5 +242,52 @@ def test_a_sealed_index_answers_as_before_and_keeps_only_changes(root: Path) -> 
         assert index.project_count() == 2
         assert index.stored_bytes() == sum(
             e.size for p in index.projects() for e in index.files(p) or ())
+    finally:
+        index.close()
+
+
+def test_a_reader_during_a_change_never_keeps_the_old_files_under_the_new_serial(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request thread that reads while the watcher sorts a changed project (the GIL
+    lets it in) may see the old files; it must not keep them once the change is done."""
+    make_wheel(root, "many", "1.0")
+    make_wheel(root, "many", "2.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        assert index.seal_files()
+        real = model.Version
+
+        def reading_meanwhile(text: str) -> object:
+            index.files("many")
+            return real(text)
+        monkeypatch.setattr(model, "Version", reading_meanwhile)
+        index.refresh(make_wheel(root, "many", "3.0").name)
+        monkeypatch.setattr(model, "Version", real)
+        files = index.files("many")
+        assert files is not None and [e.version for e in files] == ["1.0", "2.0", "3.0"]
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize("seal", [False, True])
+def test_a_copy_served_when_another_goes_carries_the_mark_of_now(root: Path,
+                                                                 seal: bool) -> None:
+    make_sdist(root / "a", "twice", "1.0")
+    make_sdist(root / "b", "twice", "1.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        if seal:
+            assert index.seal_files()
+        make_sdist(root / "b", "twice", "1.0", requires_python=">=3.9")  # changed: held
+        index.refresh("b/twice-1.0.tar.gz")
+        index.apply_marks(Marks(yanks={"twice-1.0.tar.gz": "broken"}))
+        (root / "a" / "twice-1.0.tar.gz").unlink()
+        index.refresh("a/twice-1.0.tar.gz")
+        served = index.file("twice-1.0.tar.gz")
+        assert served is not None and served.relpath == "b/twice-1.0.tar.gz"
+        assert served.yanked == "broken"
+        assert index.entry_at("b/twice-1.0.tar.gz") == served
     finally:
         index.close()
