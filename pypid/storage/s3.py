@@ -64,7 +64,9 @@ PAGE_LIMIT = 100_000  # listing pages of 1,000 keys: a bound, far above any real
 HEALTH_PROBE_SECONDS = 10.0  # an answer from the store younger than this is believed
 STATE_FILE = "store-problem"  # in the node's cache folder: why the store is away, if it is
 CHUNK = 1024 * 1024
-OCTETS = "application/octet-stream"  # a copy's type when the original states none
+# What a copy made with MetadataDirective REPLACE takes from the object's HEAD.
+_COPIED = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage",
+           "ContentType", "Expires")
 
 
 class BucketRoot:
@@ -353,27 +355,27 @@ class BucketRoot:
         key, kept = self.place.key(relpath), self.place.key(KEPT_DIR + relpath)
         try:
             source = client.head_object(Bucket=bucket, Key=key)
-            metadata = dict(source.get("Metadata") or {})
+            fields = _copied_fields(source)
             client.copy_object(Bucket=bucket, Key=kept, MetadataDirective="REPLACE",
-                               Metadata={**metadata, KEPT_ETAG_KEY: source["ETag"]},
-                               ContentType=source.get("ContentType") or OCTETS,
-                               CopySource={"Bucket": bucket, "Key": key})
+                               **{**fields, "Metadata": {**fields["Metadata"],
+                                                         KEPT_ETAG_KEY: source["ETag"]}},
+                               CopySource={"Bucket": bucket, "Key": key},
+                               CopySourceIfMatch=source["ETag"])  # the bytes it noted
         except client_errors() as exc:
             raise storage_error(exc, self.place, f"keep {relpath}") from None
         settled = True  # False: the kept copy is the only one left of the old bytes
         try:
             yield
         except BaseException:
+            settled = False  # until the old bytes are back, whatever fails meanwhile
             try:
                 client.copy_object(Bucket=bucket, Key=key, MetadataDirective="REPLACE",
-                                   Metadata=metadata,
-                                   ContentType=source.get("ContentType") or OCTETS,
-                                   CopySource={"Bucket": bucket, "Key": kept})
+                                   **fields, CopySource={"Bucket": bucket, "Key": kept})
             except client_errors() as exc:
-                settled = False
                 log.error("s3: cannot put back the replaced bytes of %s (they are kept as "
                           "%s): %s", relpath, kept, reason(exc))
             else:
+                settled = True
                 self.copies.drop(relpath)
             raise
         finally:
@@ -423,3 +425,10 @@ def _is_listable(relpath: str) -> bool:
     name = relpath.rsplit("/", 1)[-1]
     return (not any(part.startswith(".") or not part for part in relpath.split("/"))
             and not is_temp_name(name) and has_dist_suffix(name))
+
+
+def _copied_fields(head: dict[str, Any]) -> dict[str, Any]:
+    """The object's own metadata and headers, for a copy that replaces its metadata."""
+    fields = {name: head[name] for name in _COPIED if head.get(name) is not None}
+    fields["Metadata"] = dict(head.get("Metadata") or {})
+    return fields

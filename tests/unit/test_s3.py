@@ -170,6 +170,28 @@ def test_a_kept_copy_of_a_file_sent_in_parts_is_known_by_the_etag_it_noted(
     assert sum("holds older bytes" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_a_file_replaced_while_it_is_kept_fails_the_keep(
+        bucket: BucketRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy is of the bytes whose ETag it notes, or there is none: another node that
+    replaced the file between the HEAD and the copy fails this keep."""
+    store_bytes(bucket, "demo-1.0.tar.gz", b"old bytes")
+    client = bucket.clients.plain()
+    real = client.head_object
+
+    def replaced_after(**request: object) -> dict[str, object]:
+        answer = real(**request)
+        monkeypatch.setattr(client, "head_object", real)  # once
+        store_bytes(bucket, "demo-1.0.tar.gz", b"newer bytes", overwrite=True)
+        return answer
+    monkeypatch.setattr(client, "head_object", replaced_after)
+    with pytest.raises(StorageError, match="PreconditionFailed"), \
+            bucket.keeping("demo-1.0.tar.gz"):
+        pass
+    monkeypatch.undo()
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=bucket.place.key(s3sweep.KEPT_DIR))
+    assert not listed.get("Contents")
+
+
 def test_a_put_back_keeps_the_file_s_metadata(bucket: BucketRoot) -> None:
     client, key = bucket.clients.plain(), bucket.place.key("demo-1.0.tar.gz")
     client.put_object(Bucket=BUCKET, Key=key, Body=b"old bytes",  # as an import stores it
