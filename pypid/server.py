@@ -343,6 +343,7 @@ def _post_worker_init(worker: Any) -> None:
     """Each worker follows changes in the root from its first moment. One forked long
     after the load (a replacement for a killed worker) catches up before it answers."""
     store.start_flushing(_metrics_folder(worker.app))
+    heap.keep_large_blocks_apart()
     heap.Trimmer().start()
     index = worker.app.services.index
     index.start_watching(catch_up_first=time.monotonic() - index.loaded_at > CATCH_UP_AFTER)
