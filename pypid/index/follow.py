@@ -80,6 +80,7 @@ class Follower:
             try:
                 for change in feed.read(0.1):
                     self.apply(change)
+                self.index.reseal_if_due()
                 now = time.monotonic()
                 if now >= next_marks_check:
                     next_marks_check = now + MARKS_CHECK_SECONDS

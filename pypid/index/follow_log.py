@@ -69,6 +69,10 @@ class LogFollower:
         while not self._stop.wait(RETRY_SECONDS if self._failing else POLL_SECONDS):
             self._poll_safely()
             try:
+                self.index.reseal_if_due()
+            except Exception as exc:  # noqa: BLE001 - the follower must outlive any failure
+                log.warning("sealing the index's changes: %s: %s", type(exc).__name__, exc)
+            try:
                 self.index.root.clear_abandoned()  # does its work once an hour at most
             except Exception as exc:  # noqa: BLE001 - the follower must outlive any failure
                 log.warning("clearing abandoned uploads: %s: %s", type(exc).__name__, exc)

@@ -39,8 +39,16 @@ _SHIFT = 32  # place = offset << 32 | length
 _LENGTH_MASK = (1 << _SHIFT) - 1
 _WRITE_BATCH = 1 << 20
 _READ_CHUNK = 1 << 20
+_HASH_BIAS = 1 << 63  # a hash plus this is never negative
+_PLACE_MASK = (1 << 64) - 1
 
 Yanks = Callable[[], Mapping[str, str]]
+
+
+def _row(key: str, place: int) -> int:
+    """A key's hash and its place in one int (sorts by hash; ~50 bytes, where a tuple of
+    two ints took ~130: a seal of 54,307 files held ~14 MB of them at once)."""
+    return (hash(key) + _HASH_BIAS) << 64 | place
 
 
 class _Keys:
@@ -48,10 +56,11 @@ class _Keys:
 
     __slots__ = ("hashes", "places")
 
-    def __init__(self, rows: list[tuple[int, int]]) -> None:
+    def __init__(self, rows: list[int]) -> None:
+        """``rows``: ``_row``s, sorted here (in place)."""
         rows.sort()
-        self.hashes = array("q", (h for h, _ in rows))
-        self.places = array("Q", (p for _, p in rows))
+        self.hashes = array("q", ((row >> 64) - _HASH_BIAS for row in rows))
+        self.places = array("Q", (row & _PLACE_MASK for row in rows))
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -103,22 +112,22 @@ class SealedFiles:
         fd = unlinked_file(directory, ".files-")
         try:
             writer = _Writer(fd)
-            names: list[tuple[int, int]] = []
-            paths: list[tuple[int, int]] = []
-            runs: list[tuple[int, int]] = []
+            names: list[int] = []
+            paths: list[int] = []
+            runs: list[int] = []
             for files in projects:
                 start = writer.offset
                 for entry in files:
                     place = writer.add(entry)
-                    names.append((hash(entry.filename), place))
+                    names.append(_row(entry.filename, place))
                     if entry.relpath != entry.filename:
-                        paths.append((hash(entry.relpath), place))
+                        paths.append(_row(entry.relpath, place))
                 if files:
-                    runs.append((hash(files[0].project),
-                                 start << _SHIFT | (writer.offset - start)))
+                    runs.append(_row(files[0].project,
+                                     start << _SHIFT | (writer.offset - start)))
             served_end, count = writer.offset, len(names)
             for entry in unserved:
-                paths.append((hash(entry.relpath), writer.add(entry)))
+                paths.append(_row(entry.relpath, writer.add(entry)))
                 count += 1
             writer.flush()
             return cls(fd, _Keys(names), _Keys(paths), _Keys(runs), served_end=served_end,
@@ -182,6 +191,17 @@ class SealedFiles:
             if files and files[0].project == project:
                 return files
         return None
+
+    def runs(self) -> Iterator[tuple[NormalizedName, tuple[FileEntry, ...]]]:
+        """Every project's served files, in the table's order: one pass over the file."""
+        run: list[FileEntry] = []
+        for entry in self._entries(0, self._served_end):
+            if run and entry.project != run[0].project:
+                yield run[0].project, tuple(run)
+                run = []
+            run.append(entry)
+        if run:
+            yield run[0].project, tuple(run)
 
     def projects(self) -> Iterator[NormalizedName]:
         last = None

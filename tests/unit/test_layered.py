@@ -43,3 +43,13 @@ def test_a_key_the_base_never_held_leaves_nothing_when_it_goes() -> None:
     assert held.changes() == 0 and len(held) == 1
     del held["a"]  # the base holds it: marked gone
     assert held.changes() == 1 and len(held) == 0 and list(held) == []
+
+
+def test_merged_gives_the_base_items_not_changed_then_the_changes() -> None:
+    base = {"a": 1, "b": 2, "c": 3}
+    held = layered(base)
+    held["b"] = 20
+    held["d"] = 4
+    del held["c"]
+    assert list(held.merged(base.items())) == [1, 20, 4]
+    assert sorted(held.merged(base.items())) == sorted(held.values())

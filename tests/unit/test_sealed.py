@@ -4,6 +4,7 @@ and the index answering changes made since the seal before it."""
 from __future__ import annotations
 
 import os
+import time
 from array import array
 from collections.abc import Iterator
 from dataclasses import replace
@@ -289,5 +290,126 @@ def test_a_copy_served_when_another_goes_carries_the_mark_of_now(root: Path,
         assert served is not None and served.relpath == "b/twice-1.0.tar.gz"
         assert served.yanked == "broken"
         assert index.entry_at("b/twice-1.0.tar.gz") == served
+    finally:
+        index.close()
+
+
+def test_a_second_seal_holds_every_change_and_empties_the_maps(root: Path) -> None:
+    """What a worker does once many files changed: the answers stay the same, the maps
+    are empty again, and changes after it are laid over the new table."""
+    for version in ("1.0", "1.10", "1.9"):
+        make_wheel(root, "many", version)
+    make_sdist(root / "a", "twice", "1.0")
+    make_sdist(root / "b", "twice", "1.0")
+    make_sdist(root, "gone", "1.0")
+    make_sdist(root / "sub", "folded", "1.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        assert index.seal_files()
+        changed = [make_wheel(root, "many", "2.0"), make_wheel(root, "fresh", "0.1"),
+                   make_sdist(root / "c", "twice", "1.0")]
+        for made in changed:
+            index.refresh(str(made.relative_to(root)))
+        (root / "gone-1.0.tar.gz").unlink()
+        index.refresh("gone-1.0.tar.gz")
+        (root / "sub" / "folded-1.0.tar.gz").unlink()
+        index.refresh("sub/folded-1.0.tar.gz")
+        index.apply_marks(Marks(yanks={"many-1.9-py3-none-any.whl": "broken"}))
+        before = reads(index)
+        assert index.seal_files()
+        assert reads(index) == before
+        for held in (index._by_filename, index._by_path, index._by_project):  # noqa: SLF001
+            assert held.changes() == 0  # type: ignore[attr-defined]
+        assert index.file("many-1.9-py3-none-any.whl").yanked == "broken"  # type: ignore[union-attr]
+        index.apply_marks(Marks())  # a mark is read at each lookup, never sealed
+        assert index.file("many-1.9-py3-none-any.whl").yanked is None  # type: ignore[union-attr]
+        (root / "a" / "twice-1.0.tar.gz").unlink()  # the next copy is served now
+        index.refresh("a/twice-1.0.tar.gz")
+        served = index.file("twice-1.0.tar.gz")
+        assert served is not None and served.relpath == "b/twice-1.0.tar.gz"
+        files = index.files("many")
+        assert files is not None and [e.version for e in files] == ["1.0", "1.9", "1.10",
+                                                                    "2.0"]
+    finally:
+        index.close()
+
+
+def test_a_reader_of_the_replaced_table_reads_on_until_it_lets_go(root: Path) -> None:
+    """A request thread may hold a map over the old table while the watcher seals again:
+    the old file stays open for it (a closed one would be a 500, a reused descriptor
+    another file's bytes), and is closed once nothing holds it."""
+    made = make_wheel(root, "kept", "1.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        assert index.seal_files()
+        old = index._by_filename  # noqa: SLF001
+        fd = index._sealed._fd  # type: ignore[union-attr]  # noqa: SLF001
+        index.refresh(make_wheel(root, "kept", "2.0").name)
+        assert index.seal_files()
+        assert old.get(made.name) == index.file(made.name)
+        os.fstat(fd)
+        del old
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    finally:
+        index.close()
+
+
+def test_the_watcher_seals_again_after_many_changes_and_backs_off_when_it_cannot(
+        root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    make_wheel(root, "kept", "1.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        assert index.seal_files()
+        monkeypatch.setattr(index, "_reseal_after", 3)
+        index.refresh(make_wheel(root, "kept", "2.0").name)
+        assert not index.reseal_if_due()  # 2 changes: the path and the project
+        real = SealedFiles.write
+        monkeypatch.setattr(SealedFiles, "write", lambda *a: (_ for _ in ()).throw(
+            OSError(28, "No space left on device")))
+        index.refresh(make_wheel(root, "other", "1.0").name)
+        assert not index.reseal_if_due()  # the disk is full: the maps keep the changes
+        assert "No space left on device" in caplog.text
+        assert index.file("other-1.0-py3-none-any.whl") is not None
+        assert index._reseal_after == 8  # noqa: SLF001 - twice the 4 changes, not each one
+        monkeypatch.setattr(SealedFiles, "write", real)
+        assert not index.reseal_if_due()
+        for version in ("3.0", "4.0", "5.0"):
+            index.refresh(make_wheel(root, "kept", version).name)
+            assert not index.reseal_if_due()  # 5, 6, 7
+        index.refresh(make_wheel(root, "kept", "6.0").name)
+        assert index.reseal_if_due()
+        assert index._by_path.changes() == 0  # type: ignore[attr-defined]  # noqa: SLF001
+        assert index._reseal_after == model.RESEAL_AFTER  # noqa: SLF001
+        files = index.files("kept")
+        assert files is not None and [e.version for e in files] == [
+            "1.0", "2.0", "3.0", "4.0", "5.0", "6.0"]
+    finally:
+        index.close()
+
+
+def test_the_watcher_thread_seals_the_changes_it_applied(root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    make_wheel(root, "kept", "1.0")
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        assert index.seal_files()
+        monkeypatch.setattr(index, "_reseal_after", 3)
+        index.start_watching()
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        names = [make_wheel(staging, "kept", version).name for version in ("2.0", "3.0")]
+        for name in names:
+            os.replace(staging / name, root / name)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+                index._by_path.changes() or len(index.files("kept") or ()) < 3):  # type: ignore[attr-defined]  # noqa: SLF001
+            time.sleep(0.02)
+        assert [e.version for e in index.files("kept") or ()] == ["1.0", "2.0", "3.0"]
+        assert index._by_path.changes() == 0  # type: ignore[attr-defined]  # noqa: SLF001
     finally:
         index.close()
