@@ -357,59 +357,60 @@ def test_a_reader_of_the_replaced_table_reads_on_until_it_lets_go(root: Path) ->
         index.close()
 
 
-def test_the_watcher_seals_again_after_many_changes_and_backs_off_when_it_cannot(
-        root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture
+def resealing(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Index]:
+    """A sealed index of one file that seals again after 3 changes."""
     make_wheel(root, "kept", "1.0")
     index = Index(PackageRoot(root))
     try:
         index.load()
         assert index.seal_files()
         monkeypatch.setattr(index, "_reseal_after", 3)
-        index.refresh(make_wheel(root, "kept", "2.0").name)
-        assert not index.reseal_if_due()  # 2 changes: the path and the project
-        real = SealedFiles.write
-        monkeypatch.setattr(SealedFiles, "write", lambda *a: (_ for _ in ()).throw(
-            OSError(28, "No space left on device")))
-        index.refresh(make_wheel(root, "other", "1.0").name)
-        assert not index.reseal_if_due()  # the disk is full: the maps keep the changes
-        assert "No space left on device" in caplog.text
-        assert index.file("other-1.0-py3-none-any.whl") is not None
-        assert index._reseal_after == 8  # noqa: SLF001 - twice the 4 changes, not each one
-        monkeypatch.setattr(SealedFiles, "write", real)
-        assert not index.reseal_if_due()
-        for version in ("3.0", "4.0", "5.0"):
-            index.refresh(make_wheel(root, "kept", version).name)
-            assert not index.reseal_if_due()  # 5, 6, 7
-        index.refresh(make_wheel(root, "kept", "6.0").name)
-        assert index.reseal_if_due()
-        assert index._by_path.changes() == 0  # type: ignore[attr-defined]  # noqa: SLF001
-        assert index._reseal_after == model.RESEAL_AFTER  # noqa: SLF001
-        files = index.files("kept")
-        assert files is not None and [e.version for e in files] == [
-            "1.0", "2.0", "3.0", "4.0", "5.0", "6.0"]
+        yield index
     finally:
         index.close()
+
+
+def test_the_watcher_seals_again_after_many_changes_and_backs_off_when_it_cannot(
+        root: Path, resealing: Index, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    index = resealing
+    index.refresh(make_wheel(root, "kept", "2.0").name)
+    assert not index.reseal_if_due()  # 2 changes: the path and the project
+    real = SealedFiles.write
+    monkeypatch.setattr(SealedFiles, "write", lambda *a: (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))
+    index.refresh(make_wheel(root, "other", "1.0").name)
+    assert not index.reseal_if_due()  # the disk is full: the maps keep the changes
+    assert "No space left on device" in caplog.text
+    assert index.file("other-1.0-py3-none-any.whl") is not None
+    assert index._reseal_after == 8  # noqa: SLF001 - twice the 4 changes, not each one
+    monkeypatch.setattr(SealedFiles, "write", real)
+    assert not index.reseal_if_due()
+    for version in ("3.0", "4.0", "5.0"):
+        index.refresh(make_wheel(root, "kept", version).name)
+        assert not index.reseal_if_due()  # 5, 6, 7
+    index.refresh(make_wheel(root, "kept", "6.0").name)
+    assert index.reseal_if_due()
+    assert index._by_path.changes() == 0  # type: ignore[attr-defined]  # noqa: SLF001
+    assert index._reseal_after == model.RESEAL_AFTER  # noqa: SLF001
+    files = index.files("kept")
+    assert files is not None and [e.version for e in files] == [
+        "1.0", "2.0", "3.0", "4.0", "5.0", "6.0"]
 
 
 def test_the_watcher_thread_seals_the_changes_it_applied(root: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    make_wheel(root, "kept", "1.0")
-    index = Index(PackageRoot(root))
-    try:
-        index.load()
-        assert index.seal_files()
-        monkeypatch.setattr(index, "_reseal_after", 3)
-        index.start_watching()
-        staging = tmp_path / "staging"
-        staging.mkdir()
-        names = [make_wheel(staging, "kept", version).name for version in ("2.0", "3.0")]
-        for name in names:
-            os.replace(staging / name, root / name)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (
-                index._by_path.changes() or len(index.files("kept") or ()) < 3):  # type: ignore[attr-defined]  # noqa: SLF001
-            time.sleep(0.02)
-        assert [e.version for e in index.files("kept") or ()] == ["1.0", "2.0", "3.0"]
-        assert index._by_path.changes() == 0  # type: ignore[attr-defined]  # noqa: SLF001
-    finally:
-        index.close()
+                                                         resealing: Index) -> None:
+    index = resealing
+    index.start_watching()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    names = [make_wheel(staging, "kept", version).name for version in ("2.0", "3.0")]
+    for name in names:
+        os.replace(staging / name, root / name)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+            index._by_path.changes() or len(index.files("kept") or ()) < 3):  # type: ignore[attr-defined]  # noqa: SLF001
+        time.sleep(0.02)
+    assert [e.version for e in index.files("kept") or ()] == ["1.0", "2.0", "3.0"]
+    assert index._by_path.changes() == 0  # type: ignore[attr-defined]  # noqa: SLF001
