@@ -158,7 +158,8 @@ class ReadModel:
                 projects = self._by_project.merged(self._sealed.runs())  # one pass, in order
             try:
                 sealed = SealedFiles.write(self.cache.directory, projects, unserved,
-                                           _yanks_of(self))
+                                           _yanks_of(self), file_count=len(self._by_path),
+                                           project_count=len(self._project_serial))
             except (OSError, struct.error) as exc:
                 log.warning("cannot write the file table in %s (%s); %s",
                             self.cache.directory, exc,

@@ -21,7 +21,6 @@ import os
 import struct
 import weakref
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -39,46 +38,79 @@ _SHIFT = 32  # place = offset << 32 | length
 _LENGTH_MASK = (1 << _SHIFT) - 1
 _WRITE_BATCH = 1 << 20
 _READ_CHUNK = 1 << 20
-_HASH_BIAS = 1 << 63  # a hash plus this is never negative
-_PLACE_MASK = (1 << 64) - 1
 
 Yanks = Callable[[], Mapping[str, str]]
 
 
-def _row(key: str, place: int) -> int:
-    """A key's hash and its place in one int (sorts by hash; ~50 bytes, where a tuple of
-    two ints took ~130: a seal of 54,307 files held ~14 MB of them at once)."""
-    return (hash(key) + _HASH_BIAS) << 64 | place
-
-
 class _Keys:
-    """Places in the file by a key's hash: sorted hashes, and the places beside them."""
+    """Places in the file by a key's hash: a table with open addressing, in two arrays.
 
-    __slots__ = ("hashes", "places")
+    Arrays of numbers, not Python objects, from the first key on: a seal in a worker
+    (``ReadModel.reseal_if_due``) makes no small objects by the key (those land in the
+    free slots of memory the worker shares with the master, and un-share it for good),
+    and reading them writes nothing shared. A place is never 0 (a record has a length):
+    0 marks a free slot.
+    """
 
-    def __init__(self, rows: list[int]) -> None:
-        """``rows``: ``_row``s, sorted here (in place)."""
-        rows.sort()
-        self.hashes = array("q", ((row >> 64) - _HASH_BIAS for row in rows))
-        self.places = array("Q", (row & _PLACE_MASK for row in rows))
+    __slots__ = ("count", "hashes", "places")
+
+    def __init__(self, expected: int = 0) -> None:
+        slots = 8
+        while slots < 2 * expected:
+            slots <<= 1
+        self.hashes = array("q", [0]) * slots
+        self.places = array("Q", [0]) * slots
+        self.count = 0
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return self.count
+
+    def add(self, key: str, place: int) -> None:
+        if 2 * (self.count + 1) > len(self.places):  # at most half full: short probes
+            self._grow()
+        self._put(hash(key), place)
+        self.count += 1
 
     def may_hold(self, key: str) -> bool:
         """False when no key has ``key``'s hash (so it surely is not here)."""
         wanted = hash(key)
-        at = bisect_left(self.hashes, wanted)
-        return at < len(self.hashes) and self.hashes[at] == wanted
+        hashes, places = self.hashes, self.places
+        mask = len(places) - 1
+        at = wanted & mask
+        while places[at]:
+            if hashes[at] == wanted:
+                return True
+            at = (at + 1) & mask
+        return False
 
     def find(self, key: str) -> Iterator[int]:
         """The places of every key with ``key``'s hash (more than one: keys share it)."""
         wanted = hash(key)
-        hashes = self.hashes
-        at = bisect_left(hashes, wanted)
-        while at < len(hashes) and hashes[at] == wanted:
-            yield self.places[at]
-            at += 1
+        hashes, places = self.hashes, self.places
+        mask = len(places) - 1
+        at = wanted & mask
+        while place := places[at]:
+            if hashes[at] == wanted:
+                yield place
+            at = (at + 1) & mask
+
+    def _put(self, key_hash: int, place: int) -> None:
+        hashes, places = self.hashes, self.places
+        mask = len(places) - 1
+        at = key_hash & mask
+        while places[at]:
+            at = (at + 1) & mask
+        hashes[at] = key_hash
+        places[at] = place
+
+    def _grow(self) -> None:
+        old = zip(self.hashes, self.places, strict=True)
+        slots = 2 * len(self.places)
+        self.hashes = array("q", [0]) * slots
+        self.places = array("Q", [0]) * slots
+        for key_hash, place in old:
+            if place:
+                self._put(key_hash, place)
 
 
 class SealedFiles:
@@ -105,32 +137,31 @@ class SealedFiles:
 
     @classmethod
     def write(cls, directory: Path, projects: Iterable[tuple[FileEntry, ...]],
-              unserved: Iterable[FileEntry], yanks: Yanks) -> SealedFiles:
+              unserved: Iterable[FileEntry], yanks: Yanks, *, file_count: int = 0,
+              project_count: int = 0) -> SealedFiles:
         """Write each project's served files (in their order), then the ``unserved`` ones,
         to a new unlinked file in ``directory`` (OSError if it cannot be written, and
-        struct.error for a value no record holds: the caller goes on without)."""
+        struct.error for a value no record holds: the caller goes on without).
+        ``file_count``, ``project_count``: about how many (the tables are made that big at once)."""
         fd = unlinked_file(directory, ".files-")
         try:
             writer = _Writer(fd)
-            names: list[int] = []
-            paths: list[int] = []
-            runs: list[int] = []
+            names, paths, runs = _Keys(file_count), _Keys(), _Keys(project_count)
             for files in projects:
                 start = writer.offset
                 for entry in files:
                     place = writer.add(entry)
-                    names.append(_row(entry.filename, place))
+                    names.add(entry.filename, place)
                     if entry.relpath != entry.filename:
-                        paths.append(_row(entry.relpath, place))
+                        paths.add(entry.relpath, place)
                 if files:
-                    runs.append(_row(files[0].project,
-                                     start << _SHIFT | (writer.offset - start)))
+                    runs.add(files[0].project, start << _SHIFT | (writer.offset - start))
             served_end, count = writer.offset, len(names)
             for entry in unserved:
-                paths.append(_row(entry.relpath, writer.add(entry)))
+                paths.add(entry.relpath, writer.add(entry))
                 count += 1
             writer.flush()
-            return cls(fd, _Keys(names), _Keys(paths), _Keys(runs), served_end=served_end,
+            return cls(fd, names, paths, runs, served_end=served_end,
                        paths_count=count, yanks=yanks)
         except BaseException:
             os.close(fd)
@@ -252,22 +283,20 @@ class _Writer:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.offset = 0
-        self._batch: list[bytes] = []
-        self._pending = 0
+        self._batch = bytearray()  # one buffer, not a bytes object a record (see _Keys)
 
     def add(self, entry: FileEntry) -> int:
         record = _record(entry)
         place = self.offset << _SHIFT | len(record)
         self.offset += len(record)
-        self._batch.append(record)
-        self._pending += len(record)
-        if self._pending >= _WRITE_BATCH:
+        self._batch += record
+        if len(self._batch) >= _WRITE_BATCH:
             self.flush()
         return place
 
     def flush(self) -> None:
-        write_all(self.fd, b"".join(self._batch))
-        self._batch, self._pending = [], 0
+        write_all(self.fd, self._batch)
+        self._batch = bytearray()
 
 
 def _record(entry: FileEntry) -> bytes:

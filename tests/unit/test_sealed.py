@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from array import array
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -118,11 +117,10 @@ def test_names_that_share_a_hash_are_told_apart(sealed: list[FileEntry],
     fd = os.open(tmp_path, os.O_RDWR | os.O_TMPFILE, 0o600)
     a, b = _record(first), _record(second)
     os.write(fd, a + b)
-    shared = hash(first.filename)
-    names = _Keys([])
-    names.hashes = array("q", [shared, shared])
-    names.places = array("Q", [len(a) << 32 | len(b), len(a)])  # b first
-    table = SealedFiles(fd, names, _Keys([]), _Keys([]), served_end=len(a) + len(b),
+    names = _Keys()
+    names.add(first.filename, len(a) << 32 | len(b))  # b first, under a's hash
+    names.add(first.filename, len(a))
+    table = SealedFiles(fd, names, _Keys(), _Keys(), served_end=len(a) + len(b),
                         paths_count=2, yanks=no_yanks)
     try:
         assert table.find(first.filename) == first
@@ -184,7 +182,7 @@ def test_a_failed_read_is_not_remembered(root: Path, monkeypatch: pytest.MonkeyP
         index.load()
         assert index.seal_files()
         real = os.pread
-        monkeypatch.setattr(os, "pread", lambda *a: (_ for _ in ()).throw(OSError(5, "EIO")))
+        monkeypatch.setattr(os, "pread", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "EIO")))
         with pytest.raises(OSError):  # the disk failed this once: not "no such file"
             index.file(made.name)
         with pytest.raises(OSError):  # nor "no such project" (a private name sent upstream)
@@ -378,7 +376,7 @@ def test_the_watcher_seals_again_after_many_changes_and_backs_off_when_it_cannot
     index.refresh(make_wheel(root, "kept", "2.0").name)
     assert not index.reseal_if_due()  # 2 changes: the path and the project
     real = SealedFiles.write
-    monkeypatch.setattr(SealedFiles, "write", lambda *a: (_ for _ in ()).throw(
+    monkeypatch.setattr(SealedFiles, "write", lambda *a, **k: (_ for _ in ()).throw(
         OSError(28, "No space left on device")))
     index.refresh(make_wheel(root, "other", "1.0").name)
     assert not index.reseal_if_due()  # the disk is full: the maps keep the changes
