@@ -8,7 +8,7 @@ forgotten, so files that come and go after the seal leave nothing behind).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=str)
@@ -103,13 +103,7 @@ class Layered(MutableMapping[K, V]):
         """How many keys changed since the seal (the overlay's size)."""
         return len(self._over)
 
-    def merged(self, held: Iterable[tuple[K, V]]) -> Iterator[V]:
-        """Every value, given the base's own items (``held``, read once in its order, far
-        cheaper than a lookup each): those not changed since, then the changed ones."""
-        over = self._over
-        for key, value in held:
-            if key not in over:
-                yield value
-        for value in list(over.values()):
-            if value is not _GONE:
-                yield value  # type: ignore[misc]
+    def changed(self) -> Iterator[tuple[K, V | None]]:
+        """Each key changed since the seal, with its value now (None: removed)."""
+        for key, value in list(self._over.items()):
+            yield key, (None if value is _GONE else value)  # type: ignore[misc]

@@ -20,6 +20,7 @@ import struct
 import sys
 import threading
 import weakref
+from bisect import insort
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +42,7 @@ log = logging.getLogger("pypid.index")
 Progress = Callable[[int, int], None]
 RECENT_FILES = 1024  # sealed lookups a process keeps while the index does not change
 RECENT_PROJECTS = 256
+RECENT_PROJECT_FILES = 32  # a project with more files is read again each time (memory)
 # Files and projects changed since the seal before they are sealed too (``reseal_if_due``)
 RESEAL_AFTER = 2048
 
@@ -105,7 +107,7 @@ class ReadModel:
         if self._sealed is None:
             return self._by_project.get(NormalizedName(project))
         return self._sealed_read(self._recent_projects, RECENT_PROJECTS,
-                                 self._by_project, project)
+                                 self._project_files, project, RECENT_PROJECT_FILES)
 
     @property
     def serial(self) -> int:
@@ -119,22 +121,35 @@ class ReadModel:
         """The entry served for ``filename`` (the first of its paths, when several hold it)."""
         if self._sealed is None:
             return self._by_filename.get(filename)
-        return self._sealed_read(self._recent, RECENT_FILES, self._by_filename, filename)
+        return self._sealed_read(self._recent, RECENT_FILES, self._by_filename.get, filename)
 
     def _sealed_read(self, recent: dict[str, tuple[int, _T | None]], most: int,
-                     found_in: Mapping[str, _T], key: str) -> _T | None:
-        """``found_in[key]``, kept in ``recent`` while the index does not change (a read
-        of the sealed table saved). A table that cannot be read raises OSError (nothing
-        kept): a server's fault, never an answer that the file or project is not here."""
+                     read: Callable[[str], _T | None], key: str,
+                     keep_below: int | None = None) -> _T | None:
+        """``read(key)``, kept in ``recent`` while the index does not change (a read of
+        the sealed table saved), unless it has ``keep_below`` items or more. A table that
+        cannot be read raises OSError (nothing kept): a server's fault, never an answer
+        that the file or project is not here."""
         serial = self._serial  # read first: a change meanwhile makes the memo stale
         known = recent.get(key)
         if known is not None and known[0] == serial:
             return known[1]
-        value = found_in.get(key)
+        value = read(key)
+        if keep_below is not None and value is not None and len(value) >= keep_below:  # type: ignore[arg-type]
+            return value
         if len(recent) >= most:
             recent.clear()
         recent[key] = (serial, value)
         return value
+
+    def _project_files(self, project: str) -> tuple[FileEntry, ...] | None:
+        """The project's files now: as sealed, with the changes made since."""
+        found = self._by_project.get(NormalizedName(project))
+        if not isinstance(found, _ChangedFiles):
+            return found
+        sealed = self._sealed
+        at_seal = sealed.project(project) if sealed is not None else None
+        return found.applied_to(at_seal or ()) or None
 
     @property
     def sealed(self) -> bool:
@@ -155,7 +170,7 @@ class ReadModel:
                         for path in sorted(paths) if path != self._served_path(name)]
             projects: Iterable[tuple[FileEntry, ...]] = self._by_project.values()
             if self._sealed is not None and isinstance(self._by_project, Layered):
-                projects = self._by_project.merged(self._sealed.runs())  # one pass, in order
+                projects = _projects_now(self._sealed, self._by_project)
             try:
                 sealed = SealedFiles.write(self.cache.directory, projects, unserved,
                                            _yanks_of(self), file_count=len(self._by_path),
@@ -419,7 +434,7 @@ class ReadModel:
     def _changing_files(self, project: NormalizedName) -> dict[str, FileEntry]:
         files = self._changing.get(project)
         if files is None:
-            known = self._by_project.get(project)
+            known = self._project_files(project)
             files = {e.filename: e for e in known} if known else {}  # a new project: {}
             self._changing[project] = files
         return files
@@ -441,9 +456,11 @@ class ReadModel:
             return  # nothing changed since the last reindex
         known = project in self._project_serial
         if files:
-            self._by_project[project] = tuple(  # one file (most projects): no Version parsed
-                sorted(files.values(), key=lambda e: (Version(e.version), e.filename))
-                if len(files) > 1 else files.values())
+            ordered = tuple(  # one file (most projects): no Version parsed
+                sorted(files.values(), key=_page_order) if len(files) > 1 else files.values())
+            at_seal = self._sealed.project(project) if self._sealed is not None else None
+            self._by_project[project] = (ordered if at_seal is None  # type: ignore[assignment]
+                                         else _ChangedFiles.between(at_seal, ordered))
         elif known:
             del self._by_project[project]
         if serial is None:
@@ -466,3 +483,56 @@ def _yanks_of(model: ReadModel) -> Callable[[], Mapping[str, str]]:
         found = ref()
         return found.marks.yanks if found is not None else {}
     return yanks
+
+
+def _page_order(entry: FileEntry) -> tuple[Version, str]:
+    return Version(entry.version), entry.filename
+
+
+class _ChangedFiles:
+    """A sealed project's files as changed since the seal: only the changed ones, by name
+    (None: gone). The index keeps this, not the project's whole list, for a sealed
+    project that changes: a project uploaded to all day (nightly builds) would hold
+    every one of its files in every process, ~0.45 KB each, until the next seal and
+    again after it."""
+
+    __slots__ = ("by_name",)
+
+    def __init__(self, by_name: dict[str, FileEntry | None]) -> None:
+        self.by_name = by_name
+
+    @classmethod
+    def between(cls, at_seal: tuple[FileEntry, ...],
+                now: tuple[FileEntry, ...]) -> _ChangedFiles:
+        was = {entry.filename: entry for entry in at_seal}
+        by_name: dict[str, FileEntry | None] = {
+            entry.filename: entry for entry in now if was.get(entry.filename) != entry}
+        if len(now) - len(by_name) != len(was):  # some went
+            kept = {entry.filename for entry in now}
+            by_name.update((name, None) for name in was if name not in kept)
+        return cls(by_name)
+
+    def applied_to(self, at_seal: Iterable[FileEntry]) -> tuple[FileEntry, ...]:
+        """The files now, in page order, given the ones sealed (in page order)."""
+        by_name = self.by_name
+        files = [entry for entry in at_seal if entry.filename not in by_name]
+        for entry in by_name.values():
+            if entry is not None:
+                insort(files, entry, key=_page_order)
+        return tuple(files)
+
+
+def _projects_now(sealed: SealedFiles,
+                  by_project: Layered[NormalizedName, tuple[FileEntry, ...]]
+                  ) -> Iterator[tuple[FileEntry, ...]]:
+    """Every project's files as they are now, for the next seal: one pass over the table,
+    then the projects changed since it."""
+    changed = dict(by_project.changed())  # few: the projects changed since the seal
+    for project, files in sealed.runs():
+        if project not in changed:
+            yield files
+    for project, change in changed.items():
+        files = (change.applied_to(sealed.project(project) or ())
+                 if isinstance(change, _ChangedFiles) else change)
+        if files:
+            yield files

@@ -412,3 +412,37 @@ def test_the_watcher_thread_seals_the_changes_it_applied(root: Path, tmp_path: P
         time.sleep(0.02)
     assert [e.version for e in index.files("kept") or ()] == ["1.0", "2.0", "3.0"]
     assert index._by_path.changes() == 0  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+def test_a_sealed_project_that_changes_keeps_only_its_changes_in_memory(root: Path) -> None:
+    """A project uploaded to all day must not bring its whole list back into memory."""
+    for version in ("1.0", "1.9", "1.10", "2.0"):
+        make_wheel(root, "many", version)
+    index = Index(PackageRoot(root))
+    try:
+        index.load()
+        assert index.seal_files()
+        index.refresh(make_wheel(root, "many", "1.9.5").name)
+        (root / "many-1.0-py3-none-any.whl").unlink()
+        index.refresh("many-1.0-py3-none-any.whl")
+        make_wheel(root, "many", "2.0", requires_python=">=3.12")  # the same name, rewritten
+        index.refresh("many-2.0-py3-none-any.whl")
+        held = dict(index._by_project.changed())["many"]  # type: ignore[attr-defined]  # noqa: SLF001
+        assert sorted(held.by_name) == ["many-1.0-py3-none-any.whl",
+                                        "many-1.9.5-py3-none-any.whl",
+                                        "many-2.0-py3-none-any.whl"]
+        files = index.files("many")
+        assert files is not None
+        assert [e.version for e in files] == ["1.9", "1.9.5", "1.10", "2.0"]
+        assert files[-1].requires_python == ">=3.12"
+        for name in ("many-1.9-py3-none-any.whl", "many-1.10-py3-none-any.whl"):
+            (root / name).unlink()
+            index.refresh(name)
+        (root / "many-1.9.5-py3-none-any.whl").unlink()
+        index.refresh("many-1.9.5-py3-none-any.whl")
+        assert [e.version for e in index.files("many") or ()] == ["2.0"]
+        (root / "many-2.0-py3-none-any.whl").unlink()
+        index.refresh("many-2.0-py3-none-any.whl")
+        assert index.files("many") is None and "many" not in index.projects()
+    finally:
+        index.close()
