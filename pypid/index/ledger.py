@@ -58,6 +58,10 @@ class Ledger:
         """How far into the log the ledger has read: goes up with every change it folds."""
         return self._offset
 
+    def behind(self) -> bool:
+        """Has the log lines this ledger has not read (cheap: a stat)?"""
+        return self.events.size() != self._offset
+
     def catch_up(self) -> bool:
         """Read the lines written since the last call; True when the marks changed."""
         with self._lock:

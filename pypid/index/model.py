@@ -257,6 +257,26 @@ class ReadModel:
     def marks(self) -> Marks:
         return self._marks
 
+    def show_recorded(self, project: str, may_block: bool = True) -> bool | None:
+        """Show now the files the event log says were uploaded to ``project`` and this
+        process has not indexed: another worker stored them a moment ago and this one's
+        watcher is behind (a client that uploads, then installs at once, must find them;
+        a mirror must not send the name upstream meanwhile). True when it shows any;
+        None when that needs the disk and ``may_block`` is false."""
+        ledger = self.ledger
+        if ledger.behind():
+            if not may_block:
+                return None
+            ledger.catch_up()
+        missing = [name for name in ledger.recorded(project) if self.file(name) is None]
+        if not missing:
+            return False
+        if not may_block:
+            return None
+        for name in missing:
+            self.refresh(self.root.upload_relpath(name))
+        return self.project_serial(project) is not None
+
     def catch_up_now(self) -> None:
         """Before a decision about files: see every change made anywhere (see live.Index)."""
 

@@ -208,30 +208,10 @@ class SimpleAPI:
             return text(Kind.NOT_ACCEPTABLE, 406,
                         "no acceptable format; this index offers " + ", ".join(OFFERS),
                         headers=[("Vary", "Accept")])
-        index = self.index
-        if space == INDEX:
-            found = self.mirror.index_page(media) if self.mirror is not None else project_list(
-                self.pages, index, media, may_block)
-            if found is None:
-                return None  # made in a forked child: a thread's work
-            page = found
-        elif self.mirror is not None and self.mirror.answers_for(project):
-            found = self.mirror.page(media, project, may_block)
-            if not isinstance(found, Page):
-                return found
-            page = found
-        else:
-            serial = index.project_serial(project)
-            data = None
-            if serial is not None:
-                page = self.pages.peek(media, project, serial)
-                if page is None:
-                    data = pep691.project_page(index, project)
-            if serial is None or (page is None and data is None):
-                return self._unknown_project(project)
-            if page is None:
-                rendered = render(media, data)  # type: ignore[arg-type]
-                page = self.pages.get(media, project, serial, lambda: rendered)
+        found = self._find_page(space, media, project, may_block)
+        if not isinstance(found, Page):
+            return found
+        page = found
         gzipped = page.gzipped() if accepts_gzip(req.accept_encoding) else None
         etag = page.gzip_etag if gzipped is not None else page.etag
         headers = [("Vary", VARY), ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)]
@@ -243,6 +223,34 @@ class SimpleAPI:
         if gzipped is not None:
             headers.append(("Content-Encoding", "gzip"))
         return Reply(Kind.PAGE, 200, headers, body)
+
+    def _find_page(self, space: str, media: str, project: str,
+                   may_block: bool) -> Page | Reply | None:
+        """The page, an answer instead of it, or None: a thread's work (``may_block``)."""
+        index = self.index
+        if space == INDEX:
+            return self.mirror.index_page(media) if self.mirror is not None else project_list(
+                self.pages, index, media, may_block)  # None: made in a forked child
+        if index.project_serial(project) is None and index.show_recorded(
+                project, may_block) is None:
+            return None  # stored by another worker a moment ago: a thread indexes it
+        if self.mirror is not None and self.mirror.answers_for(project):
+            return self.mirror.page(media, project, may_block)
+        return self._local_page(media, project)
+
+    def _local_page(self, media: str, project: str) -> Page | Reply:
+        index = self.index
+        serial = index.project_serial(project)
+        if serial is None:
+            return self._unknown_project(project)
+        page = self.pages.peek(media, project, serial)
+        if page is not None:
+            return page
+        data = pep691.project_page(index, project)
+        if data is None:
+            return self._unknown_project(project)
+        rendered = render(media, data)
+        return self.pages.get(media, project, serial, lambda: rendered)
 
     def _unknown_project(self, project: str) -> Reply:
         if self.index.ledger.knows(project):

@@ -303,3 +303,34 @@ def test_stored_bytes_follow_every_change(root: Path, tmp_path: Path,
                     and (e := index.file("dup-1.0.tar.gz")) is not None
                     and e.relpath == "b/dup-1.0.tar.gz")
     assert index.stored_bytes() == total(index)
+
+
+@pytest.mark.parametrize("seal", [False, True])
+def test_a_project_another_worker_just_stored_is_found_before_the_watcher_sees_it(
+        root: Path, tmp_path: Path, seal: bool) -> None:
+    """An upload answered by one worker, then a page asked of another at once: that one's
+    watcher may be behind, so the event log's record of the upload is looked at first."""
+    make_wheel(root, "kept", "1.0")
+    other = Index(PackageRoot(root))  # the worker that will answer, not watching
+    try:
+        other.load()
+        if seal:
+            assert other.seal_files()
+        assert other.show_recorded("fresh") is False  # nothing recorded: a plain 404
+        wheel = make_wheel(tmp_path, "fresh", "1.0")
+        storing = Index(PackageRoot(root))  # the worker that stored it (row, file, line)
+        try:
+            storing.load()
+            os.replace(wheel, root / wheel.name)
+            storing.refresh(wheel.name)
+        finally:
+            storing.close()
+        EventLog(root / CACHE_DIRNAME).append("upload", user="alice", project="fresh",
+                                              file=wheel.name)
+        assert other.project_serial("fresh") is None
+        assert other.show_recorded("fresh", may_block=False) is None  # a thread's work
+        assert other.show_recorded("fresh") is True
+        assert [e.filename for e in other.files("fresh") or ()] == [wheel.name]
+        assert other.show_recorded("fresh", may_block=False) is False  # shown: nothing to do
+    finally:
+        other.close()
