@@ -9,7 +9,7 @@ For each writable mapping of the worker this counts the pages it still shares wi
 master, the ones it copied, and its own (not in the master); then it reads a sample of
 the copied pages from the master and names the Python objects found on them (a word
 that is a plausible reference count followed by a pointer to a type object). See
-bench/README.md, "What the workers copy of the master".
+bench/README.md, "An hour at 54,307 files".
 """
 
 from __future__ import annotations
