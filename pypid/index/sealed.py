@@ -58,9 +58,12 @@ class _Keys:
         slots = 8
         while slots < 2 * expected:
             slots <<= 1
+        self._empty(slots)
+        self.count = 0
+
+    def _empty(self, slots: int) -> None:
         self.hashes = array("q", [0]) * slots
         self.places = array("Q", [0]) * slots
-        self.count = 0
 
     def __len__(self) -> int:
         return self.count
@@ -73,15 +76,7 @@ class _Keys:
 
     def may_hold(self, key: str) -> bool:
         """False when no key has ``key``'s hash (so it surely is not here)."""
-        wanted = hash(key)
-        hashes, places = self.hashes, self.places
-        mask = len(places) - 1
-        at = wanted & mask
-        while places[at]:
-            if hashes[at] == wanted:
-                return True
-            at = (at + 1) & mask
-        return False
+        return next(self.find(key), 0) != 0
 
     def find(self, key: str) -> Iterator[int]:
         """The places of every key with ``key``'s hash (more than one: keys share it)."""
@@ -105,9 +100,7 @@ class _Keys:
 
     def _grow(self) -> None:
         old = zip(self.hashes, self.places, strict=True)
-        slots = 2 * len(self.places)
-        self.hashes = array("q", [0]) * slots
-        self.places = array("Q", [0]) * slots
+        self._empty(2 * len(self.places))
         for key_hash, place in old:
             if place:
                 self._put(key_hash, place)
