@@ -200,7 +200,7 @@ class Follower:
                                      f"{self._idle_limit:g}s", 504)
 
 
-def write_all(fd: int, chunk: bytes) -> None:
+def write_all(fd: int, chunk: bytes | bytearray | memoryview) -> None:
     view = memoryview(chunk)
     while view:
         view = view[os.write(fd, view):]

@@ -9,9 +9,9 @@ entries themselves, with the maps that find them, were ~36 MB of the master's he
 ``SealedFiles`` keeps the same facts in an unlinked file read with ``pread`` (the OS page
 cache holds it, in no process's memory): one record per file, each project's served
 files one run in page order, then the files a duplicate name keeps from being served.
-Arrays sorted by hash find them (numbers, not objects: reading them writes nothing
-shared): a served file by name, a file by path (only those the name does not find), a
-project's run by its name. A lookup builds new entries, the caller's own. The index
+Hash tables after the records, in the same file, find them: a served file by name, a
+file by path (only those the name does not find), a project's run by its name. A lookup
+builds new entries, the caller's own. The index
 lays the changes made since the seal over it (``pypid.index.layered``).
 """
 
@@ -37,73 +37,108 @@ _ZEROS = bytes(32)
 _SHIFT = 32  # place = offset << 32 | length
 _LENGTH_MASK = (1 << _SHIFT) - 1
 _WRITE_BATCH = 1 << 20
+_SLOT = struct.Struct("=qq")  # hash, place: native order, the file never leaves the process
+_PROBE_SLOTS = 4  # read at once: at most half full, a probe seldom needs more
 _READ_CHUNK = 1 << 20
 
 Yanks = Callable[[], Mapping[str, str]]
 
 
-class _Keys:
-    """Places in the file by a key's hash: a table with open addressing, in two arrays.
+class _KeyTable:
+    """Places in the file by a key's hash, while a seal fills them: a table with open
+    addressing, one array of (hash, place) pairs.
 
-    Arrays of numbers, not Python objects, from the first key on: a seal in a worker
-    (``ReadModel.reseal_if_due``) makes no small objects by the key (those land in the
-    free slots of memory the worker shares with the master, and un-share it for good),
-    and reading them writes nothing shared. A place is never 0 (a record has a length):
-    0 marks a free slot.
+    Numbers, not Python objects, from the first key on: a seal in a worker
+    (``ReadModel.reseal_if_due``) makes no small object by the key (those land in the
+    free slots of memory the worker shares with the master, and un-share it for good).
+    A place is never 0 (a record has a length): 0 marks a free slot. Once filled, the
+    table goes into the file (``stored``) and leaves memory.
     """
 
-    __slots__ = ("count", "hashes", "places")
+    __slots__ = ("count", "pairs")
 
     def __init__(self, expected: int = 0) -> None:
         slots = 8
         while slots < 2 * expected:
             slots <<= 1
-        self._empty(slots)
+        self.pairs = _empty(slots)
         self.count = 0
 
-    def _empty(self, slots: int) -> None:
-        self.hashes = array("q", [0]) * slots
-        self.places = array("Q", [0]) * slots
-
-    def __len__(self) -> int:
-        return self.count
-
     def add(self, key: str, place: int) -> None:
-        if 2 * (self.count + 1) > len(self.places):  # at most half full: short probes
+        if 2 * (self.count + 1) > len(self.pairs) // 2:  # at most half full: short probes
             self._grow()
         self._put(hash(key), place)
         self.count += 1
 
-    def may_hold(self, key: str) -> bool:
-        """False when no key has ``key``'s hash (so it surely is not here)."""
-        return next(self.find(key), 0) != 0
-
-    def find(self, key: str) -> Iterator[int]:
-        """The places of every key with ``key``'s hash (more than one: keys share it)."""
-        wanted = hash(key)
-        hashes, places = self.hashes, self.places
-        mask = len(places) - 1
-        at = wanted & mask
-        while place := places[at]:
-            if hashes[at] == wanted:
-                yield place
-            at = (at + 1) & mask
-
     def _put(self, key_hash: int, place: int) -> None:
-        hashes, places = self.hashes, self.places
-        mask = len(places) - 1
+        pairs = self.pairs
+        mask = len(pairs) // 2 - 1
         at = key_hash & mask
-        while places[at]:
+        while pairs[2 * at + 1]:
             at = (at + 1) & mask
-        hashes[at] = key_hash
-        places[at] = place
+        pairs[2 * at] = key_hash
+        pairs[2 * at + 1] = place
 
     def _grow(self) -> None:
-        old = zip(self.hashes, self.places, strict=True)
-        self._empty(2 * len(self.places))
-        for key_hash, place in old:
-            if place:
-                self._put(key_hash, place)
+        old = self.pairs
+        self.pairs = _empty(len(old))  # twice the slots: two numbers a slot
+        for at in range(1, len(old), 2):
+            if old[at]:
+                self._put(old[at - 1], old[at])
+
+    def stored(self, writer: _Writer) -> _Keys:
+        """The table, written after the records ``writer`` wrote; this one is emptied."""
+        offset = writer.offset
+        writer.add_bytes(memoryview(self.pairs).cast("B"))
+        keys = _Keys(offset, len(self.pairs) // 2, self.count)
+        self.pairs, self.count = _empty(0), 0
+        return keys
+
+
+def _empty(slots: int) -> array[int]:
+    return array("q", [0]) * (2 * slots)
+
+
+class _Keys:
+    """A filled ``_KeyTable`` in the sealed file: probes read a few slots with ``pread``.
+
+    In the file, not the heap: the table is the OS page cache's to keep, where a worker
+    that seals again does not hold its own copy (~3 MB at 54,307 files) beside the
+    master's. A probe costs one ``pread`` (~1 µs), once a download.
+    """
+
+    __slots__ = ("count", "offset", "slots")
+
+    def __init__(self, offset: int, slots: int, count: int) -> None:
+        self.offset = offset
+        self.slots = slots  # a power of two
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def find(self, fd: int, key: str) -> Iterator[int]:
+        """The places of every key with ``key``'s hash (more than one: keys share it)."""
+        wanted = hash(key)
+        mask = self.slots - 1
+        at = wanted & mask
+        while True:
+            many = min(_PROBE_SLOTS, self.slots - at)
+            size = many * _SLOT.size
+            data = os.pread(fd, size, self.offset + at * _SLOT.size)
+            if len(data) != size:
+                raise OSError(f"the sealed file table is shorter than its key table "
+                              f"({len(data)} bytes read of {size})")
+            for key_hash, place in _SLOT.iter_unpack(data):
+                if not place:
+                    return
+                if key_hash == wanted:
+                    yield place
+            at = (at + many) & mask
+
+    def may_hold(self, fd: int, key: str) -> bool:
+        """False when no key has ``key``'s hash (so it surely is not here)."""
+        return next(self.find(fd, key), 0) != 0
 
 
 class SealedFiles:
@@ -114,15 +149,16 @@ class SealedFiles:
     """
 
     __slots__ = ("__weakref__", "_closer", "_fd", "_names", "_paths", "_projects",
-                 "_paths_count", "_served_end", "_yanks")
+                 "_paths_count", "_records_end", "_served_end", "_yanks")
 
     def __init__(self, fd: int, names: _Keys, paths: _Keys, projects: _Keys, *,
-                 served_end: int, paths_count: int, yanks: Yanks) -> None:
+                 served_end: int, records_end: int, paths_count: int, yanks: Yanks) -> None:
         self._fd = fd
         self._names = names
         self._paths = paths
         self._projects = projects
         self._served_end = served_end  # records past it: files a duplicate keeps unserved
+        self._records_end = records_end  # the key tables follow
         self._paths_count = paths_count
         self._yanks = yanks  # the marks now: a record's yank mark is never stale
         # The file goes with the table: a reload (SIGHUP) lets the previous index go.
@@ -139,7 +175,8 @@ class SealedFiles:
         fd = unlinked_file(directory, ".files-")
         try:
             writer = _Writer(fd)
-            names, paths, runs = _Keys(file_count), _Keys(), _Keys(project_count)
+            names, paths = _KeyTable(file_count), _KeyTable()
+            runs = _KeyTable(project_count)
             for files in projects:
                 start = writer.offset
                 for entry in files:
@@ -149,12 +186,14 @@ class SealedFiles:
                         paths.add(entry.relpath, place)
                 if files:
                     runs.add(files[0].project, start << _SHIFT | (writer.offset - start))
-            served_end, count = writer.offset, len(names)
+            served_end, count = writer.offset, names.count
             for entry in unserved:
                 paths.add(entry.relpath, writer.add(entry))
                 count += 1
+            records_end = writer.offset
+            keys = [table.stored(writer) for table in (names, paths, runs)]
             writer.flush()
-            return cls(fd, names, paths, runs, served_end=served_end,
+            return cls(fd, *keys, served_end=served_end, records_end=records_end,
                        paths_count=count, yanks=yanks)
         except BaseException:
             os.close(fd)
@@ -166,11 +205,11 @@ class SealedFiles:
         return len(self._names)
 
     def may_serve(self, filename: str) -> bool:
-        return self._names.may_hold(filename)
+        return self._names.may_hold(self._fd, filename)
 
     def find(self, filename: str) -> FileEntry | None:
         """The entry served for ``filename`` at the seal, or None."""
-        for place in self._names.find(filename):
+        for place in self._names.find(self._fd, filename):
             entry = self._read_one(place)
             if entry.filename == filename:
                 return entry
@@ -185,11 +224,12 @@ class SealedFiles:
         return self._paths_count
 
     def may_hold_path(self, relpath: str) -> bool:
-        return self._paths.may_hold(relpath) or self._names.may_hold(relpath)
+        fd = self._fd
+        return self._paths.may_hold(fd, relpath) or self._names.may_hold(fd, relpath)
 
     def at_path(self, relpath: str) -> FileEntry | None:
         """The entry sealed at ``relpath``, served or not, or None."""
-        for place in self._paths.find(relpath):
+        for place in self._paths.find(self._fd, relpath):
             entry = self._read_one(place)
             if entry.relpath == relpath:
                 return entry
@@ -197,7 +237,7 @@ class SealedFiles:
         return found if found is not None and found.relpath == relpath else None
 
     def relpaths(self) -> Iterator[str]:
-        return (entry.relpath for entry in self._entries(0, None))
+        return (entry.relpath for entry in self._entries(0, self._records_end))
 
     # -- projects
 
@@ -205,11 +245,11 @@ class SealedFiles:
         return len(self._projects)
 
     def may_hold_project(self, project: str) -> bool:
-        return self._projects.may_hold(project)
+        return self._projects.may_hold(self._fd, project)
 
     def project(self, project: str) -> tuple[FileEntry, ...] | None:
         """The project's served files at the seal, in page order, or None."""
-        for place in self._projects.find(project):
+        for place in self._projects.find(self._fd, project):
             start, length = place >> _SHIFT, place & _LENGTH_MASK
             files = tuple(self._entries(start, start + length))
             if files and files[0].project == project:
@@ -248,25 +288,23 @@ class SealedFiles:
                           f"bytes read of {length})")
         return _entry(data, 0, self._yanks())[0]
 
-    def _entries(self, start: int, end: int | None) -> Iterator[FileEntry]:
-        """The records from ``start`` to ``end`` (None: the end of the file), in order."""
+    def _entries(self, start: int, end: int) -> Iterator[FileEntry]:
+        """The records from ``start`` to ``end``, in order."""
         yanks = self._yanks()
         buffer, at, offset = b"", 0, start  # buffer: the file's bytes from offset on
         while True:
-            while at + _HEAD.size <= len(buffer) and (end is None or offset + at < end):
+            while at + _HEAD.size <= len(buffer) and offset + at < end:
                 if at + _HEAD.size + sum(_HEAD.unpack_from(buffer, at)[:5]) > len(buffer):
                     break  # the record goes on past what was read
                 entry, at = _entry(buffer, at, yanks)
                 yield entry
-            if end is not None and offset + at >= end:
+            if offset + at >= end:
                 return
             read_from = offset + len(buffer)
-            want = _READ_CHUNK if end is None else min(_READ_CHUNK, end - read_from)
+            want = min(_READ_CHUNK, end - read_from)
             more = os.pread(self._fd, want, read_from) if want > 0 else b""
             if not more:
-                if at < len(buffer) or end is not None:
-                    raise OSError("the sealed file table ends inside a record")
-                return
+                raise OSError("the sealed file table ends inside a record")
             buffer, offset, at = buffer[at:] + more, offset + at, 0
 
 
@@ -276,7 +314,7 @@ class _Writer:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.offset = 0
-        self._batch = bytearray()  # one buffer, not a bytes object a record (see _Keys)
+        self._batch = bytearray()  # one buffer, not a bytes object a record (see _KeyTable)
 
     def add(self, entry: FileEntry) -> int:
         record = _record(entry)
@@ -286,6 +324,11 @@ class _Writer:
         if len(self._batch) >= _WRITE_BATCH:
             self.flush()
         return place
+
+    def add_bytes(self, data: memoryview) -> None:
+        self.flush()
+        write_all(self.fd, data)
+        self.offset += len(data)
 
     def flush(self) -> None:
         write_all(self.fd, self._batch)

@@ -14,7 +14,7 @@ import pytest
 from pypid.distfile import NormalizedName
 from pypid.index import Index, Marks, model
 from pypid.index.records import FileEntry
-from pypid.index.sealed import SealedFiles, _Keys, _record
+from pypid.index.sealed import SealedFiles, _KeyTable, _record, _Writer
 from pypid.storage import PackageRoot
 from tests.builders import make_sdist, make_wheel
 
@@ -116,11 +116,14 @@ def test_names_that_share_a_hash_are_told_apart(sealed: list[FileEntry],
     first, second = sealed[0], sealed[1]
     fd = os.open(tmp_path, os.O_RDWR | os.O_TMPFILE, 0o600)
     a, b = _record(first), _record(second)
-    os.write(fd, a + b)
-    names = _Keys()
+    writer = _Writer(fd)
+    writer.add_bytes(memoryview(a + b))
+    names = _KeyTable()
     names.add(first.filename, len(a) << 32 | len(b))  # b first, under a's hash
     names.add(first.filename, len(a))
-    table = SealedFiles(fd, names, _Keys(), _Keys(), served_end=len(a) + len(b),
+    keys = [table.stored(writer) for table in (names, _KeyTable(), _KeyTable())]
+    writer.flush()
+    table = SealedFiles(fd, *keys, served_end=len(a) + len(b), records_end=len(a) + len(b),
                         paths_count=2, yanks=no_yanks)
     try:
         assert table.find(first.filename) == first
@@ -446,3 +449,23 @@ def test_a_sealed_project_that_changes_keeps_only_its_changes_in_memory(root: Pa
         assert index.files("many") is None and "many" not in index.projects()
     finally:
         index.close()
+
+
+def test_a_probe_reads_on_past_its_first_slots_and_round_the_end(tmp_path: Path) -> None:
+    """Keys whose slots run past the few one read fetches, and past the table's end."""
+    fd = os.open(tmp_path, os.O_RDWR | os.O_TMPFILE, 0o600)
+    try:
+        writer = _Writer(fd)
+        writer.add_bytes(memoryview(b"x" * 100))  # records before the table, as in a seal
+        table = _KeyTable(8)  # 16 slots
+        key = next(k for k in (f"name-{i}" for i in range(10_000)) if hash(k) & 15 == 15)
+        for place in range(1, 8):  # seven keys with one hash: slots 15, 0, 1, ... 5
+            table.add(key, place)
+        table.add("other", 99)
+        keys = table.stored(writer)
+        writer.flush()
+        assert keys.slots == 16
+        assert list(keys.find(fd, key)) == list(range(1, 8))
+        assert keys.may_hold(fd, "other")
+    finally:
+        os.close(fd)
