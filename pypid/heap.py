@@ -14,12 +14,28 @@ freed, but after such a free it raises that threshold to the freed size (up to
 32 MiB), and from then on those blocks come from the heaps and stay there. A worker
 under uploads held ~30 MB more that way. ``keep_large_blocks_apart`` fixes the
 threshold, which also stops the raising (bench/README.md, "An hour at 54,307 files").
+
+Python's small objects live in pymalloc's pools (16 KiB), in arenas of 1 MiB. Loading
+the index frees hundreds of thousands of them in the master (the entries a seal moves
+to a file): ~1,500 pools left wholly free (~25 MB) and free slots all through the
+others, in arenas that still hold live objects, so never given back. All of it stays
+resident, and a worker's new objects go there first. pymalloc takes a new pool from
+the fullest arena that has one free, so a worker's pools wander from master arena to
+master arena, and each first write copies a page it shared with the master: ~0.15 MB
+a minute in each worker, for hours (bench/README.md). ``fill_free_blocks`` takes that
+memory in the master before the fork, with placeholders nothing reads; the workers
+then allocate in arenas of their own. The pages were resident already: the master
+grows by ~1.5 MB at 54,307 files.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import re
+import sys
+import tempfile
 import threading
 from collections.abc import Callable
 
@@ -53,6 +69,69 @@ def keep_large_blocks_apart(threshold: int = MMAP_THRESHOLD) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+
+
+_POOL_ROW = re.compile(rb"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", re.MULTILINE)
+_FREE_POOLS = re.compile(rb"(\d+) unused pools \* (\d+) bytes")
+_BYTES_HEAD = sys.getsizeof(b"")  # a bytes object of n bytes asks for this + n
+_LARGEST = 512  # pymalloc's largest block; larger objects come from malloc
+_POOL_HEAD = 48  # a pool's header (CPython 3.11 to 3.13)
+_placeholders: list[bytes] = []
+
+
+class PoolStats:
+    """What ``sys._debugmallocstats`` says of pymalloc's pools."""
+
+    def __init__(self, free_blocks: dict[int, int], free_pools: int, pool_size: int) -> None:
+        self.free_blocks = free_blocks  # by block size: free blocks in partly used pools
+        self.free_pools = free_pools  # pools with no block in use (or never used)
+        self.pool_size = pool_size
+
+
+def pool_stats() -> PoolStats | None:
+    """None where the interpreter cannot say (not CPython, or a report this does not read)."""
+    report = getattr(sys, "_debugmallocstats", None)
+    if report is None:
+        return None
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as out:
+            os.dup2(out.fileno(), 2)
+            try:
+                report()  # writes to the C library's stderr
+            finally:
+                os.dup2(saved, 2)
+            out.seek(0)
+            text = out.read()
+    finally:
+        os.close(saved)
+    rows = _POOL_ROW.findall(text)
+    pools = _FREE_POOLS.search(text)
+    if not rows or pools is None:
+        return None
+    return PoolStats({int(size): int(avail) for _, size, _, _, avail in rows},
+                     int(pools.group(1)), int(pools.group(2)))
+
+
+def fill_free_blocks() -> int:
+    """Take pymalloc's free memory with placeholders nothing reads (see the module): the
+    free blocks of partly used pools, in the sizes a bytes object can fill, then the
+    free pools. How many placeholders; call it in the master, just before fork."""
+    stats = pool_stats()
+    if stats is None:
+        return 0
+    taken = 0
+    for size, count in sorted(stats.free_blocks.items()):
+        length = size - _BYTES_HEAD
+        if length < 2 or count <= 0:  # the smallest sizes: no bytes object fits them
+            continue
+        _placeholders.extend(bytes(length) for _ in range(count))
+        taken += count
+    per_pool = (stats.pool_size - _POOL_HEAD) // _LARGEST
+    count = stats.free_pools * per_pool
+    _placeholders.extend(bytes(_LARGEST - _BYTES_HEAD) for _ in range(count))
+    return taken + count
 
 
 def trim() -> bool:

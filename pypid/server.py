@@ -113,6 +113,7 @@ def settle_heap() -> None:
     """
     gc.unfreeze()
     gc.collect()
+    heap.fill_free_blocks()  # workers would copy the master's pages to use them
     gc.freeze()
     heap.trim()  # loading freed tens of MB glibc keeps: workers would inherit them as RSS
 

@@ -71,3 +71,31 @@ def test_large_blocks_go_back_when_freed() -> None:
     stay once freed (12 MB here); kept apart, each is unmapped when freed."""
     assert _grown_kb("heaps") > 8 * 1024  # what the fix is for (glibc's behaviour)
     assert _grown_kb("apart") < 4 * 1024
+
+
+_HOLES = """
+import sys
+from pypid import heap
+
+made, large = [], []
+for i in range(60_000):  # 80-byte blocks, pools full; 512-byte ones in pools between
+    made.append(bytes(40 + i % 2))
+    large.append(bytes(470))
+del made[::2]  # every other one freed: free slots all through those pools
+del large  # ~1,900 pools wholly free, in arenas the small ones keep
+before = heap.pool_stats()
+taken = heap.fill_free_blocks()
+after = heap.pool_stats()
+print(before.free_blocks[80], taken, after.free_blocks[80], before.free_pools, after.free_pools)
+"""
+
+
+def test_the_free_memory_of_pymalloc_is_taken_before_a_fork() -> None:
+    """What a worker would allocate into, copying the master's pages."""
+    done = subprocess.run([sys.executable, "-c", _HOLES], check=True, capture_output=True,
+                          text=True, timeout=60)
+    free_before, taken, free_after, pools_before, pools_after = map(int, done.stdout.split())
+    assert free_before >= 30_000
+    assert taken >= free_before
+    assert free_after < 1_000  # what the fill's own work left behind
+    assert pools_after < 64 <= pools_before  # a new arena's, at most
