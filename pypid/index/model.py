@@ -169,12 +169,14 @@ class ReadModel:
             unserved = [self._by_path[path] for name, paths in self._duplicate_paths.items()
                         for path in sorted(paths) if path != self._served_path(name)]
             projects: Iterable[tuple[FileEntry, ...]] = self._by_project.values()
-            if self._sealed is not None and isinstance(self._by_project, Layered):
-                projects = _projects_now(self._sealed, self._by_project)
-            try:
+            again = self._sealed is not None and isinstance(self._by_project, Layered)
+            if again:
+                projects = _projects_now(self._sealed, self._by_project)  # type: ignore[arg-type]
+            try:  # again: in a child, as this process's memory is likely shared (a worker)
                 sealed = SealedFiles.write(self.cache.directory, projects, unserved,
                                            _yanks_of(self), file_count=len(self._by_path),
-                                           project_count=len(self._project_serial))
+                                           project_count=len(self._project_serial),
+                                           apart=again)
             except (OSError, struct.error) as exc:
                 log.warning("cannot write the file table in %s (%s); %s",
                             self.cache.directory, exc,

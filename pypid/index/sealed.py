@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pypid.cachedb import unlinked_file
 from pypid.distfile import NormalizedName
+from pypid.forked import made_apart
 from pypid.growing import write_all
 from pypid.index.records import FileEntry
 
@@ -39,6 +40,10 @@ _LENGTH_MASK = (1 << _SHIFT) - 1
 _WRITE_BATCH = 1 << 20
 _SLOT = struct.Struct("=qq")  # hash, place: native order, the file never leaves the process
 _PROBE_SLOTS = 4  # read at once: at most half full, a probe seldom needs more
+# What finds a written table: each key table's offset, slots, count; where the served
+# records end, where all records end, how many files
+_LAYOUT = struct.Struct("<12q")
+SEAL_TIMEOUT = 120.0  # seconds a child may take to write the table (0.17 s at 54,307 files)
 _READ_CHUNK = 1 << 20
 
 Yanks = Callable[[], Mapping[str, str]]
@@ -167,33 +172,24 @@ class SealedFiles:
     @classmethod
     def write(cls, directory: Path, projects: Iterable[tuple[FileEntry, ...]],
               unserved: Iterable[FileEntry], yanks: Yanks, *, file_count: int = 0,
-              project_count: int = 0) -> SealedFiles:
+              project_count: int = 0, apart: bool = False) -> SealedFiles:
         """Write each project's served files (in their order), then the ``unserved`` ones,
         to a new unlinked file in ``directory`` (OSError if it cannot be written, and
         struct.error for a value no record holds: the caller goes on without).
-        ``file_count``, ``project_count``: about how many (the tables are made that big at once)."""
+        ``file_count``, ``project_count``: about how many (the tables are made that big at
+        once). ``apart``: in a forked child (``pypid.forked``), whose allocations leave this
+        process's memory as it was; here if that fails."""
         fd = unlinked_file(directory, ".files-")
         try:
-            writer = _Writer(fd)
-            names, paths = _KeyTable(file_count), _KeyTable()
-            runs = _KeyTable(project_count)
-            for files in projects:
-                start = writer.offset
-                for entry in files:
-                    place = writer.add(entry)
-                    names.add(entry.filename, place)
-                    if entry.relpath != entry.filename:
-                        paths.add(entry.relpath, place)
-                if files:
-                    runs.add(files[0].project, start << _SHIFT | (writer.offset - start))
-            served_end, count = writer.offset, names.count
-            for entry in unserved:
-                paths.add(entry.relpath, writer.add(entry))
-                count += 1
-            records_end = writer.offset
-            keys = [table.stored(writer) for table in (names, paths, runs)]
-            writer.flush()
-            return cls(fd, *keys, served_end=served_end, records_end=records_end,
+            def write() -> bytes:
+                return _LAYOUT.pack(*_write_into(fd, projects, unserved, file_count,
+                                                 project_count))
+
+            numbers = _LAYOUT.unpack(made_apart(write, "the file table", SEAL_TIMEOUT)
+                                     if apart else write())
+            names, paths, runs = (_Keys(*numbers[at:at + 3]) for at in (0, 3, 6))
+            served_end, records_end, count = numbers[9:]
+            return cls(fd, names, paths, runs, served_end=served_end, records_end=records_end,
                        paths_count=count, yanks=yanks)
         except BaseException:
             os.close(fd)
@@ -333,6 +329,36 @@ class _Writer:
     def flush(self) -> None:
         write_all(self.fd, self._batch)
         self._batch = bytearray()
+
+
+def _write_into(fd: int, projects: Iterable[tuple[FileEntry, ...]],
+                unserved: Iterable[FileEntry], file_count: int,
+                project_count: int) -> tuple[int, ...]:
+    """``SealedFiles.write``'s work, into ``fd`` from its start: the numbers that find what
+    it wrote (see ``_LAYOUT``)."""
+    os.ftruncate(fd, 0)  # a child that failed may have written part of it
+    os.lseek(fd, 0, os.SEEK_SET)
+    writer = _Writer(fd)
+    names, paths = _KeyTable(file_count), _KeyTable()
+    runs = _KeyTable(project_count)
+    for files in projects:
+        start = writer.offset
+        for entry in files:
+            place = writer.add(entry)
+            names.add(entry.filename, place)
+            if entry.relpath != entry.filename:
+                paths.add(entry.relpath, place)
+        if files:
+            runs.add(files[0].project, start << _SHIFT | (writer.offset - start))
+    served_end, count = writer.offset, names.count
+    for entry in unserved:
+        paths.add(entry.relpath, writer.add(entry))
+        count += 1
+    records_end = writer.offset
+    keys = [table.stored(writer) for table in (names, paths, runs)]
+    writer.flush()
+    return (*(n for k in keys for n in (k.offset, k.slots, k.count)), served_end,
+            records_end, count)
 
 
 def _record(entry: FileEntry) -> bytes:

@@ -16,9 +16,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pypid"
 # Each module may import only modules of a lower rank. The cache describes storage's
 # files (by their FileIdentity), so it sits just above storage. A backend keeps the
 # event log (the bucket's), so events sits below storage. growing (one download followed
-# as it grows) serves both the mirror and the S3 backend's copies.
+# as it grows) serves both the mirror and the S3 backend's copies. forked (work done in a
+# child process) serves the index's seals and the simple API's project list.
 RANK = {"distfile": 0, "distlean": -0.5, "config": 0, "config_checks": -0.5, "auth": 0, "http1": 0,
-        "limits": 0, "metrics": 0, "growing": 0, "heap": 0,
+        "limits": 0, "metrics": 0, "growing": 0, "heap": 0, "forked": 0.25,
         "storage": 1, "cachedb": 1.5, "watch": 1, "index": 2,
         "mirror": 2.5, "simple": 3, "web": 4, "systemd": 4, "accesslog": 4, "events": 0.5,
         "manage": 3, "cli_manage": 6.5, "cli_mirror": 6.5,

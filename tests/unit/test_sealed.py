@@ -13,6 +13,7 @@ import pytest
 
 from pypid.distfile import NormalizedName
 from pypid.index import Index, Marks, model
+from pypid.index import sealed as sealed_module
 from pypid.index.records import FileEntry
 from pypid.index.sealed import SealedFiles, _KeyTable, _record, _Writer
 from pypid.storage import PackageRoot
@@ -469,3 +470,44 @@ def test_a_probe_reads_on_past_its_first_slots_and_round_the_end(tmp_path: Path)
         assert keys.may_hold(fd, "other")
     finally:
         os.close(fd)
+
+
+def _reads_as(table: SealedFiles, made: list[FileEntry]) -> bool:
+    try:
+        return (all(table.find(e.filename) == e and table.at_path(e.relpath) == e for e in made)
+                and table.project("demo") == tuple(made[:4])
+                and sorted(table.relpaths()) == sorted(e.relpath for e in made))
+    finally:
+        table.close()
+
+
+def test_a_table_written_in_a_child_reads_as_one_written_here(
+        sealed: list[FileEntry], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, writers = os.getpid(), []
+    real = sealed_module._write_into
+
+    def write_into(*args: object) -> tuple[int, ...]:
+        writers.append(os.getpid())  # the child's list: this one stays empty
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sealed_module, "_write_into", write_into)
+    table = SealedFiles.write(tmp_path, [tuple(sealed[:4]), (sealed[4],)], [], no_yanks,
+                              apart=True)
+    assert writers == [] and os.getpid() == parent
+    assert _reads_as(table, sealed)
+
+
+def test_a_child_that_fails_half_way_leaves_the_table_to_be_written_here(
+        sealed: list[FileEntry], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, real = os.getpid(), sealed_module._write_into
+
+    def write_into(fd: int, *args: object) -> tuple[int, ...]:
+        if os.getpid() != parent:
+            os.write(fd, b"half a table" * 1000)
+            raise OSError("the child's disk filled up")
+        return real(fd, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sealed_module, "_write_into", write_into)
+    table = SealedFiles.write(tmp_path, [tuple(sealed[:4]), (sealed[4],)], [], no_yanks,
+                              apart=True)
+    assert _reads_as(table, sealed)
