@@ -95,7 +95,7 @@ def test_the_free_memory_of_pymalloc_is_taken_before_a_fork() -> None:
     done = subprocess.run([sys.executable, "-c", _HOLES], check=True, capture_output=True,
                           text=True, timeout=60)
     free_before, taken, free_after, pools_before, pools_after = map(int, done.stdout.split())
-    assert free_before >= 30_000
+    assert free_before >= 29_000  # a few reused meanwhile
     assert taken >= free_before
     assert free_after < 1_000  # what the fill's own work left behind
     assert pools_after < 64 <= pools_before  # a new arena's, at most
