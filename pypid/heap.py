@@ -134,6 +134,12 @@ def fill_free_blocks() -> int:
     return taken + count
 
 
+def release_placeholders() -> None:
+    """Let the placeholders go, before a reload builds the next app: its load then takes
+    that memory first, instead of the master growing by an app's size at every reload."""
+    _placeholders.clear()
+
+
 def trim() -> bool:
     """Give the heap's free pages back now; False where the C library cannot."""
     if _TRIM is None:

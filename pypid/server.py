@@ -205,6 +205,7 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
                 log.error("reload refused: %s", problem)
             log.error("reload refused: keeping the running configuration")
             config = self.pypid_config
+        heap.release_placeholders()  # the new app takes their memory first
         try:
             app = build_app(config)
         except (OSError, StorageError) as exc:
@@ -212,7 +213,7 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
         else:
             self.pypid_config, self.flask_app = config, app
             setup_logging(config.log.level)
-            settle_heap()  # and let the previous app go
+        settle_heap()  # let the previous app (or a refused one's leftovers) go
         self.callable = None  # make gunicorn take the (new) app on its preload
         super().reload()
 
