@@ -169,9 +169,9 @@ class ReadModel:
             unserved = [self._by_path[path] for name, paths in self._duplicate_paths.items()
                         for path in sorted(paths) if path != self._served_path(name)]
             projects: Iterable[tuple[FileEntry, ...]] = self._by_project.values()
-            again = self._sealed is not None and isinstance(self._by_project, Layered)
-            if again:
-                projects = _projects_now(self._sealed, self._by_project)  # type: ignore[arg-type]
+            again = False
+            if self._sealed is not None and isinstance(self._by_project, Layered):
+                projects, again = _projects_now(self._sealed, self._by_project), True
             try:  # again: in a child, as this process's memory is likely shared (a worker)
                 sealed = SealedFiles.write(self.cache.directory, projects, unserved,
                                            _yanks_of(self), file_count=len(self._by_path),
