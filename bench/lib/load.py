@@ -35,6 +35,7 @@ from bench.lib.server import START_TIMEOUT, Server
 from bench.lib.targets import PypidTarget
 
 USER, PASSWORD = "loader", "load-run-password"
+HEAP_LOG_HOOK = Path(__file__).resolve().parent / "heaplog"  # its sitecustomize.py
 MAX_ETAGS = 2000  # projects whose ETags are fetched for the conditional requests
 
 
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="directory holding the pypid package (default: this checkout)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="no taskset pinning")
     ap.add_argument("--nice", type=int, default=0, help="niceness of server and clients")
+    ap.add_argument("--heap-log", type=Path, default=None, metavar="DIR",
+                    help="each worker logs its heap to DIR/PID.log every minute "
+                         "(bench/lib/heaplog: PSS, malloc, SQLite, pymalloc)")
+    ap.add_argument("--heap-trace", action="store_true",
+                    help="with --heap-log: tracemalloc in each worker too, the lines that "
+                         "grew most to DIR/PID.tm every 5 minutes (slows the server)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work dir and the run's package root (uploaded files)")
     args = ap.parse_args(argv)
@@ -88,9 +95,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         unknown = [k for k in args.reads if k not in READ_WEIGHTS]
         if unknown or not args.reads:
             ap.error(f"--reads: unknown kind(s) {unknown}; known: {', '.join(READ_WEIGHTS)}")
+    if args.heap_trace and args.heap_log is None:
+        ap.error("--heap-trace: needs --heap-log DIR")
     if args.warmup is None:
         args.warmup = min(30.0, args.seconds / 4)
     return args
+
+
+def heap_log_env(args: argparse.Namespace) -> dict[str, str]:
+    """The server's environment for ``--heap-log`` (none without it)."""
+    if args.heap_log is None:
+        return {}
+    args.heap_log.mkdir(parents=True, exist_ok=True)
+    return {"PYTHONPATH": f"{HEAP_LOG_HOOK}{os.pathsep}{args.src.resolve()}",
+            "PYPID_HEAP_LOG": str(args.heap_log.resolve()),
+            "PYPID_HEAP_LOG_TRACE": "1" if args.heap_trace else "0"}
 
 
 def add_user(python: str, src: Path, workdir: Path, htpasswd: Path) -> None:
@@ -144,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     tag = f"load-{stamp}"  # uploads land in this run's own root, never in the cached corpus
     htpasswd = workdir / "htpasswd"
     target = PypidTarget(args.python, args.workers, args.src.resolve(), root_tag=tag,
-                         settings=f"[auth]\nhtpasswd = {json.dumps(str(htpasswd))}\n")
+                         settings=f"[auth]\nhtpasswd = {json.dumps(str(htpasswd))}\n",
+                         env=heap_log_env(args))
     server: Server | None = None
     try:
         add_user(args.python, args.src.resolve(), workdir, htpasswd)

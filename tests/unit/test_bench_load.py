@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(("script", "options"), [
     ("load.py", ("--seconds", "--files", "--clients", "--upload-rate", "--max-growth-mb",
-                 "--workers")),
+                 "--workers", "--heap-log", "--heap-trace")),
     ("governance.py", ("--baseline", "--entries", "--page-files", "--yanked", "--rounds")),
 ])
 def test_help_runs(script: str, options: tuple[str, ...]) -> None:
