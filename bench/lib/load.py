@@ -107,7 +107,8 @@ def heap_log_env(args: argparse.Namespace) -> dict[str, str]:
     if args.heap_log is None:
         return {}
     args.heap_log.mkdir(parents=True, exist_ok=True)
-    return {"PYTHONPATH": f"{HEAP_LOG_HOOK}{os.pathsep}{args.src.resolve()}",
+    path = os.pathsep.join(map(str, (HEAP_LOG_HOOK, args.src.resolve(), REPO)))  # REPO: bench.lib
+    return {"PYTHONPATH": path,
             "PYPID_HEAP_LOG": str(args.heap_log.resolve()),
             "PYPID_HEAP_LOG_TRACE": "1" if args.heap_trace else "0"}
 

@@ -85,17 +85,6 @@ def _pymalloc() -> str:
     return f"pymalloc arenas {int(arenas.group(1).replace(b',', b''))} blocks {used / 1e6:.2f}"
 
 
-def _pss() -> float:
-    try:
-        with open("/proc/self/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return -1.0
-
-
 def _compare(base: tracemalloc.Snapshot | None, out_path: str,
              minute: int) -> tracemalloc.Snapshot:
     ignore = (tracemalloc.Filter(False, tracemalloc.__file__),
@@ -113,6 +102,8 @@ def _compare(base: tracemalloc.Snapshot | None, out_path: str,
 
 
 def _run() -> None:
+    from bench.lib.sampler import smaps_rollup  # noqa: PLC0415 - in a worker only; the repo is last on PYTHONPATH
+
     pid = os.getpid()
     start = time.monotonic()
     base: tracemalloc.Snapshot | None = None
@@ -123,7 +114,8 @@ def _run() -> None:
             traced = ""
             if TRACE:
                 traced = f" | traced {tracemalloc.get_traced_memory()[0] / 1e6:.2f}"
-            log.write(f"{seconds:.0f}s pss {_pss():.1f} | {_mallinfo()} | {_sqlite()} | "
+            pss = smaps_rollup(pid).get("Pss", -1024) / 1024
+            log.write(f"{seconds:.0f}s pss {pss:.1f} | {_mallinfo()} | {_sqlite()} | "
                       f"{_pymalloc()} | threads {threading.active_count()} | "
                       f"gc {gc.get_count()}{traced}\n")
             minute = int(seconds // 60)
