@@ -5,7 +5,9 @@ Python imports this file at start in the gunicorn master. It then starts, in eac
 the master forks, a thread that writes a line to ``DIR/PID.log`` every
 ``PYPID_HEAP_LOG_EVERY`` seconds (60): the worker's PSS, glibc's malloc figures
 (``mallinfo2``: the heaps' size, what is in use and free in them, blocks mapped apart),
-SQLite's own memory, pymalloc's arenas and blocks, and its thread count.
+SQLite's own memory, pymalloc's arenas and blocks, and its thread count; and appends
+glibc's ``malloc_info`` (each arena's size and its free chunks by size, XML) to
+``DIR/PID.mi`` under a line naming the second, to tell which sizes churn.
 
 With ``PYPID_HEAP_LOG_TRACE=1`` it also runs ``tracemalloc`` in each worker from its fork,
 and every five minutes from the fifth writes to ``DIR/PID.tm`` the 30 source lines whose
@@ -52,6 +54,24 @@ def _mallinfo() -> str:
     info = call()
     return (f"malloc heaps {info.arena / 1e6:.2f} used {info.uordblks / 1e6:.2f} "
             f"free {info.fordblks / 1e6:.2f} apart {info.hblkhd / 1e6:.2f} ({info.hblks})")
+
+
+def _malloc_info(path: str, seconds: float) -> None:
+    libc = ctypes.CDLL(None)
+    try:
+        info, fopen, fclose = libc.malloc_info, libc.fopen, libc.fclose
+    except AttributeError:
+        return
+    with open(path, "a") as out:
+        out.write(f"==== {seconds:.0f}s\n")
+    fopen.restype = ctypes.c_void_p
+    fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    fclose.argtypes = [ctypes.c_void_p]
+    stream = fopen(path.encode(), b"a")
+    if stream:
+        info(0, stream)
+        fclose(stream)
 
 
 def _sqlite() -> str:
@@ -118,6 +138,7 @@ def _run() -> None:
             log.write(f"{seconds:.0f}s pss {pss:.1f} | {_mallinfo()} | {_sqlite()} | "
                       f"{_pymalloc()} | threads {threading.active_count()} | "
                       f"gc {gc.get_count()}{traced}\n")
+            _malloc_info(os.path.join(LOG_DIR, f"{pid}.mi"), seconds)
             minute = int(seconds // 60)
             if TRACE and minute >= BASE_MINUTE and (base is None or minute % COMPARE_EVERY == 0):
                 base = _compare(base, os.path.join(LOG_DIR, f"{pid}.tm"), minute)
