@@ -60,7 +60,10 @@ from pypid.simple.reply import (
 METADATA_SUFFIX = ".metadata"
 _READS = frozenset(("GET", "HEAD"))
 UI_PATHS = ("/projects", "/project/")
-METADATA_CACHE_BYTES = 8 * 1024 * 1024  # per worker, entries' keys and links counted in
+# Per worker, each entry's key and links counted in. Filling it is most of what a worker
+# grows by in its first quarter hour (bench/README.md, issue 18), so it holds what many
+# clients ask for at once, not every wheel: a miss costs ~60-170 us in a thread.
+METADATA_CACHE_BYTES = 4 * 1024 * 1024
 FILE_REPLIES_CACHED = 1024
 
 
@@ -386,8 +389,12 @@ class SimpleAPI:
 
     def _read_metadata(self, entry: FileEntry, path: str, may_block: bool) -> bytes | Reply | None:
         """The wheel's METADATA, checked once against the hash the index advertises and
-        kept per file version; None when that takes a read and ``may_block`` is off."""
-        key = (path, entry.identity)
+        kept by that hash; None when that takes a read and ``may_block`` is off.
+
+        Keyed by the hash, an entry is right for every file whose METADATA has it, and
+        costs a 32-byte key instead of a path and an identity (~530 B an entry to ~360
+        with a small METADATA)."""
+        key = entry.metadata_digest
         data = self._metadata.get(key)
         if data is not None:
             return data
@@ -430,9 +437,10 @@ def _format_param(query: str) -> str | None:
 
 class _BytesLRU:
     """A thread-safe LRU map of byte strings, bounded by their size plus ``ENTRY_COST`` each
-    (key, link and head: more than a small METADATA's bytes)."""
+    (a 32-byte key, its slots and links, the bytes' head: ~200 B measured with 10,000
+    entries, rounded up for the dict's growth)."""
 
-    ENTRY_COST = 512
+    ENTRY_COST = 256
 
     def __init__(self, max_bytes: int) -> None:
         self._max = max_bytes

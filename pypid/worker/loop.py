@@ -90,6 +90,9 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
                              cfg.limit_request_field_size or MAX_HEAD)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="pypid")
         self.selector = selectors.DefaultSelector()
+        # Every read lands here first: a recv(RECV_SIZE) of its own would malloc 64 KiB
+        # and shrink it to the request, leaving small blocks all through glibc's heap.
+        self.received = memoryview(bytearray(RECV_SIZE))
         self.returned: SimpleQueue[tuple[Conn, bool]] = SimpleQueue()
         self.conns: dict[int, Conn] = {}  # every open connection, in the loop or busy
         self.outbox: list[Conn] = []  # connections with answers to send this turn
@@ -220,16 +223,16 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
 
     def _readable(self, conn: Conn) -> None:
         try:
-            data = conn.sock.recv(RECV_SIZE)
+            size = conn.sock.recv_into(self.received)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._close(conn)
             return
-        if not data:
+        if not size:
             self._close(conn)
             return
-        conn.buf += data
+        conn.buf += self.received[:size]
         self._serve(conn)
 
     def _serve(self, conn: Conn) -> None:
