@@ -98,7 +98,11 @@ def test_hand_copied_files_appear_and_disappear(server: Server, tmp_path: Path) 
         converge(t0, partial(listed_projects, server), lambda seen: "livepkg" in seen)
         # A validator from before the change must not get a 304 (clients would keep stale pages).
         converge(t0, partial(status, server.url("/simple/"), root_etag), lambda st: st == 200)
-        resp = get(server.url(f"/packages/{deep_whl.name}"))
+        # The streaks above make it likely, not certain, that every worker has the file:
+        # one still behind may say 404 until LIVE_TIMEOUT (a CI run met one).
+        deep_url = server.url(f"/packages/{deep_whl.name}")
+        converge(t0, lambda: get(deep_url).status, lambda st: st == 200)
+        resp = get(deep_url)
         assert resp.status == 200, resp.describe()
         assert resp.body == deep_whl.read_bytes()
 
