@@ -60,9 +60,9 @@ from pypid.simple.reply import (
 METADATA_SUFFIX = ".metadata"
 _READS = frozenset(("GET", "HEAD"))
 UI_PATHS = ("/projects", "/project/")
-# Per worker, each entry's key and links counted in. Filling it is most of what a worker
-# grows by in its first quarter hour (bench/README.md, issue 18), so it holds what many
-# clients ask for at once, not every wheel: a miss costs ~100-170 us in a thread.
+# Per worker, each entry's key and links counted in: what many clients ask for at once,
+# not every wheel (it filled within ~3 minutes of the load mix at 8 MiB; bench/README.md,
+# issue 18). A miss costs ~100-170 us in a thread.
 METADATA_CACHE_BYTES = 4 * 1024 * 1024
 FILE_REPLIES_CACHED = 1024
 

@@ -90,8 +90,8 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
                              cfg.limit_request_field_size or MAX_HEAD)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="pypid")
         self.selector = selectors.DefaultSelector()
-        # Every read lands here first: a recv(RECV_SIZE) of its own would malloc 64 KiB
-        # and shrink it to the request, leaving small blocks all through glibc's heap.
+        # Every read lands here first, then is copied onto the connection's buffer: one
+        # 64 KiB block for the worker instead of a malloc and shrink of one per read.
         self.received = memoryview(bytearray(RECV_SIZE))
         self.returned: SimpleQueue[tuple[Conn, bool]] = SimpleQueue()
         self.conns: dict[int, Conn] = {}  # every open connection, in the loop or busy

@@ -165,9 +165,8 @@ _local = threading.local()
 
 
 def receive(sock: socket.socket, size: int) -> bytes:
-    """``sock.recv(size)`` through this thread's buffer: the bytes come out the size they
-    are, instead of a ``size`` block shrunk in place (a request head of a few hundred
-    bytes would otherwise stay in glibc's heap, not pymalloc's, once per request)."""
+    """``sock.recv(size)`` through this thread's buffer: the bytes are allocated at the
+    size that arrived, not at ``size`` and then shrunk."""
     buf = getattr(_local, "buf", None)
     if buf is None or len(buf) < size:
         buf = _local.buf = memoryview(bytearray(size))

@@ -100,11 +100,8 @@ def test_hand_copied_files_appear_and_disappear(server: Server, tmp_path: Path) 
         converge(t0, partial(status, server.url("/simple/"), root_etag), lambda st: st == 200)
         # The streaks above make it likely, not certain, that every worker has the file:
         # one still behind may say 404 until LIVE_TIMEOUT (a CI run met one).
-        deep_url = server.url(f"/packages/{deep_whl.name}")
-        converge(t0, lambda: get(deep_url).status, lambda st: st == 200)
-        resp = get(deep_url)
-        assert resp.status == 200, resp.describe()
-        assert resp.body == deep_whl.read_bytes()
+        deep_url, deep_bytes = server.url(f"/packages/{deep_whl.name}"), deep_whl.read_bytes()
+        converge(t0, lambda: get(deep_url), lambda r: (r.status, r.body) == (200, deep_bytes))
 
         # Replaced in place by hand (same name, other bytes): hash, metadata, validators follow.
         page_url, file_url = server.url("/simple/livepkg/"), server.url(f"/packages/{top.name}")
