@@ -90,9 +90,6 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
                              cfg.limit_request_field_size or MAX_HEAD)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="pypid")
         self.selector = selectors.DefaultSelector()
-        # Every read lands here first, then is copied onto the connection's buffer: one
-        # 64 KiB block for the worker instead of a malloc and shrink of one per read.
-        self.received = memoryview(bytearray(RECV_SIZE))
         self.returned: SimpleQueue[tuple[Conn, bool]] = SimpleQueue()
         self.conns: dict[int, Conn] = {}  # every open connection, in the loop or busy
         self.outbox: list[Conn] = []  # connections with answers to send this turn
@@ -223,16 +220,16 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
 
     def _readable(self, conn: Conn) -> None:
         try:
-            size = conn.sock.recv_into(self.received)
+            data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._close(conn)
             return
-        if not size:
+        if not data:
             self._close(conn)
             return
-        conn.buf += self.received[:size]
+        conn.buf += data
         self._serve(conn)
 
     def _serve(self, conn: Conn) -> None:

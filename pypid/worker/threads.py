@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -151,7 +150,7 @@ class Paced:
             raise TimeoutError("the client sends its request too slowly")
         self._sock.settimeout(min(left, self._idle))
         try:
-            data = receive(self._sock, size)
+            data = self._sock.recv(size)
         finally:
             self._sock.settimeout(self._idle)  # sending the answer has its own pace
         self._received += len(data)
@@ -159,19 +158,6 @@ class Paced:
 
     def __getattr__(self, name: str) -> Any:  # send, sendall, sendfile, fileno, ...
         return getattr(self._sock, name)
-
-
-_local = threading.local()
-
-
-def receive(sock: socket.socket, size: int) -> bytes:
-    """``sock.recv(size)`` through this thread's buffer: the bytes are allocated at the
-    size that arrived, not at ``size`` and then shrunk."""
-    buf = getattr(_local, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = _local.buf = memoryview(bytearray(size))
-    got = sock.recv_into(buf, size)
-    return bytes(buf[:got])
 
 
 def drain(req: Any) -> bool:

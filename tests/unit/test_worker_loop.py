@@ -20,7 +20,6 @@ from pypid.config import defaults
 from pypid.web import create_app
 from pypid.worker import PypidWorker
 from pypid.worker.connection import Conn, State
-from pypid.worker.threads import receive
 from tests.builders import make_wheel
 
 
@@ -77,7 +76,7 @@ def test_a_page_is_answered_by_the_loop(loop: tuple[PypidWorker, Conn, socket.so
 
 def test_a_head_in_pieces_and_two_heads_in_one_read_are_each_answered_once(
         loop: tuple[PypidWorker, Conn, socket.socket]) -> None:
-    worker, conn, client = loop  # every read goes through one buffer the loop reuses
+    worker, conn, client = loop
     head = b"GET /simple/demo/ HTTP/1.1\r\nHost: x\r\n\r\n"
     client.sendall(head[:20])
     worker._readable(conn)
@@ -89,21 +88,6 @@ def test_a_head_in_pieces_and_two_heads_in_one_read_are_each_answered_once(
         answers += client.recv(65536)
     assert answers.count(b"HTTP/1.1 200 OK\r\n") == 2
     assert conn.buf == b""
-
-
-def test_a_thread_receives_exactly_what_arrived(loop: tuple[PypidWorker, Conn, socket.socket]
-                                                ) -> None:
-    _, conn, client = loop
-    conn.sock.setblocking(True)
-    client.sendall(b"x" * 100)
-    assert receive(conn.sock, 8192) == b"x" * 100
-    client.sendall(b"y" * 20_000)
-    got = b""
-    while len(got) < 20_000:
-        got += receive(conn.sock, 16_384)  # the thread's buffer grows to the size asked
-    assert got == b"y" * 20_000
-    client.sendall(b"z" * 10)
-    assert receive(conn.sock, 4) == b"zzzz"  # never more than asked
 
 
 def test_threads_with_a_full_queue_get_503_not_more_queue(
