@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from pypid.events import ANONYMOUS, AuditLog, Event
+from pypid.index.hashed import HashedValues
 from pypid.index.records import Marks
 
 _NONE: Mapping[str, str] = MappingProxyType({})
@@ -42,9 +43,11 @@ class Ledger:
         self._marks = Marks()
         # project -> its owners; a project in here was claimed (maybe no owner is left)
         self._owners: dict[str, set[str]] = {}
-        self._uploaders: dict[str, str] = {}  # file name -> login
+        self._uploaders = HashedValues()  # file name -> login, of every file ever uploaded
         self._removed: dict[str, dict[str, str]] = {}  # project -> {file name: sha256}
-        self._recorded: dict[str, set[str]] = {}  # project -> uploaded, not removed since
+        # project -> uploaded, not removed since, and not yet shown by the index when it
+        # last sealed (``forget_indexed``)
+        self._recorded: dict[str, set[str]] = {}
         # A remote root learns of new and removed files from the log: its lines of files,
         # collected here (None: not collected) for ``take_file_events``.
         self._file_events: list[Event] | None = None
@@ -115,8 +118,21 @@ class Ledger:
 
     def recorded(self, project: str) -> frozenset[str]:
         """The file names the log says were uploaded (or imported) to the project and not
-        removed since: what another process stored a moment ago, before any watcher saw it."""
+        removed since, less those the index showed when ``forget_indexed`` was last called:
+        what another process stored a moment ago, before any watcher saw it."""
         return frozenset(self._recorded.get(project, ()))
+
+    def forget_indexed(self, indexed: Callable[[str], bool]) -> None:
+        """Let go of the recorded names ``indexed`` says the index shows (it answers for
+        them from now on; the index calls this when it seals). Otherwise every process
+        would keep the name of every file ever uploaded, for good."""
+        with self._lock:
+            for project, names in list(self._recorded.items()):
+                left = {name for name in names if not indexed(name)}
+                if left:
+                    self._recorded[project] = left
+                else:
+                    del self._recorded[project]
 
     def removed(self, project: str) -> Mapping[str, str]:
         """The project's removed files: name -> sha256 (names that stay taken)."""
@@ -151,7 +167,7 @@ class Ledger:
             if removed is not None:
                 removed.pop(name, None)
             if is_login(user):
-                self._uploaders[name] = user
+                self._uploaders.set(name, user)
                 if project not in self._owners:
                     self._owners[project] = {user}  # the first upload claims the project
         elif action == "remove" and name:

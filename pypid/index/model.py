@@ -194,6 +194,7 @@ class ReadModel:
                                             sealed.projects, sealed.project_count()))
             # A table replaced here is closed when the last map over it goes (its
             # finalizer): a reader in another thread may be in the middle of one.
+        self.ledger.forget_indexed(self._by_filename.__contains__)
         return True
 
     def reseal_if_due(self) -> bool:

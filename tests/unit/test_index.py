@@ -332,5 +332,11 @@ def test_a_project_another_worker_just_stored_is_found_before_the_watcher_sees_i
         assert other.show_recorded("fresh") is True
         assert [e.filename for e in other.files("fresh") or ()] == [wheel.name]
         assert other.show_recorded("fresh", may_block=False) is False  # shown: nothing to do
+        assert other.ledger.recorded("fresh") == {wheel.name}
+        if seal:  # the next seal holds it: the ledger lets its name go
+            assert other.seal_files()
+            assert other.ledger.recorded("fresh") == frozenset()
+            assert other.ledger.uploader(wheel.name) == "alice"
+            assert [e.filename for e in other.files("fresh") or ()] == [wheel.name]
     finally:
         other.close()

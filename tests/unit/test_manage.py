@@ -127,3 +127,23 @@ def test_an_upload_gate_refuses_archived_projects_and_other_bytes_under_removed_
                       reason="moved")
     with pytest.raises(ForbiddenError, match="demo is archived: moved; it takes no uploads"):
         gate.admit("demo-2.0.tar.gz", "cc" * 32)
+
+
+def test_recorded_names_go_once_the_index_shows_them_and_uploaders_stay(
+        tmp_path: Path) -> None:
+    ledger = ledger_after(
+        tmp_path,
+        ("upload", {"user": "alice", "project": "a", "file": "a-1.tar.gz"}),
+        ("upload", {"user": "alice", "project": "a", "file": "a-2.tar.gz"}),
+        ("upload", {"user": "bob", "project": "b", "file": "b-1.tar.gz"}),
+    )
+    assert ledger.recorded("a") == {"a-1.tar.gz", "a-2.tar.gz"}
+    ledger.forget_indexed({"a-1.tar.gz", "b-1.tar.gz"}.__contains__)
+    assert ledger.recorded("a") == {"a-2.tar.gz"} and ledger.recorded("b") == frozenset()
+    assert ledger._recorded.keys() == {"a"}
+    assert ledger.uploader("a-1.tar.gz") == "alice" and ledger.uploader("b-1.tar.gz") == "bob"
+    ledger.events.append("remove", user="cli:root", project="a", file="a-2.tar.gz",
+                         sha256="ab" * 32)
+    ledger.events.append("upload", user="carol", project="b", file="b-2.tar.gz")
+    ledger.catch_up()
+    assert ledger.recorded("a") == frozenset() and ledger.recorded("b") == {"b-2.tar.gz"}
