@@ -27,7 +27,7 @@ from bench.lib.corpus import OUT_DIR, Corpus, build_corpus, projects_for_files
 from bench.lib.host import HOST, REPO, Pin, log, machine, pick_cpus
 from bench.lib.httpclient import Connection, request_bytes
 from bench.lib.loaddrive import Driver
-from bench.lib.loadmix import HTML, READ_WEIGHTS, Mix, basic_auth
+from bench.lib.loadmix import HTML, READ_WEIGHTS, UPLOAD_PROJECTS, Mix, basic_auth
 from bench.lib.loadreport import LOG_TROUBLE, kinds, memory, table, verdict
 from bench.lib.probe import JSON_V1, first_200
 from bench.lib.sampler import Sampler, as_dicts, sample
@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--upload-mix", default="8,1,1", metavar="NEW,IDENTICAL,CONFLICT",
                     help="relative weights of new files, byte-identical re-uploads (200) and "
                          "other bytes under a stored name (409) (default 8,1,1)")
+    ap.add_argument("--upload-projects", type=int, default=UPLOAD_PROJECTS, metavar="N",
+                    help="new files go to N projects in turn, loadtest-0 .. loadtest-N-1: "
+                         "few projects make their pages grow all run, many keep them small "
+                         f"(default {UPLOAD_PROJECTS})")
     ap.add_argument("--reads", default=None, metavar="KIND,KIND",
                     help="only these read kinds (names as in the table, e.g. 'download "
                          "random,/metrics'), to find which one makes memory grow (default: "
@@ -83,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error("--workers: at least 1")
+    if args.upload_projects < 1:
+        ap.error("--upload-projects: at least 1")
     try:
         new, same, other = (float(w) for w in args.upload_mix.split(","))
     except ValueError:
@@ -178,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         etags = asyncio.run(fetch_etags(server.port, corpus, random.Random(args.seed)))  # noqa: S311
         pin_self(client_pin)
         mix = Mix(corpus, server.port, etags, basic_auth(USER, PASSWORD), args.upload_mix,
-                  reads=args.reads)
+                  reads=args.reads, upload_projects=args.upload_projects)
         driver = Driver(mix, server.port, clients=args.clients, uploaders=args.uploaders,
                         upload_rate=args.upload_rate, seconds=args.seconds,
                         timeout=args.timeout, seed=args.seed)
@@ -207,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
            "server_us_per_req": server_s / max(total, 1) * 1e6}
     host = machine_info()
     meta = {"workers": args.workers, "clients": args.clients, "uploaders": args.uploaders,
-            "upload_rate": args.upload_rate, "reads": args.reads, "warmup": args.warmup,
+            "upload_rate": args.upload_rate, "upload_projects": args.upload_projects,
+            "reads": args.reads, "warmup": args.warmup,
             "seconds": args.seconds,
             "projects": len(corpus.projects), "files": len(corpus.files),
             "max_growth_mb": args.max_growth_mb, "server_cpu": server_pin.cpu,

@@ -21,7 +21,7 @@ from tests.builders import wheel_bytes
 HTML = "text/html"
 GZIP = {"Accept-Encoding": "gzip"}
 RANGE_BYTES = 1000  # a Range request asks for bytes 1000-1999 of a ~100 KB wheel
-UPLOAD_PROJECTS = 20  # new uploads go to loadtest-0 .. loadtest-19
+UPLOAD_PROJECTS = 20  # new uploads go to loadtest-0 .. loadtest-19 (--upload-projects)
 BOUNDARY = "pypid-load-boundary"
 
 # Read kinds and their weights (relative): what an index behind pip and uv mostly sees.
@@ -79,7 +79,8 @@ class Mix:
     def __init__(self, corpus: Corpus, port: int, etags: dict[tuple[str, str], str],
                  auth: dict[str, str],
                  upload_weights: tuple[float, float, float] | None = None, *,
-                 reads: list[str] | None = None) -> None:
+                 reads: list[str] | None = None,
+                 upload_projects: int = UPLOAD_PROJECTS) -> None:
         self.host = f"127.0.0.1:{port}"
         self.projects = corpus.projects
         self.etags = sorted(etags.items())  # ((path, accept), etag)
@@ -87,6 +88,7 @@ class Mix:
         self.files = corpus.files
         self.wheels = [f.filename for f in corpus.files if f.filename.endswith(".whl")]
         self.auth = auth
+        self._upload_projects = upload_projects
         self._upload_weights = upload_weights or tuple(UPLOAD_WEIGHTS.values())
         # reads: only these kinds, at their usual weights (to find which one does something)
         self._kinds = [k for k in READ_WEIGHTS if reads is None or k in reads]
@@ -157,7 +159,7 @@ class Mix:
                 kind = "upload new"
             if kind == "upload new":
                 n, self._next = self._next, self._next + 1
-                project, version = f"loadtest-{n % UPLOAD_PROJECTS}", f"1.0.{n}"
+                project, version = f"loadtest-{n % self._upload_projects}", f"1.0.{n}"
                 filename, data = wheel_bytes(project, version)
                 return self._upload(kind, 200, project=project, version=version,
                                     filename=filename, data=data)

@@ -181,7 +181,8 @@ def table(meta: dict[str, Any], *, rows: list[dict[str, Any]], tally: Tally,
         f"pypid load: {meta['workers']} worker{'s' if meta['workers'] > 1 else ''}, "
         f"{meta['clients']} clients "
         f"({meta['clients'] - meta['uploaders']} readers, {meta['uploaders']} uploaders at "
-        f"{meta['upload_rate']:g}/s), {tally.seconds:.0f} s (warm-up {meta['warmup']:g} s), "
+        f"{meta['upload_rate']:g}/s to {meta.get('upload_projects', 20)} projects), "
+        f"{tally.seconds:.0f} s (warm-up {meta['warmup']:g} s), "
         f"{meta['projects']} projects / {meta['files']} files",
         f"{meta['cpu_model']}, {meta['cpus']} CPUs; server on CPU {meta['server_cpu']}, "
         f"clients on CPU {meta['client_cpu']}; load average before/after "
