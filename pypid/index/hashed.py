@@ -32,10 +32,6 @@ class HashedValues:
         self._table: tuple[array[int], array[int]] = (array("q"), array("I"))
         self._recent: dict[int, int] = {}
 
-    def __len__(self) -> int:
-        hashes = self._table[0]
-        return len(hashes) + sum(1 for h in self._recent if not _has(hashes, h))
-
     def get(self, name: str) -> str | None:
         wanted = hash(name)
         number = self._recent.get(wanted)  # read before the table: a merge swaps it first
@@ -73,8 +69,3 @@ class HashedValues:
         numbers.extend(old_numbers[done:])
         self._table = (hashes, numbers)  # a reader between these two lines finds the
         self._recent = {}  # names in both: the same values
-
-
-def _has(hashes: array[int], key_hash: int) -> bool:
-    at = bisect_left(hashes, key_hash)
-    return at < len(hashes) and hashes[at] == key_hash
