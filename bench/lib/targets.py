@@ -193,7 +193,7 @@ class PypiserverTarget(Target):
 
 NGINX_CONF = """\
 daemon off;
-master_process on;
+master_process {master};
 worker_processes 1;
 user root root;
 pid {prefix}/nginx.pid;
@@ -231,8 +231,9 @@ class NginxTarget(Target):
 
     name = "nginx"
 
-    def __init__(self, binary: str = "nginx") -> None:
+    def __init__(self, binary: str = "nginx", *, master: bool = True) -> None:
         self.binary = binary
+        self.master = master  # False: one process, no master (bench/instructions.py)
         self.version = ""
 
     def ensure_installed(self, log: Any = print) -> str:
@@ -260,7 +261,8 @@ class NginxTarget(Target):
                  "types { text/html html; application/octet-stream whl gz; }")
         conf = prefix / "nginx.conf"
         conf.write_text(NGINX_CONF.format(prefix=prefix, types=types, host=HOST, port=port,
-                                          static=static.resolve()))
+                                          static=static.resolve(),
+                                          master="on" if self.master else "off"))
         cmd = [*pin.prefix(), self.binary, "-p", str(prefix), "-e", "stderr",
                "-c", str(conf)]
         return Server(self.name, cmd, env=dict(os.environ), cwd=workdir, port_regex=None,

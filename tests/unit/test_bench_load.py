@@ -17,6 +17,7 @@ import pytest
 from bench.lib import loaddrive
 from bench.lib.corpus import Corpus, DistFile
 from bench.lib.governance import write_log
+from bench.lib.instructions import answer_size, instructions
 from bench.lib.loaddrive import Tally
 from bench.lib.loadmix import Mix, basic_auth
 from bench.lib.loadreport import kinds as kinds_of
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
     ("load.py", ("--seconds", "--files", "--clients", "--upload-rate", "--max-growth-mb",
                  "--workers", "--heap-log", "--heap-trace")),
     ("governance.py", ("--baseline", "--entries", "--page-files", "--yanked", "--rounds")),
+    ("instructions.py", ("--requests", "--warmup", "--src", "--no-nginx", "--scenarios")),
 ])
 def test_help_runs(script: str, options: tuple[str, ...]) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"],
@@ -44,6 +46,24 @@ def test_governance_writes_a_log_that_verifies(tmp_path: Path) -> None:
     """The bench's generated log (written directly, not appended) is a valid chain."""
     write_log(tmp_path / "log", 2000)
     assert EventLog(tmp_path / "log").verify() == (2000, None)
+
+
+def test_instructions_reads_answers_and_counts(tmp_path: Path) -> None:
+    """bench/instructions.py's client knows where an answer ends (length or chunked), and
+    its reader finds the count in a callgrind dump."""
+    plain = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+    assert answer_size(plain) == len(plain)
+    assert answer_size(plain[:-1]) is None
+    head = b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n"
+    assert answer_size(head + b"HTTP/1.1") == len(head)
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert answer_size(chunked + b"HTTP/1.1") == len(chunked)
+    for cut in range(len(chunked)):
+        assert answer_size(chunked[:cut]) is None
+    dump = tmp_path / "pypid.1.1"
+    dump.write_text("version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 254577090\n"
+                    "fn=(1) main\n1 5\ntotals: 254577090\n")
+    assert instructions(dump) == 254_577_090
 
 
 # --- the soak's parts (issue 18): PSS of a process tree, the trend and verdict, the mix ---
