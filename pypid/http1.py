@@ -94,22 +94,17 @@ def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> PlainHead | Non
         if key in headers or key in _NOT_PLAIN:
             return None
         headers[key] = value.strip(" \t")
-    close = _close_asked(headers.get("connection"))
-    if close is None:
-        return None
+    # Does Connection ask to close? Anything but one plain token (an upgrade, or a
+    # list, which gunicorn reads otherwise) is gunicorn's to decide.
+    connection = headers.get("connection")
+    close = False
+    if connection is not None:
+        option = connection.strip().lower()
+        if option not in ("close", "keep-alive"):
+            return None
+        close = option == "close"
     method, path, query = match.groups()
     return PlainHead(method, path, query or "", headers, close=close, raw=head)
-
-
-def _close_asked(connection: str | None) -> bool | None:
-    """Does ``Connection`` ask to close? None: anything but one plain token (an
-    upgrade, or a list, which gunicorn reads otherwise), for gunicorn to decide."""
-    if connection is None:
-        return False
-    option = connection.strip().lower()
-    if option not in ("close", "keep-alive"):
-        return None
-    return option == "close"
 
 
 def common_headers(server: bytes, date: bytes, close: bool) -> bytes:

@@ -24,7 +24,7 @@ from bisect import insort
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from packaging.version import Version
 
@@ -60,8 +60,9 @@ class ReadModel:
         self._by_filename: MutableMapping[str, FileEntry] = {}  # the one served
         self._stored_bytes = 0  # of _by_filename's entries, kept as they change
         self._by_project: MutableMapping[NormalizedName, tuple[FileEntry, ...]] = {}
-        # Its keys are _by_project's: asked instead, they read nothing sealed.
-        self._project_serial: dict[NormalizedName, int] = {}
+        # Its keys are _by_project's: asked instead, they read nothing sealed. Typed by
+        # str so that a page's lookup needs no NormalizedName() call (a Python frame).
+        self._project_serial: dict[str, int] = {}
         # A project's files by name while they change (during a load, or one change);
         # otherwise _by_project alone holds them, which costs far less memory.
         self._changing: dict[NormalizedName, dict[str, FileEntry]] = {}
@@ -89,7 +90,7 @@ class ReadModel:
     # -- reading (request threads; no locks)
 
     def projects(self) -> list[NormalizedName]:
-        return sorted(self._project_serial)
+        return cast("list[NormalizedName]", sorted(self._project_serial))
 
     def project_count(self) -> int:
         return len(self._project_serial)
@@ -115,7 +116,7 @@ class ReadModel:
         return self._serial
 
     def project_serial(self, project: str) -> int | None:
-        return self._project_serial.get(NormalizedName(project))
+        return self._project_serial.get(project)
 
     def file(self, filename: str) -> FileEntry | None:
         """The entry served for ``filename`` (the first of its paths, when several hold it)."""

@@ -40,6 +40,7 @@ from pypid.simple.negotiate import OFFERS, negotiate
 from pypid.simple.pagecache import INDEX, Page, PageCache
 from pypid.simple.render import render
 from pypid.simple.reply import (
+    CONTENT_TYPES,
     OCTETS,
     PAGE_CACHE_CONTROL,
     VARY,
@@ -48,7 +49,6 @@ from pypid.simple.reply import (
     Reply,
     accepts_gzip,
     byte_range,
-    content_type,
     etag_matches,
     file_headers,
     not_modified,
@@ -206,7 +206,11 @@ class SimpleAPI:
 
     def _page(self, req: SimpleRequest, space: str, project: str,
               may_block: bool) -> Reply | None:
-        media = negotiate(req.accept, _format_param(req.query) if req.query else None)
+        # The headers read here directly, not through SimpleRequest's properties: a
+        # Python call each, on every page (bench/instructions.py).
+        fields = req.headers
+        media = negotiate(fields.get("accept"),
+                          _format_param(req.query) if req.query else None)
         if media is None:
             return text(Kind.NOT_ACCEPTABLE, 406,
                         "no acceptable format; this index offers " + ", ".join(OFFERS),
@@ -215,13 +219,14 @@ class SimpleAPI:
         if not isinstance(found, Page):
             return found
         page = found
-        gzipped = page.gzipped() if accepts_gzip(req.accept_encoding) else None
+        gzipped = page.gzipped() if accepts_gzip(fields.get("accept-encoding")) else None
         etag = page.gzip_etag if gzipped is not None else page.etag
         headers = [("Vary", VARY), ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)]
-        if req.if_none_match and etag_matches(req.if_none_match, etag):
+        if_none_match = fields.get("if-none-match")
+        if if_none_match and etag_matches(if_none_match, etag):
             return Reply(Kind.PAGE, 304, headers)
         body = gzipped if gzipped is not None else page.body
-        headers.append(("Content-Type", content_type(media)))
+        headers.append(("Content-Type", CONTENT_TYPES.get(media, media)))
         headers.append(("Content-Length", str(len(body))))
         if gzipped is not None:
             headers.append(("Content-Encoding", "gzip"))
@@ -234,16 +239,19 @@ class SimpleAPI:
         if space == INDEX:
             return self.mirror.index_page(media) if self.mirror is not None else project_list(
                 self.pages, index, media, may_block)  # None: made in a forked child
-        if index.project_serial(project) is None and index.show_recorded(
-                project, may_block) is None:
+        serial = index.project_serial(project)
+        if serial is None and index.show_recorded(project, may_block) is None:
             return None  # stored by another worker a moment ago: a thread indexes it
         if self.mirror is not None and self.mirror.answers_for(project):
             return self.mirror.page(media, project, may_block)
-        return self._local_page(media, project)
+        return self._local_page(media, project, serial)
 
-    def _local_page(self, media: str, project: str) -> Page | Reply:
+    def _local_page(self, media: str, project: str, serial: int | None) -> Page | Reply:
+        """``serial``: the project's as just read, or None (looked up again: it may have
+        come since)."""
         index = self.index
-        serial = index.project_serial(project)
+        if serial is None:
+            serial = index.project_serial(project)
         if serial is None:
             return self._unknown_project(project)
         page = self.pages.peek(media, project, serial)

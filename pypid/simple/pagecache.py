@@ -104,7 +104,8 @@ class PageCache:
         self._reads += 1
         if self._reads % PROMOTE_EVERY == 0:
             self._keep(page)
-        tally.add(*_HIT)
+        counts = tally.LOCAL.counts
+        counts[_HIT] = counts.get(_HIT, 0) + 1  # type: ignore[operator]
         return page
 
     def get(self, space: str, name: str, serial: int, render: Callable[[], bytes]) -> Page:

@@ -177,8 +177,11 @@ def reason_phrase(message: str) -> str:
     return flat[:200]
 
 
+CONTENT_TYPES = {TEXT_HTML: "text/html; charset=utf-8"}  # a media type's, when not itself
+
+
 def content_type(media: str) -> str:
-    return "text/html; charset=utf-8" if media == TEXT_HTML else media
+    return CONTENT_TYPES.get(media, media)
 
 
 def file_headers(sha256: str, mtime: float, *, overwrite: bool) -> Headers:
@@ -199,6 +202,7 @@ def not_modified(etag: str, mtime: float | None, if_none_match: str | None,
 
 
 @functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=256)  # clients send few distinct Accept-Encoding headers
 def accepts_gzip(header: str | None) -> bool:
     """Does ``Accept-Encoding`` allow gzip?
 
