@@ -277,14 +277,17 @@ class SimpleAPI:
 
     # -- files
 
-    def _entry(self, filename: str, may_block: bool,
-               stream: bool = False) -> tuple[FileEntry, str] | Reply | None:
+    def _entry(self, filename: str, may_block: bool, stream: bool = False, *,
+               sender_checks: bool = False) -> tuple[FileEntry, str] | Reply | None:
         """The index's entry for ``filename`` and its path, if the file on disk is still it.
 
         A file replaced by hand a moment ago is not re-hashed here (no request
         hashes): the watcher does that within a second, so the client is asked to retry.
         A remote root's file is copied here first (None: that needs ``may_block``); with
-        ``stream`` (a plain GET) the answer may send it as it arrives.
+        ``stream`` (a plain GET) the answer may send it as it arrives. With
+        ``sender_checks`` the file on disk is not looked at here: the caller sends
+        it and checks the opened file (``FilePart.matches``), and one that changed
+        goes back to ``decide`` in a thread, which looks here.
         """
         entry = self.index.file(filename)
         if entry is None:
@@ -292,6 +295,13 @@ class SimpleAPI:
         if self.index.marks.status(entry.project)[0] == "quarantined":
             return _not_found(f"{entry.project} is quarantined: its files are not served")
         path = f"{self.root_dir}/{entry.relpath}"
+        if sender_checks and not self.fetches:
+            return entry, path
+        return self._on_disk(entry, path, may_block, stream)
+
+    def _on_disk(self, entry: FileEntry, path: str, may_block: bool,
+                 stream: bool) -> tuple[FileEntry, str] | Reply | None:
+        """``_entry``'s look at the file on disk (a remote root's: copied here first)."""
         try:
             st = os.stat(path)
         except OSError:
@@ -303,7 +313,7 @@ class SimpleAPI:
         if not isinstance(st, os.stat_result):
             return _not_found("no such file here") if st is None else st
         if not entry.is_stat_of(st):
-            return _changing(filename)
+            return _changing(entry.filename)
         return entry, path
 
     def _fetched(self, entry: FileEntry, path: str, st: os.stat_result | None,
@@ -325,14 +335,20 @@ class SimpleAPI:
         return st
 
     def _file(self, req: SimpleRequest, filename: str, may_block: bool) -> Reply | None:
-        plain = not (req.if_none_match or req.if_modified_since or req.range)
-        found = self._entry(filename, may_block, stream=plain)
+        fields = req.headers  # not SimpleRequest's properties: a Python call each
+        plain = not (fields.get("if-none-match") or fields.get("if-modified-since")
+                     or fields.get("range"))
+        # The loop (may_block false) sends a GET's file itself, checking what it opened.
+        found = self._entry(filename, may_block, stream=plain,
+                            sender_checks=not may_block and req.method == "GET")
         if found is None or isinstance(found, Reply):
             return found
-        return self._file_reply(req, *found)
+        return self._file_reply(req, *found, plain=plain)
 
-    def _file_reply(self, req: SimpleRequest, entry: FileEntry, path: str) -> Reply:
-        plain = not (req.if_none_match or req.if_modified_since or req.range)
+    def _file_reply(self, req: SimpleRequest, entry: FileEntry, path: str, *,
+                    plain: bool | None = None) -> Reply:
+        if plain is None:
+            plain = not (req.if_none_match or req.if_modified_since or req.range)
         if plain:  # the usual download: one Reply per file version, made once
             cached = self._file_replies.get(entry.filename)
             if cached is not None and (cached[0] is entry or cached[0] == entry):  # else changed

@@ -261,15 +261,16 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
             self._count_request()
             close = head.close or not self.alive or not self.keepalive
             if reply.file is not None:
-                self._send_file(conn, head, reply, close, started, read_at=read_at)
-                return
-            self._queue(conn, self._answer_head(reply, close), reply.body)
-            self._tally(head, reply, read_at)  # about 0.2 us: bench/metrics.py
-            if started is not None:
-                self._log_access(conn, head, reply, len(reply.body), started)
-            if close:
-                self._leave_selector(conn, State.CLOSING)
-                return
+                if not self._send_file(conn, head, reply, close, started, read_at=read_at):
+                    return
+            else:
+                self._queue(conn, self._answer_head(reply, close), reply.body)
+                self._tally(head, reply, read_at)  # about 0.2 us: bench/metrics.py
+                if started is not None:
+                    self._log_access(conn, head, reply, len(reply.body), started)
+                if close:
+                    self._leave_selector(conn, State.CLOSING)
+                    return
             conn.state = State.WAITING
             conn.deadline = time.monotonic() + self.idle_timeout
 
@@ -303,19 +304,30 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         return reply
 
     def _send_file(self, conn: Conn, head: PlainHead, reply: Reply, close: bool,
-                   started: datetime | None, *, read_at: float) -> None:
-        """Queue the head; the body follows from the open file once the queue has left.
-        The connection's next request waits for both."""
+                   started: datetime | None, *, read_at: float) -> bool:
+        """Send the head and the body from the open file, now; what the socket does not
+        take leaves later, and the connection's next request waits for it. True: all
+        sent, the connection stays in the selector for its next request (leaving it and
+        coming back would cost two epoll_ctl calls a download)."""
         opened = self._open_body(conn, head, reply, started)
         if opened is None:  # out of descriptors: like a full thread queue
             self._refuse(conn, BUSY)
             self._out_of_descriptors("opening a file to send")
-        elif not opened:  # gone or replaced since the decision: the app says what now
+            return False
+        if not opened:  # gone or replaced since the decision: the app says what now
             self._to_thread(conn, partial(self._slow_request, head=head))
-        else:
-            self._queue(conn, self._answer_head(reply, close))
-            self._tally(head, reply, read_at)
-            self._leave_selector(conn, State.CLOSING if close else State.PAUSED)
+            return False
+        self._queue(conn, self._answer_head(reply, close))
+        self._tally(head, reply, read_at)
+        if not close:
+            sent = self._push(conn)  # answers queued before it first
+            if sent is None:  # closed
+                return False
+            if sent:
+                self.outbox.remove(conn)  # nothing left to send
+                return True
+        self._leave_selector(conn, State.CLOSING if close else State.PAUSED)
+        return False
 
     def _tally(self, head: PlainHead, reply: Reply, read_at: float) -> None:
         """Count an answer of the loop's (a file's: once its head is queued); only GET

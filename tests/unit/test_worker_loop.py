@@ -49,7 +49,7 @@ def loop(tmp_path: Path) -> Iterator[tuple[PypidWorker, Conn, socket.socket]]:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     theirs.settimeout(5)
-    conn = Conn(ours, ("127.0.0.1", 1), None)
+    conn = Conn(ours, ("127.0.0.1", 1), ("127.0.0.1", 8000))
     worker.conns[conn.fd] = conn
     worker._watch(conn, time.monotonic())
     yield worker, conn, theirs
@@ -126,6 +126,44 @@ def test_a_download_is_sent_by_the_loop(loop: tuple[PypidWorker, Conn, socket.so
     assert body == wheel.read_bytes()
     assert worker.waiting_jobs == 0 and conn.body is None  # no thread; the file is closed
     assert conn.in_selector  # waiting for the next request
+
+
+def test_a_download_then_a_page_in_one_read_stay_in_the_selector(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that leaves at once keeps its connection in the selector (no epoll_ctl
+    out and back), and the request behind it is answered in the same turn, in order."""
+    worker, conn, client = loop
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+    left: list[int] = []
+    monkeypatch.setattr(worker.selector, "unregister",
+                        lambda sock: left.append(sock.fileno()))  # would leave the selector
+    answers = exchange(worker, conn, client,
+                       f"GET /packages/{wheel.name} HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /simple/demo/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    while b"Links for demo" not in answers:
+        answers += client.recv(65536)
+    first, _, rest = answers.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert rest[:wheel.stat().st_size] == wheel.read_bytes()
+    assert rest[wheel.stat().st_size:].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert left == [] and conn.state is State.WAITING and conn not in worker.outbox
+    assert worker.waiting_jobs == 0 and conn.body is None
+
+
+def test_a_file_replaced_under_the_index_goes_to_a_thread_which_asks_for_a_retry(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path) -> None:
+    """The loop does not stat a file before sending it: it checks the file it opened,
+    and one that is not the indexed file any more is the app's to answer (503)."""
+    worker, conn, client = loop
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+    wheel.write_bytes(b"other bytes, not indexed yet")  # the watcher has not seen it
+    answer = download(loop, wheel)
+    while b"\r\n\r\n" not in answer:
+        answer += client.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nRetry-After: 1\r\n" in answer
+    assert b"other bytes" not in answer
 
 
 def failing(code: int) -> Callable[..., int]:
