@@ -10,7 +10,7 @@ nothing here needs to produce an error, and a head is never read two ways.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 NEED_MORE = -1  # no complete head yet
 BARE_LF = -2  # a line ends with a bare LF: refused (parsers differ on it: smuggling)
@@ -27,6 +27,27 @@ _VALUE = re.compile(r"[\t\x20-\x7e]*")
 # Headers that make a request one for gunicorn: a body, a protocol switch.
 _NOT_PLAIN = frozenset(("content-length", "transfer-encoding", "expect", "upgrade",
                         "http2-settings", "trailer"))
+
+
+MEMO_ENTRIES = 256  # blocks, and lines, a memo keeps; past it, it starts again
+MEMO_BLOCK_BYTES = 2048  # a longer block or line is read each time (bounds the memory)
+
+
+_K = TypeVar("_K", str, bytes)
+_V = TypeVar("_V")
+
+
+class HeadMemo:
+    """``parse_head``'s memo, one per caller: header blocks already read (a block's
+    bytes -> its headers and close, or None: not plain) and, for a block not seen
+    whole (an If-None-Match differs from page to page), its lines (a line -> its
+    lower-cased name and value, or None)."""
+
+    __slots__ = ("blocks", "lines")
+
+    def __init__(self) -> None:
+        self.blocks: dict[bytes, tuple[dict[str, str], bool] | None] = {}
+        self.lines: dict[str, tuple[str, str] | None] = {}
 
 
 class Limits(NamedTuple):
@@ -76,24 +97,66 @@ def bare_lf(buf: bytes | bytearray, end: int) -> bool:
     return buf.count(b"\n", 0, end) != buf.count(b"\r\n", 0, end)
 
 
-def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> PlainHead | None:
-    """A request head (without its final blank line) in the plain form, or None."""
-    lines = head.decode("latin-1").split("\r\n")
-    within = len(lines[0]) <= limits.line and len(lines) - 1 <= limits.fields
-    match = _REQUEST_LINE.fullmatch(lines[0]) if within else None
+def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS,
+               memo: HeadMemo | None = None) -> PlainHead | None:
+    """A request head (without its final blank line) in the plain form, or None.
+
+    ``memo`` (the caller's, always used with the same ``limits``) keeps header
+    blocks already read, by their bytes: a client sends the same block with every
+    request but for the request line, and reading one cost more than the rest of
+    a page's answer (a pip head: ~66k instructions, bench/instructions.py). Its
+    values are shared: a ``PlainHead``'s headers are never changed.
+    """
+    end = head.find(b"\r\n")
+    if end < 0:
+        end = len(head)
+    line = head[:end].decode("latin-1")
+    match = _REQUEST_LINE.fullmatch(line) if len(line) <= limits.line else None
     if match is None:
         return None
+    block = head[end:]
+    if memo is None:
+        fields = _read_fields(block, limits, None)
+    elif block in memo.blocks:  # bytes keep their hash: one hashing
+        fields = memo.blocks[block]
+    else:
+        fields = _read_fields(block, limits, memo.lines)
+        _keep(memo.blocks, block, fields)
+    if fields is None:
+        return None
+    headers, close = fields
+    method, path, query = match.groups()
+    return PlainHead(method, path, query or "", headers, close=close, raw=head)
+
+
+def _keep(memo: dict[_K, _V], key: _K, value: _V) -> None:
+    if len(key) <= MEMO_BLOCK_BYTES:
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        memo[key] = value
+
+
+def _read_fields(block: bytes, limits: Limits, lines_memo: dict[str, tuple[str, str] | None]
+                 | None) -> tuple[dict[str, str], bool] | None:
+    """The header lines (``block``: the head from the request line's CRLF on) as a
+    dict, and whether the client asks to close; None when they are not plain."""
+    lines = block.decode("latin-1").split("\r\n")[1:]
+    if len(lines) > limits.fields:
+        return None
     headers: dict[str, str] = {}
-    for line in lines[1:]:
+    for line in lines:
         if len(line) + 2 > limits.field_size:  # gunicorn counts the CRLF
             return None
-        name, colon, value = line.partition(":")
-        if not colon or _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
+        if lines_memo is None:
+            field = _read_line(line)
+        elif line in lines_memo:
+            field = lines_memo[line]
+        else:
+            field = _read_line(line)
+            _keep(lines_memo, line, field)
+        if field is None or field[0] in headers:
             return None
-        key = name.lower()
-        if key in headers or key in _NOT_PLAIN:
-            return None
-        headers[key] = value.strip(" \t")
+        headers[field[0]] = field[1]
     # Does Connection ask to close? Anything but one plain token (an upgrade, or a
     # list, which gunicorn reads otherwise) is gunicorn's to decide.
     connection = headers.get("connection")
@@ -103,8 +166,16 @@ def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS) -> PlainHead | Non
         if option not in ("close", "keep-alive"):
             return None
         close = option == "close"
-    method, path, query = match.groups()
-    return PlainHead(method, path, query or "", headers, close=close, raw=head)
+    return headers, close
+
+
+def _read_line(line: str) -> tuple[str, str] | None:
+    """A header line's lower-cased name and value, or None: not plain."""
+    name, colon, value = line.partition(":")
+    if not colon or _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
+        return None
+    key = name.lower()
+    return None if key in _NOT_PLAIN else (key, value.strip(" \t"))
 
 
 def common_headers(server: bytes, date: bytes, close: bool) -> bytes:

@@ -38,6 +38,7 @@ from gunicorn.workers.base import Worker
 from pypid.http1 import (
     BARE_LF,
     NEED_MORE,
+    HeadMemo,
     Limits,
     PlainHead,
     answer_head,
@@ -104,6 +105,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         self.access_logging = access_log_enabled(self.log, self.cfg)
         self.counts = tally.tally()  # the loop thread's own counters
         self.routes: dict[str, str] = {}  # path -> route label, for the paths asked most
+        self.head_memo = HeadMemo()  # header blocks and lines read (see parse_head)
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
         for listener in self.sockets:
             listener.setblocking(False)
@@ -247,7 +249,8 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
                     conn.state = State.READING  # one head must arrive within HEAD_TIMEOUT
                     conn.deadline = time.monotonic() + HEAD_TIMEOUT
                 return
-            head = parse_head(bytes(conn.buf[:end]), self.limits) if end >= 0 else None
+            head = parse_head(bytes(conn.buf[:end]), self.limits,
+                              self.head_memo) if end >= 0 else None
             if head is None and (end == BARE_LF or bare_lf(conn.buf, end)):
                 self._refuse(conn, BARE_LF_HEAD)
                 return

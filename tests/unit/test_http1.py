@@ -9,7 +9,10 @@ import pytest
 
 from pypid.http1 import (
     BARE_LF,
+    MEMO_BLOCK_BYTES,
+    MEMO_ENTRIES,
     NEED_MORE,
+    HeadMemo,
     Limits,
     answer_head,
     bare_lf,
@@ -35,10 +38,11 @@ H = b"Host: x"
     (b"GET //simple/ HTTP/1.1\r\n" + H, ("GET", "//simple/", "", False)),  # the core's 404
 ])
 def test_plain_heads(head: bytes, expected: tuple[str, str, str, bool]) -> None:
-    parsed = parse_head(head)
-    assert parsed is not None
-    assert (parsed.method, parsed.path, parsed.query, parsed.close) == expected
-    assert parsed.raw == head
+    memo = HeadMemo()
+    for parsed in (parse_head(head), parse_head(head, memo=memo), parse_head(head, memo=memo)):
+        assert parsed is not None  # read, read into the memo, found there: the same
+        assert (parsed.method, parsed.path, parsed.query, parsed.close) == expected
+        assert parsed.raw == head
 
 
 @pytest.mark.parametrize("head", [
@@ -73,7 +77,39 @@ def test_plain_heads(head: bytes, expected: tuple[str, str, str, bool]) -> None:
     b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101,  # past its field count (and repeated)
 ])
 def test_other_heads_are_gunicorns(head: bytes) -> None:
+    memo = HeadMemo()
     assert parse_head(head) is None
+    assert parse_head(head, memo=memo) is None
+    assert parse_head(head, memo=memo) is None  # from the memo when it kept the block
+
+
+def test_the_memo_keeps_blocks_not_request_lines_and_is_bounded() -> None:
+    memo = HeadMemo()
+    block = b"\r\nHost: x\r\nAccept: text/html"
+    first = parse_head(b"GET /simple/a/ HTTP/1.1" + block, memo=memo)
+    second = parse_head(b"HEAD /simple/b/ HTTP/1.1" + block, memo=memo)
+    assert first is not None and second is not None
+    assert (second.method, second.path) == ("HEAD", "/simple/b/")
+    assert second.headers is first.headers and list(memo.blocks) == [block]
+    assert parse_head(b"GET /simple/a/ HTTP/1.1\r\nConnection: close" + block,
+                      memo=memo).close  # type: ignore[union-attr]
+    for i in range(MEMO_ENTRIES + 10):
+        parse_head(b"GET / HTTP/1.1\r\nX-N: %d" % i, memo=memo)
+    assert len(memo.blocks) <= MEMO_ENTRIES and len(memo.lines) <= MEMO_ENTRIES
+    long_block = b"\r\nX: " + b"a" * MEMO_BLOCK_BYTES
+    assert parse_head(b"GET / HTTP/1.1" + long_block, memo=memo) is not None
+    assert long_block not in memo.blocks  # read each time: memory stays bounded
+    assert long_block.decode()[2:] not in memo.lines
+
+
+def test_a_block_not_seen_whole_is_read_from_the_lines_seen() -> None:
+    memo = HeadMemo()
+    parse_head(b"GET /a/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"1\"", memo=memo)
+    again = parse_head(b"GET /a/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"2\"", memo=memo)
+    assert again is not None and again.headers == {"host": "x", "if-none-match": '"2"'}
+    assert memo.lines["Host: x"] == ("host", "x")
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nhost: y", memo=memo) is None  # twice
+    assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0", memo=memo) is None
 
 
 def test_limits_come_from_gunicorn() -> None:
