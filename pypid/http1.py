@@ -187,6 +187,7 @@ def common_headers(server: bytes, date: bytes, close: bool) -> bytes:
 
 def answer_head(status_line: str, headers: list[tuple[str, str]], common: bytes) -> bytes:
     """Status line and headers: ``common`` (see ``common_headers``) first, then ``headers``."""
-    text = "".join([f"{name}: {value}\r\n" for name, value in headers])
-    return b"HTTP/1.1 " + status_line.encode("latin-1") + common + text.encode("latin-1") + \
-        b"\r\n"
+    # map and join, not a comprehension: no Python frame, no string a header
+    text = "\r\n".join(map(": ".join, headers))
+    return b"".join((b"HTTP/1.1 ", status_line.encode("latin-1"), common,
+                     text.encode("latin-1"), b"\r\n\r\n" if headers else b"\r\n"))
