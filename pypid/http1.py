@@ -30,6 +30,9 @@ _NOT_PLAIN = frozenset(("content-length", "transfer-encoding", "expect", "upgrad
 
 
 MEMO_ENTRIES = 256  # blocks, and lines, a memo keeps; past it, it starts again
+# Lines that differ from one resource to the next (a validator, a range): not kept, nor
+# a block holding one, so that they do not push out what repeats.
+_PER_RESOURCE = frozenset(("if-none-match", "if-modified-since", "if-range", "range"))
 MEMO_BLOCK_BYTES = 2048  # a longer block or line is read each time (bounds the memory)
 
 
@@ -41,7 +44,8 @@ class HeadMemo:
     """``parse_head``'s memo, one per caller: header blocks already read (a block's
     bytes -> its headers and close, or None: not plain) and, for a block not seen
     whole (an If-None-Match differs from page to page), its lines (a line -> its
-    lower-cased name and value, or None)."""
+    lower-cased name and value, or None). A validator or a range, and a block with
+    one, are read each time: they seldom come twice."""
 
     __slots__ = ("blocks", "lines")
 
@@ -121,7 +125,8 @@ def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS,
         fields = memo.blocks[block]
     else:
         fields = _read_fields(block, limits, memo.lines)
-        _keep(memo.blocks, block, fields)
+        if fields is None or _PER_RESOURCE.isdisjoint(fields[0]):
+            _keep(memo.blocks, block, fields)
     if fields is None:
         return None
     headers, close = fields
@@ -153,7 +158,8 @@ def _read_fields(block: bytes, limits: Limits, lines_memo: dict[str, tuple[str, 
             field = lines_memo[line]
         else:
             field = _read_line(line)
-            _keep(lines_memo, line, field)
+            if field is None or field[0] not in _PER_RESOURCE:
+                _keep(lines_memo, line, field)
         if field is None or field[0] in headers:
             return None
         headers[field[0]] = field[1]

@@ -84,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "grew most to DIR/PID.tm every 5 minutes (slows the server)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work dir and the run's package root (uploaded files)")
+    ap.add_argument("--glibc-malloc", action="store_true",
+                    help="glibc's malloc as it comes, not as the systemd unit sets it "
+                         "(its Environment= lines: no per-thread caches, two arenas)")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error("--workers: at least 1")
@@ -117,6 +120,21 @@ def heap_log_env(args: argparse.Namespace) -> dict[str, str]:
     return {"PYTHONPATH": path,
             "PYPID_HEAP_LOG": str(args.heap_log.resolve()),
             "PYPID_HEAP_LOG_TRACE": "1" if args.heap_trace else "0"}
+
+
+UNIT = REPO / "packaging" / "systemd" / "pypid.service"
+
+
+def unit_environment(unit: Path = UNIT) -> dict[str, str]:
+    """The ``Environment=`` the systemd unit gives pypid (``NAME=value`` words; the unit
+    quotes none), so that the load runs pypid as installed."""
+    env: dict[str, str] = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            for word in line.removeprefix("Environment=").split():
+                name, _, value = word.partition("=")
+                env[name] = value
+    return env
 
 
 def add_user(python: str, src: Path, workdir: Path, htpasswd: Path) -> None:
@@ -171,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     htpasswd = workdir / "htpasswd"
     target = PypidTarget(args.python, args.workers, args.src.resolve(), root_tag=tag,
                          settings=f"[auth]\nhtpasswd = {json.dumps(str(htpasswd))}\n",
-                         env=heap_log_env(args))
+                         env={**({} if args.glibc_malloc else unit_environment()),
+                              **heap_log_env(args)})
     server: Server | None = None
     try:
         add_user(args.python, args.src.resolve(), workdir, htpasswd)
@@ -215,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"workers": args.workers, "clients": args.clients, "uploaders": args.uploaders,
             "upload_rate": args.upload_rate, "upload_projects": args.upload_projects,
             "reads": args.reads, "warmup": args.warmup,
+            "malloc": "glibc's defaults" if args.glibc_malloc else "as the unit sets it",
             "seconds": args.seconds,
             "projects": len(corpus.projects), "files": len(corpus.files),
             "max_growth_mb": args.max_growth_mb, "server_cpu": server_pin.cpu,

@@ -183,7 +183,8 @@ def table(meta: dict[str, Any], *, rows: list[dict[str, Any]], tally: Tally,
         f"({meta['clients'] - meta['uploaders']} readers, {meta['uploaders']} uploaders at "
         f"{meta['upload_rate']:g}/s to {meta.get('upload_projects', 20)} projects), "
         f"{tally.seconds:.0f} s (warm-up {meta['warmup']:g} s), "
-        f"{meta['projects']} projects / {meta['files']} files",
+        f"{meta['projects']} projects / {meta['files']} files; malloc "
+        f"{meta.get('malloc', 'as glibc sets it')}",
         f"{meta['cpu_model']}, {meta['cpus']} CPUs; server on CPU {meta['server_cpu']}, "
         f"clients on CPU {meta['client_cpu']}; load average before/after "
         f"{meta['load_before']:.1f}/{meta['load_after']:.1f} (other work shares these CPUs)",

@@ -18,6 +18,7 @@ from bench.lib import loaddrive
 from bench.lib.corpus import Corpus, DistFile
 from bench.lib.governance import write_log
 from bench.lib.instructions import answer_size, instructions
+from bench.lib.load import unit_environment
 from bench.lib.loaddrive import Tally
 from bench.lib.loadmix import Mix, basic_auth
 from bench.lib.loadreport import kinds as kinds_of
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(("script", "options"), [
     ("load.py", ("--seconds", "--files", "--clients", "--upload-rate", "--max-growth-mb",
-                 "--workers", "--heap-log", "--heap-trace")),
+                 "--workers", "--heap-log", "--heap-trace", "--glibc-malloc")),
     ("governance.py", ("--baseline", "--entries", "--page-files", "--yanked", "--rounds")),
     ("instructions.py", ("--requests", "--warmup", "--src", "--no-nginx", "--scenarios")),
 ])
@@ -46,6 +47,11 @@ def test_governance_writes_a_log_that_verifies(tmp_path: Path) -> None:
     """The bench's generated log (written directly, not appended) is a valid chain."""
     write_log(tmp_path / "log", 2000)
     assert EventLog(tmp_path / "log").verify() == (2000, None)
+
+
+def test_the_load_runs_pypid_with_the_units_malloc_settings() -> None:
+    assert unit_environment() == {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0",
+                                  "MALLOC_ARENA_MAX": "2"}
 
 
 def test_instructions_reads_answers_and_counts(tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ def test_a_block_not_seen_whole_is_read_from_the_lines_seen() -> None:
     again = parse_head(b"GET /a/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"2\"", memo=memo)
     assert again is not None and again.headers == {"host": "x", "if-none-match": '"2"'}
     assert memo.lines["Host: x"] == ("host", "x")
+    assert list(memo.blocks) == [] and 'If-None-Match: "2"' not in memo.lines
     assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nhost: y", memo=memo) is None  # twice
     assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0", memo=memo) is None
 
