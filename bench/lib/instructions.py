@@ -24,12 +24,11 @@ connections (closed loop, as wrk), counted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
-import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -90,76 +89,37 @@ def drive(port: int, lines: list[str], headers: dict[str, str], *, count: int,
           connections: int, expect: int) -> None:
     """``count`` GETs of ``lines`` (a path, maybe with its own headers after tabs) in
     turn, over ``connections`` keep-alive connections, each sending its next request
-    once its answer has come; RuntimeError at the first answer that is not ``expect``."""
+    once its answer has come (``bench.lib.httpclient``); RuntimeError at the first
+    answer that is not ``expect``."""
+    asyncio.run(_drive(port, lines, headers, count=count, connections=connections,
+                       expect=expect))
+
+
+async def _drive(port: int, lines: list[str], headers: dict[str, str], *, count: int,
+                 connections: int, expect: int) -> None:
     from bench.lib.host import HOST  # noqa: PLC0415
+    from bench.lib.httpclient import Connection, request_bytes  # noqa: PLC0415
     from bench.lib.probe import split_path  # noqa: PLC0415
 
-    requests = []
-    for line in lines:
-        path, merged = split_path(line, headers)
-        fields = "".join(f"{k}: {v}\r\n" for k, v in merged.items())
-        requests.append(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{fields}\r\n".encode())
-    sel = selectors.DefaultSelector()
-    pending: dict[socket.socket, bytes] = {}
-    sent = done = 0
-    socks = []
-    try:
-        for _ in range(min(connections, count)):
-            sock = socket.create_connection((HOST, port), timeout=WAIT)
-            socks.append(sock)
-            pending[sock] = b""
-            sel.register(sock, selectors.EVENT_READ)
-            sock.sendall(requests[sent % len(requests)])
-            sent += 1
-        deadline = time.monotonic() + WAIT + count  # generous: the server runs ~50x slower
-        while done < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{done} of {count} answers after {WAIT + count:.0f} s")
-            for key, _ in sel.select(1.0):
-                sock = key.fileobj  # type: ignore[assignment]
-                data = sock.recv(1 << 20)
-                if not data:
-                    raise RuntimeError("the server closed a connection")
-                buf = pending[sock] + data
-                while (size := answer_size(buf)) is not None:
-                    head = buf[:buf.find(b"\r\n")].decode("latin-1")
-                    status = int(head.split(" ", 2)[1])
-                    if status != expect:
-                        raise RuntimeError(f"HTTP {status} (expected {expect}): {head}")
-                    buf = buf[size:]
-                    done += 1
-                    if sent < count:
-                        sock.sendall(requests[sent % len(requests)])
-                        sent += 1
-                pending[sock] = buf
-    finally:
-        sel.close()
-        for sock in socks:
-            sock.close()
+    requests = [request_bytes("GET", path, f"{HOST}:{port}", merged)
+                for path, merged in (split_path(line, headers) for line in lines)]
+    sent = 0
 
+    async def client() -> None:
+        nonlocal sent
+        conn = Connection(port, WAIT)  # each answer within WAIT: the server runs ~50x slower
+        try:
+            while sent < count:
+                line = lines[sent % len(lines)]
+                raw = requests[sent % len(requests)]
+                sent += 1
+                reply = await conn.request(raw)
+                if reply.status != expect:
+                    raise RuntimeError(f"HTTP {reply.status} (expected {expect}): GET {line}")
+        finally:
+            await conn.close()
 
-def answer_size(buf: bytes) -> int | None:
-    """The length of the whole answer at the start of ``buf``, or None: not all here.
-    Content-Length or chunked (nginx's gzipped pages)."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    fields = {k.strip().lower(): v.strip() for k, _, v in
-              (line.partition(":") for line in buf[:end].decode("latin-1").split("\r\n")[1:])}
-    at = end + 4
-    if fields.get("transfer-encoding", "").lower() != "chunked":
-        at += int(fields.get("content-length", "0"))
-        return at if len(buf) >= at else None
-    while True:
-        line_end = buf.find(b"\r\n", at)
-        if line_end < 0:
-            return None
-        chunk = int(buf[at:line_end].split(b";")[0], 16)
-        at = line_end + 2 + chunk + 2  # the data and its CRLF
-        if chunk == 0:  # no trailers: nginx sends none
-            return at if len(buf) >= at else None
-        if len(buf) < at:
-            return None
+    await asyncio.gather(*(client() for _ in range(min(connections, count))))
 
 
 # --------------------------------------------------------------------------- counting

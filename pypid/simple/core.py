@@ -181,7 +181,8 @@ class SimpleAPI:
             name = path[10:]
             if self.mirror is not None and "/" in name:  # /packages/<project>/<file>: mirrored
                 found = self.mirror.file(name, may_block)
-                return self._file_reply(req, *found) if isinstance(found, tuple) else found
+                return (self._file_reply(req, *found, plain=_unconditional(req))
+                        if isinstance(found, tuple) else found)
             if name.endswith(METADATA_SUFFIX):
                 return self._metadata_of(req, name[: -len(METADATA_SUFFIX)], may_block)
             return self._file(req, name, may_block)
@@ -240,18 +241,17 @@ class SimpleAPI:
             return self.mirror.index_page(media) if self.mirror is not None else project_list(
                 self.pages, index, media, may_block)  # None: made in a forked child
         serial = index.project_serial(project)
-        if serial is None and index.show_recorded(project, may_block) is None:
-            return None  # stored by another worker a moment ago: a thread indexes it
+        if serial is None:
+            if index.show_recorded(project, may_block) is None:
+                return None  # stored by another worker a moment ago: a thread indexes it
+            serial = index.project_serial(project)  # shown now, if it was
         if self.mirror is not None and self.mirror.answers_for(project):
             return self.mirror.page(media, project, may_block)
         return self._local_page(media, project, serial)
 
     def _local_page(self, media: str, project: str, serial: int | None) -> Page | Reply:
-        """``serial``: the project's as just read, or None (looked up again: it may have
-        come since)."""
+        """``serial``: the project's in the index (None: not there)."""
         index = self.index
-        if serial is None:
-            serial = index.project_serial(project)
         if serial is None:
             return self._unknown_project(project)
         page = self.pages.peek(media, project, serial)
@@ -335,9 +335,7 @@ class SimpleAPI:
         return st
 
     def _file(self, req: SimpleRequest, filename: str, may_block: bool) -> Reply | None:
-        fields = req.headers  # not SimpleRequest's properties: a Python call each
-        plain = not (fields.get("if-none-match") or fields.get("if-modified-since")
-                     or fields.get("range"))
+        plain = _unconditional(req)
         # The loop (may_block false) sends a GET's file itself, checking what it opened.
         found = self._entry(filename, may_block, stream=plain,
                             sender_checks=not may_block and req.method == "GET")
@@ -346,9 +344,8 @@ class SimpleAPI:
         return self._file_reply(req, *found, plain=plain)
 
     def _file_reply(self, req: SimpleRequest, entry: FileEntry, path: str, *,
-                    plain: bool | None = None) -> Reply:
-        if plain is None:
-            plain = not (req.if_none_match or req.if_modified_since or req.range)
+                    plain: bool) -> Reply:
+        """``plain``: ``_unconditional(req)``."""
         if plain:  # the usual download: one Reply per file version, made once
             cached = self._file_replies.get(entry.filename)
             if cached is not None and (cached[0] is entry or cached[0] == entry):  # else changed
@@ -440,6 +437,14 @@ def moved(req: SimpleRequest, path: str) -> Reply:
     if req.query:
         location += "?" + quote(req.query, safe="=&+%;,/:")
     return text(Kind.MOVED, 301, f"Moved to {location}", headers=[("Location", location)])
+
+
+def _unconditional(req: SimpleRequest) -> bool:
+    """No If-None-Match, If-Modified-Since or Range: the whole file, as it is (read from
+    the mapping, not through SimpleRequest's properties: a Python call each)."""
+    fields = req.headers
+    return not (fields.get("if-none-match") or fields.get("if-modified-since")
+                or fields.get("range"))
 
 
 def _not_found(message: str) -> Reply:

@@ -91,20 +91,17 @@ class PageCache:
         """The page if it is current and needs no rendering, else None."""
         cached = self._pages.get((space, name))
         if cached is not None and cached[0] == serial:
-            counts = tally.LOCAL.counts  # inline: the loop's every page passes here
-            counts[_HIT] = counts.get(_HIT, 0) + 1  # type: ignore[operator]
-            return cached[1]
-        if self.pack is None:
-            return None
-        stored = self.pack.get(space, name, serial)
-        if stored is None or len(stored) < ETAG_CHARS:
-            return None
-        page = Page(self, space, name, serial, stored[ETAG_CHARS:],
-                    etag=stored[:ETAG_CHARS].decode("ascii"))
-        self._reads += 1
-        if self._reads % PROMOTE_EVERY == 0:
-            self._keep(page)
-        counts = tally.LOCAL.counts
+            page = cached[1]
+        else:
+            stored = self.pack.get(space, name, serial) if self.pack is not None else None
+            if stored is None or len(stored) < ETAG_CHARS:
+                return None
+            page = Page(self, space, name, serial, stored[ETAG_CHARS:],
+                        etag=stored[:ETAG_CHARS].decode("ascii"))
+            self._reads += 1
+            if self._reads % PROMOTE_EVERY == 0:
+                self._keep(page)
+        counts = tally.LOCAL.counts  # inline: the loop's every page passes here
         counts[_HIT] = counts.get(_HIT, 0) + 1  # type: ignore[operator]
         return page
 

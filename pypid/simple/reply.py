@@ -201,7 +201,6 @@ def not_modified(etag: str, mtime: float | None, if_none_match: str | None,
         if_modified_since or "", mtime)
 
 
-@functools.lru_cache(maxsize=256)
 @functools.lru_cache(maxsize=256)  # clients send few distinct Accept-Encoding headers
 def accepts_gzip(header: str | None) -> bool:
     """Does ``Accept-Encoding`` allow gzip?
