@@ -191,9 +191,17 @@ def common_headers(server: bytes, date: bytes, close: bool) -> bytes:
             + (b"close" if close else b"keep-alive") + b"\r\n")
 
 
-def answer_head(status_line: str, headers: list[tuple[str, str]], common: bytes) -> bytes:
-    """Status line and headers: ``common`` (see ``common_headers``) first, then ``headers``."""
+def answer_parts(status_line: str, headers: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+    """An answer's head but for ``common`` (see ``common_headers``), which goes between the
+    two: the status line, then ``headers`` and the blank line. A reply sent many times
+    keeps these (``Reply.encoded``)."""
     # map and join, not a comprehension: no Python frame, no string a header
     text = "\r\n".join(map(": ".join, headers))
-    return b"".join((b"HTTP/1.1 ", status_line.encode("latin-1"), common,
-                     text.encode("latin-1"), b"\r\n\r\n" if headers else b"\r\n"))
+    return (b"HTTP/1.1 " + status_line.encode("latin-1"),
+            text.encode("latin-1") + (b"\r\n\r\n" if headers else b"\r\n"))
+
+
+def answer_head(status_line: str, headers: list[tuple[str, str]], common: bytes) -> bytes:
+    """Status line and headers: ``common`` (see ``common_headers``) first, then ``headers``."""
+    first, rest = answer_parts(status_line, headers)
+    return first + common + rest

@@ -222,16 +222,27 @@ class SimpleAPI:
         page = found
         gzipped = page.gzipped() if accepts_gzip(fields.get("accept-encoding")) else None
         etag = page.gzip_etag if gzipped is not None else page.etag
-        headers = [("Vary", VARY), ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)]
         if_none_match = fields.get("if-none-match")
-        if if_none_match and etag_matches(if_none_match, etag):
-            return Reply(Kind.PAGE, 304, headers)
-        body = gzipped if gzipped is not None else page.body
-        headers.append(("Content-Type", CONTENT_TYPES.get(media, media)))
-        headers.append(("Content-Length", str(len(body))))
-        if gzipped is not None:
-            headers.append(("Content-Encoding", "gzip"))
-        return Reply(Kind.PAGE, 200, headers, body)
+        fresh = bool(if_none_match) and etag_matches(if_none_match, etag)
+        replies, key = page.replies, None
+        if replies is not None:  # a page kept in memory answers the same way: once (head too)
+            key = (media, gzipped is not None, fresh)
+            reply = replies.get(key)
+            if reply is not None:
+                return reply
+        headers = [("Vary", VARY), ("ETag", f'"{etag}"'), ("Cache-Control", PAGE_CACHE_CONTROL)]
+        if fresh:
+            reply = Reply(Kind.PAGE, 304, headers)
+        else:
+            body = gzipped if gzipped is not None else page.body
+            headers.append(("Content-Type", CONTENT_TYPES.get(media, media)))
+            headers.append(("Content-Length", str(len(body))))
+            if gzipped is not None:
+                headers.append(("Content-Encoding", "gzip"))
+            reply = Reply(Kind.PAGE, 200, headers, body)
+        if replies is not None:
+            replies[key] = reply
+        return reply
 
     def _find_page(self, space: str, media: str, project: str,
                    may_block: bool) -> Page | Reply | None:

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pypid.metrics import tally
 from pypid.simple.pagepack import GZIP_SUFFIX, PagePack
@@ -20,8 +21,8 @@ _HIT = ("page_cache_hits",)
 
 MIN_GZIP_BYTES = 1024
 # Per worker. Small, since a page that leaves it is read back from the pack
-# (a pread) rather than rendered again.
-MAX_BYTES = 1024 * 1024
+# (a pread) rather than rendered again. About 600 pages of ~1.4 KB with their replies.
+MAX_BYTES = 1536 * 1024
 ETAG_CHARS = 32
 # One page read back from the pack in this many goes back into memory too: a page
 # asked for often soon returns there, the many asked for once do not push it out.
@@ -33,7 +34,7 @@ class Page:
     """A rendered page of a ``PageCache``; its gzipped copy is made when a client
     first accepts gzip."""
 
-    __slots__ = ("body", "etag", "_gzipped", "_cache", "_space", "_name", "_serial")
+    __slots__ = ("body", "etag", "replies", "_gzipped", "_cache", "_space", "_name", "_serial")
 
     def __init__(self, cache: PageCache, space: str, name: str, serial: int, body: bytes,
                  *, etag: str | None = None) -> None:
@@ -43,6 +44,9 @@ class Page:
         self._gzipped: bytes | None = None if len(body) >= MIN_GZIP_BYTES else b""
         self._cache = cache  # makes, stores and counts the gzipped copy
         self._space, self._name, self._serial = space, name, serial
+        # What its users answer with it, while the cache keeps it in memory (``_keep``
+        # makes it): ``SimpleAPI._page``'s replies. None: a page read for one request.
+        self.replies: dict[Any, Any] | None = None
 
     @property
     def gzip_etag(self) -> str:
@@ -50,8 +54,9 @@ class Page:
 
     @property
     def weight(self) -> int:
-        """The memory it holds in a cache: its bytes plus ~400 for its objects (key, etag, ...)."""
-        return len(self.body) + len(self._gzipped or b"") + 400
+        """The memory it holds in a cache: its bytes plus ~1,200 for its objects (key, etag,
+        the replies made with it and their heads, ...)."""
+        return len(self.body) + len(self._gzipped or b"") + 1200
 
     def gzipped(self) -> bytes | None:
         """The gzipped body, or None when the plain one is as small."""
@@ -143,6 +148,8 @@ class PageCache:
 
     def _keep(self, page: Page) -> None:
         key = (page._space, page._name)  # noqa: SLF001 - pages belong to their cache
+        if page.replies is None:
+            page.replies = {}
         with self._lock:
             if key[0] == INDEX:  # a few, asked for often, costly to read back: always kept
                 self._pages[key] = (page._serial, page)  # noqa: SLF001

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 
@@ -132,6 +132,9 @@ class Reply:
     # raise BrokenStream. Only for blocking transports: decide(may_block=False) never
     # makes one.
     stream: Iterator[bytes] | None = None
+    # Its head as the worker's loop sends it, around the per-second common headers
+    # (``pypid.http1.answer_parts``): made at the first send, for a reply sent many times.
+    encoded: tuple[bytes, bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def status_line(self) -> str:

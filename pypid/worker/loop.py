@@ -41,7 +41,7 @@ from pypid.http1 import (
     HeadMemo,
     Limits,
     PlainHead,
-    answer_head,
+    answer_parts,
     bare_lf,
     common_headers,
     find_head,
@@ -357,7 +357,10 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
             date = formatdate(now, usegmt=True).encode()
             self._common = (now, common_headers(SERVER, date, False),
                             common_headers(SERVER, date, True))
-        return answer_head(reply.status_line, reply.headers, self._common[2 if close else 1])
+        parts = reply.encoded
+        if parts is None:  # kept: file replies and pages' replies are sent many times
+            parts = reply.encoded = answer_parts(reply.status_line, reply.headers)
+        return b"".join((parts[0], self._common[2 if close else 1], parts[1]))
 
     def _resume(self, conn: Conn) -> None:
         """Its answers have left: serve the requests it sent meanwhile, then read again."""

@@ -14,9 +14,11 @@ from flask import Flask
 
 from pypid.index import Index
 from pypid.simple import pagepack
+from pypid.simple.core import SimpleRequest
 from pypid.simple.pagecache import PageCache
 from pypid.simple.pagepack import PagePack
 from pypid.simple.prerender import AHEAD, prerender
+from pypid.simple.reply import Reply
 from pypid.storage import CACHE_DIRNAME
 from pypid.storage.local import PackageRoot
 from tests.builders import make_sdist, make_wheel
@@ -213,6 +215,37 @@ def test_the_app_keeps_its_pages_beside_the_cache_and_serves_them_back(
     pages._pages.clear()  # noqa: SLF001 - out of memory: the next answer comes from the file
     again = client.get("/simple/alpha/", headers={"Accept": "text/html"})
     assert (again.data, again.headers["ETag"]) == (first.data, first.headers["ETag"])
+
+
+def test_a_page_kept_in_memory_answers_with_one_reply_each_way(
+        make_app: Callable[..., Flask], root: Path) -> None:
+    """A kept page's replies (and so their encoded heads) are made once per media type,
+    encoding and freshness; one read back from the pack makes its own; a new serial, new."""
+    make_wheel(root, "alpha", "1.0")
+    services = make_app().extensions["pypid"]
+    simple, pages = services.simple, services.pages
+
+    def ask(**headers: str) -> Reply:
+        reply = simple.decide(SimpleRequest("GET", "/simple/alpha/", headers={
+            "accept": "text/html", **headers}), may_block=False)
+        assert reply is not None
+        return reply
+
+    plain = ask()
+    assert plain is ask() and plain.status == 200
+    etag = dict(plain.headers)["ETag"]
+    fresh = ask(**{"if-none-match": etag})
+    assert fresh is ask(**{"if-none-match": etag}) and fresh.status == 304
+    assert ask(**{"if-none-match": '"other"'}) is plain
+    json = ask(accept="application/vnd.pypi.simple.v1+json")
+    assert json is not plain and dict(json.headers)["Content-Type"].endswith("json")
+    pages._pages.clear()  # noqa: SLF001 - out of memory: read back from the pack
+    again = ask()
+    assert again is not plain and (again.body, again.headers) == (plain.body, plain.headers)
+    assert again is not ask()  # a page read for one request keeps no reply
+    services.index.refresh(make_wheel(root, "alpha", "2.0").name)
+    newer = ask()
+    assert newer.body != plain.body and newer is ask()
 
 
 @pytest.mark.parametrize("helpers", [1, 2])
