@@ -22,8 +22,9 @@ BARE_LF = -2  # a line ends with a bare LF: refused (parsers differ on it: smugg
 _REQUEST_LINE = re.compile(
     r"(GET|HEAD) (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)(?:\?([A-Za-z0-9._~!$&'()*+,;=:@/?%-]*))?"
     r" HTTP/1\.1")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# A header line: a token, a colon (the first: a token has none), a value of visible
+# ASCII, spaces and tabs.
+_FIELD_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\t\x20-\x7e]*)")
 # Headers that make a request one for gunicorn: a body, a protocol switch.
 _NOT_PLAIN = frozenset(("content-length", "transfer-encoding", "expect", "upgrade",
                         "http2-settings", "trailer"))
@@ -33,6 +34,8 @@ MEMO_ENTRIES = 256  # blocks, and lines, a memo keeps; past it, it starts again
 # Lines that differ from one resource to the next (a validator, a range): not kept, nor
 # a block holding one, so that they do not push out what repeats.
 _PER_RESOURCE = frozenset(("if-none-match", "if-modified-since", "if-range", "range"))
+_PER_RESOURCE_NAMES = {name.encode(): name for name in _PER_RESOURCE}
+_PER_RESOURCE_FIRST = frozenset((b"I", b"i", b"R", b"r"))  # a cheap first look
 MEMO_BLOCK_BYTES = 2048  # a longer block or line is read each time (bounds the memory)
 
 
@@ -124,14 +127,66 @@ def parse_head(head: bytes, limits: Limits = GUNICORN_LIMITS,
     elif block in memo.blocks:  # bytes keep their hash: one hashing
         fields = memo.blocks[block]
     else:
-        fields = _read_fields(block, limits, memo.lines)
-        if fields is None or _PER_RESOURCE.isdisjoint(fields[0]):
-            _keep(memo.blocks, block, fields)
+        fields = _read_new_block(block, limits, memo)
     if fields is None:
         return None
     headers, close = fields
     method, path, query = match.groups()
     return PlainHead(method, path, query or "", headers, close=close, raw=head)
+
+
+def _read_new_block(block: bytes, limits: Limits,
+                    memo: HeadMemo) -> tuple[dict[str, str], bool] | None:
+    """A block the memo has not kept whole. Validator and range lines at its end
+    (which vary from one request to the next: pip revalidating its cached pages) are
+    read each time; the block before them is one of its own, read once and kept.
+    Such a line anywhere else: every line is read (from the lines memo)."""
+    others, varying = _split_varying(block)
+    if not varying:
+        return _read_and_keep(block, limits, memo)
+    if others.count(b"\r\n") + len(varying) > limits.fields:
+        return None
+    fields = memo.blocks[others] if others in memo.blocks else _read_and_keep(
+        others, limits, memo)
+    if fields is None:
+        return None
+    headers = dict(fields[0])  # the kept block's dict is shared: never changed
+    for key, line in varying:
+        if len(line) + 2 > limits.field_size or key in headers:
+            return None
+        value = line[len(key) + 1:].decode("latin-1")
+        if not (value.isascii() and value.isprintable()):  # a tab, a control character
+            field = _read_line(line.decode("latin-1"))
+            if field is None:
+                return None
+            value = field[1]
+        headers[key] = value.strip(" \t")
+    return headers, fields[1]
+
+
+def _split_varying(block: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """``block`` without the validator and range lines it ends with, and those lines
+    as (lower-cased name, line), last first."""
+    varying: list[tuple[str, bytes]] = []
+    while True:
+        cut = block.rfind(b"\r\n")
+        line = block[cut + 2:]
+        if cut < 0 or line[:1] not in _PER_RESOURCE_FIRST:
+            return block, varying
+        name, colon, _ = line.partition(b":")
+        key = _PER_RESOURCE_NAMES.get(name.lower()) if colon else None
+        if key is None:
+            return block, varying
+        varying.append((key, line))
+        block = block[:cut]
+
+
+def _read_and_keep(block: bytes, limits: Limits,
+                   memo: HeadMemo) -> tuple[dict[str, str], bool] | None:
+    fields = _read_fields(block, limits, memo.lines)
+    if fields is None or _PER_RESOURCE.isdisjoint(fields[0]):
+        _keep(memo.blocks, block, fields)
+    return fields
 
 
 def _keep(memo: dict[_K, _V], key: _K, value: _V) -> None:
@@ -177,9 +232,10 @@ def _read_fields(block: bytes, limits: Limits, lines_memo: dict[str, tuple[str, 
 
 def _read_line(line: str) -> tuple[str, str] | None:
     """A header line's lower-cased name and value, or None: not plain."""
-    name, colon, value = line.partition(":")
-    if not colon or _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
+    match = _FIELD_LINE.fullmatch(line)
+    if match is None:
         return None
+    name, value = match.groups()
     key = name.lower()
     return None if key in _NOT_PLAIN else (key, value.strip(" \t"))
 

@@ -5,6 +5,8 @@ None means "gunicorn's to judge": the loop never refuses a head itself.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pypid.http1 import (
@@ -104,13 +106,55 @@ def test_the_memo_keeps_blocks_not_request_lines_and_is_bounded() -> None:
 
 def test_a_block_not_seen_whole_is_read_from_the_lines_seen() -> None:
     memo = HeadMemo()
-    parse_head(b"GET /a/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"1\"", memo=memo)
-    again = parse_head(b"GET /a/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"2\"", memo=memo)
-    assert again is not None and again.headers == {"host": "x", "if-none-match": '"2"'}
+    parse_head(b"GET /a/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"1\"\r\nAccept: y", memo=memo)
+    again = parse_head(b"GET /a/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"2\"\r\nAccept: y",
+                       memo=memo)
+    assert again is not None and again.headers == {
+        "host": "x", "if-none-match": '"2"', "accept": "y"}
     assert memo.lines["Host: x"] == ("host", "x")
     assert list(memo.blocks) == [] and 'If-None-Match: "2"' not in memo.lines
     assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nhost: y", memo=memo) is None  # twice
     assert parse_head(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0", memo=memo) is None
+
+
+def test_validators_at_the_end_are_read_each_time_and_the_rest_kept() -> None:
+    """pip's revalidations: the same block but for the If-None-Match it ends with."""
+    memo = HeadMemo()
+    for tag in (b"1", b"2", b"3"):
+        parsed = parse_head(b"GET /a/ HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"" + tag + b"\"",
+                            memo=memo)
+        assert parsed is not None
+        assert parsed.headers == {"host": "x", "if-none-match": f'"{tag.decode()}"'}
+    assert list(memo.blocks) == [b"\r\nHost: x"]
+    assert memo.blocks[b"\r\nHost: x"] == ({"host": "x"}, False)  # its dict never changed
+
+
+@pytest.mark.parametrize("block", [
+    b"\r\nHost: x\r\nIf-None-Match: \"a\"",
+    b"\r\nHost: x\r\nif-none-match:\t\"a\" \t",  # a tab: the full reading
+    b"\r\nHost: x\r\nRange: bytes=0-9\r\nIf-Range: \"a\"",
+    b"\r\nIf-Modified-Since: Sat, 05 Dec 2026 10:00:00 GMT",  # nothing before it
+    b"\r\nHost: x\r\nIf-None-Match: \"a\"\r\nIf-None-Match: \"b\"",  # twice
+    b"\r\nIf-None-Match: \"a\"\r\nHost: x\r\nIf-None-Match: \"b\"",  # twice, apart
+    b"\r\nHost: x\r\nIf-None-Match : \"a\"",  # space before the colon
+    b"\r\nHost: x\r\nIf-None-Match",  # no colon
+    b"\r\nHost: x\r\nIf-None-Match: \"\x00\"",  # a control character
+    b"\r\nHost: x\r\nIf-None-Match: \"\x7f\"",
+    b"\r\nHost: x\r\nIf-None-Match: \"caf\xc3\xa9\"",  # obs-text
+    b"\r\nHost: x\r\nIf-None-Match: \"" + b"a" * 9000 + b"\"",  # past the field size
+    b"\r\nContent-Length: 0\r\nIf-None-Match: \"a\"",  # the rest not plain
+    b"\r\nConnection: close\r\nIf-None-Match: \"a\"",
+    b"".join(b"\r\nX-%d: 1" % i for i in range(99)) + b"\r\nRange: x\r\nIf-Range: y",
+    b"".join(b"\r\nX-%d: 1" % i for i in range(98)) + b"\r\nRange: x\r\nIf-Range: y",
+])
+def test_a_memo_reads_validators_as_a_full_reading_does(block: bytes) -> None:
+    memo = HeadMemo()
+    head = b"GET /a/ HTTP/1.1" + block
+    alone = parse_head(head)
+    for parsed in (parse_head(head, memo=memo), parse_head(head, memo=memo)):
+        assert (parsed is None) == (alone is None)
+        if parsed is not None and alone is not None:
+            assert (parsed.headers, parsed.close) == (alone.headers, alone.close)
 
 
 def test_limits_come_from_gunicorn() -> None:
@@ -166,3 +210,23 @@ def test_answer_head_is_gunicorns_layout() -> None:
     closing = answer_head("304 Not Modified", [], common_headers(b"s", b"d", close=True))
     assert closing == (b"HTTP/1.1 304 Not Modified\r\nServer: s\r\nDate: d\r\n"
                        b"Connection: close\r\n\r\n")
+
+
+def test_a_memo_never_reads_a_head_otherwise_random_heads() -> None:
+    """Heads made of usual, validator and odd lines in random orders, each parsed alone
+    and through one memo (which keeps blocks between them): the same reading."""
+    rng = random.Random(18)  # noqa: S311 (sampling)
+    pieces = [b"Host: x", b"Accept: text/html", b"User-Agent: pip/24.0", b"Connection: close",
+              b"Connection: keep-alive", b"If-None-Match: \"a\"", b"if-none-match: \"b\"",
+              b"If-Modified-Since: Sat, 05 Dec 2026 10:00:00 GMT", b"Range: bytes=0-1",
+              b"If-Range: \"a\"", b"IF-RANGE:\t\"c\"", b"If-None-Match : x", b"If-None-Match",
+              b"Ix: 1", b"Rx: 2", b"If-None-Match: \x01", b"Content-Length: 0", b"X: \xe9",
+              b"range: bytes=5-"]
+    memo = HeadMemo()
+    for _ in range(3000):
+        lines = [rng.choice(pieces) for _ in range(rng.randint(0, 6))]
+        head = b"\r\n".join([b"GET /a/ HTTP/1.1", *lines])
+        alone, kept = parse_head(head), parse_head(head, memo=memo)
+        assert (kept is None) == (alone is None), head
+        if kept is not None and alone is not None:
+            assert (kept.headers, kept.close) == (alone.headers, alone.close), head
