@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import signal
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from pypid.cachedb import FileRow
 from pypid.distfile import (
@@ -33,8 +33,8 @@ class Examined(NamedTuple):
 def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
     """Hash and read one file; ``old`` is its previous row (a touched file keeps its time).
 
-    The file is opened once; below WHOLE_BELOW it is read whole, so the archive's
-    reads and seeks (hundreds for a zip) cost no system call.
+    The file is opened once; below WHOLE_BELOW it is read whole (``read_start``), so
+    the archive's reads and seeks (hundreds for a zip) cost no system call.
     """
     filename = stat.relpath.rsplit("/", 1)[-1]
     try:
@@ -42,16 +42,18 @@ def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
     except InvalidFilenameError as exc:
         return Examined(None, f"ignoring {stat.relpath}: {exc.reason}")
     try:
-        with root.open(stat.relpath) as handle:
-            source: IO[bytes] | bytes = handle
-            if stat.size < WHOLE_BELOW:
-                source = handle.read(stat.size + 1)  # one more: a file still growing
-                sha256, size = hashlib.sha256(source).hexdigest(), len(source)
-            else:
-                sha256, size = hash_file(handle)
-            if size != stat.size:
+        if stat.size < WHOLE_BELOW:
+            source = root.read_start(stat.relpath, stat.size + 1)  # one more: still growing?
+            if len(source) != stat.size:
                 return Examined(None)  # still being written: the next event brings it back
+            sha256 = hashlib.sha256(source).hexdigest()
             meta = read_core_metadata(source, dist)
+        else:
+            with root.open(stat.relpath) as handle:
+                sha256, size = hash_file(handle)
+                if size != stat.size:
+                    return Examined(None)
+                meta = read_core_metadata(handle, dist)
     except OSError as exc:
         return Examined(None, f"ignoring {stat.relpath}: cannot read it ({exc.strerror or exc})",
                         unusable=True)

@@ -163,6 +163,10 @@ class Storage(Protocol):
         """Read one file's bytes."""
         ...
 
+    def read_start(self, relpath: str, limit: int) -> bytes:
+        """Up to ``limit`` bytes from the start of one file (``read_start_of``)."""
+        ...
+
     def mirror_shelf(self) -> Shelf | None:
         """Where the mirror shares what it fetched with the other nodes (None: nowhere)."""
         ...
@@ -227,3 +231,26 @@ class Storage(Protocol):
         """While serving, now and then: clear what other nodes, killed, left in a shared
         store (a bucket's unfinished multipart uploads); a local root has none: 0."""
         ...
+
+
+def read_start_of(path: str, limit: int) -> bytes:
+    """Up to ``limit`` bytes from the start of the file at ``path``: a first start reads
+    every small file whole this way (no file object, and on a local disk one ``read``
+    instead of two: ~3 us a file instead of ~7-11). A short read (a network file
+    system's) is read on until ``limit - 1`` bytes or the end."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, limit)
+        if 0 < len(data) < limit - 1:
+            parts = [data]
+            got = len(data)
+            while got < limit - 1:
+                more = os.read(fd, limit - got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)

@@ -24,6 +24,7 @@ from pypid.storage.base import (
     Shelf,
     StorageError,
     UnsafePathError,
+    read_start_of,
 )
 from pypid.storage.incoming import UPLOAD_PREFIX, IncomingFile, fsync_dir, storage_error
 
@@ -173,6 +174,10 @@ class PackageRoot:
         # A string, not resolve's Path: a first start opens every file of the root.
         self._parts(relpath)
         return open(f"{self.where}/{relpath}", "rb")  # noqa: SIM115 - the caller closes it
+
+    def read_start(self, relpath: str, limit: int) -> bytes:
+        self._parts(relpath)
+        return read_start_of(f"{self.where}/{relpath}", limit)
 
     def mirror_shelf(self) -> Shelf | None:
         """A package root is one node's: its mirror keeps its cache to itself."""

@@ -34,6 +34,7 @@ from pypid.storage.base import (
     FileStat,
     StorageError,
     UnsafePathError,
+    read_start_of,
 )
 from pypid.storage.s3cache import FileCache
 from pypid.storage.s3claims import claim_slot, unclaim_slot
@@ -219,6 +220,10 @@ class BucketRoot:
         """The object's bytes as they are now, read through this node's copy."""
         self.fetch(relpath)
         return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it
+
+    def read_start(self, relpath: str, limit: int) -> bytes:
+        self.fetch(relpath)
+        return read_start_of(str(self.resolve(relpath)), limit)
 
     def local_copy(self, relpath: str, identity: FileIdentity) -> bool:
         """Make this node's copy of ``relpath`` that version (joining its download if one

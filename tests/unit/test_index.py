@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pypid.index import Index, loading
 from pypid.index import examine as examine_module
 from pypid.index.follow import Follower
 from pypid.storage import CACHE_DIRNAME, PackageRoot
+from pypid.storage.base import read_start_of
 from pypid.watch import WRITING_GRACE, Gone, Rescan
 from tests.builders import make_sdist, make_wheel
 
@@ -340,3 +342,29 @@ def test_a_project_another_worker_just_stored_is_found_before_the_watcher_sees_i
             assert [e.filename for e in other.files("fresh") or ()] == [wheel.name]
     finally:
         other.close()
+
+
+def test_a_small_file_is_read_whole_through_short_reads(tmp_path: Path) -> None:
+    """``read_start_of``: one read on a local disk; where reads come short (a network
+    file system; here a FIFO written in pieces) it reads on to the limit or the end."""
+    whole = tmp_path / "whole"
+    whole.write_bytes(b"abcdef")
+    assert read_start_of(str(whole), 7) == b"abcdef"  # one more than the size: the end
+    assert read_start_of(str(whole), 4) == b"abcd"  # a file that grew: more than its size
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_start_of(str(tmp_path / "empty"), 1) == b""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def write_in_pieces() -> None:
+        with open(fifo, "wb", buffering=0) as out:
+            for piece in (b"ab", b"cd", b"ef"):
+                out.write(piece)
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=write_in_pieces)
+    writer.start()
+    try:
+        assert read_start_of(str(fifo), 7) == b"abcdef"
+    finally:
+        writer.join(timeout=10)
