@@ -210,11 +210,15 @@ def parse_requires_python(metadata: bytes) -> tuple[str | None, str | None]:
     blank = metadata.find(b"\n\n")  # the headers end there at the latest: skip the body
     headers = metadata if blank < 0 else metadata[:blank]
     for line in headers.decode("utf-8", "replace").splitlines():
-        if not line.strip():
+        if not line or line.isspace():
             break  # the end of the headers
-        if line[0] in " \t":
+        first = line[0]
+        if first in " \t":
             if current is not None:
                 found[current] += " " + line.strip()
+            continue
+        if first not in "NnRr" and not first.isspace():  # neither name: the usual line
+            current = None
             continue
         key, sep, value = line.partition(":")
         current = key.strip().lower() if sep else None

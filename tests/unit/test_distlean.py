@@ -370,7 +370,10 @@ def _headers_before(metadata: bytes) -> tuple[str | None, str | None]:
 def test_requires_python_scan_matches_a_scan_of_the_whole_text() -> None:
     pieces = [b"Name: foo", b"Requires-Python: >=3.8", b"  , <4", b"", b"\t", b" ", b"\r",
               b"Requires-Python: >=3.9", b"Name: bar", b"\xe2\x82", b"x\x0cy", b"Body text",
-              b"\n", b"\r\n", b"Name:", b"requires-python:  >= 3.7 "]
+              b"\n", b"\r\n", b"Name:", b"requires-python:  >= 3.7 ",
+              # lines the scan passes over at their first character, and those it must not
+              b"Summary: s", b"Nope: 1", b"R: x", b"N", b"Rx-Python: 1", b"nAME : q",
+              b"REQUIRES-PYTHON:>=2", b"\xc2\xa0Name: nbsp", b"\xe2\x80\x83Requires-Python: 3"]
     rng = random.Random(5)  # noqa: S311 - a repeatable mix
     for _ in range(3000):
         text = b"".join(rng.choice(pieces) + rng.choice((b"\n", b"\r\n", b"", b"\n\n"))
