@@ -223,7 +223,7 @@ class SimpleAPI:
         gzipped = page.gzipped() if accepts_gzip(fields.get("accept-encoding")) else None
         etag = page.gzip_etag if gzipped is not None else page.etag
         if_none_match = fields.get("if-none-match")
-        fresh = bool(if_none_match) and etag_matches(if_none_match, etag)
+        fresh = etag_matches(if_none_match, etag) if if_none_match else False
         replies, key = page.replies, None
         if replies is not None:  # a page kept in memory answers the same way: once (head too)
             key = (media, gzipped is not None, fresh)
