@@ -258,17 +258,14 @@ class SimpleAPI:
             serial = index.project_serial(project)  # shown now, if it was
         if self.mirror is not None and self.mirror.answers_for(project):
             return self.mirror.page(media, project, may_block)
-        return self._local_page(media, project, serial)
-
-    def _local_page(self, media: str, project: str, serial: int | None) -> Page | Reply:
-        """``serial``: the project's in the index (None: not there)."""
-        index = self.index
         if serial is None:
             return self._unknown_project(project)
-        page = self.pages.peek(media, project, serial)
-        if page is not None:
-            return page
-        data = pep691.project_page(index, project)
+        page = self.pages.peek(media, project, serial)  # here, not in a call: every page
+        return page if page is not None else self._rendered_page(media, project, serial)
+
+    def _rendered_page(self, media: str, project: str, serial: int) -> Page | Reply:
+        """A project's page neither memory nor the pack has (at ``serial``, the index's)."""
+        data = pep691.project_page(self.index, project)
         if data is None:
             return self._unknown_project(project)
         rendered = render(media, data)

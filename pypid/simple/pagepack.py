@@ -110,7 +110,9 @@ class PagePack:
         value = names.get(name) if names is not None else None
         fd = self._fd
         if value is None or value >> _SERIAL_SHIFT != serial:
-            value = self._beside_place(space, name, serial)
+            # a sealed gzipped copy's place, if this is such a space (one lookup, no call)
+            value = (self._beside_place(space, name, serial) if space in self._beside
+                     else None)
             if value is None:
                 sealed = self._sealed.get(space)
                 value = sealed.find(name, serial) if sealed is not None else None
@@ -324,9 +326,14 @@ class Sealed:
         self.places = array("Q", (v & (1 << _SERIAL_SHIFT) - 1 for v in values))
 
     def find(self, name: str, serial: int) -> int | None:
-        """``offset << 32 | length`` of the page, or None."""
-        at = self.row(name, serial)
-        return self.places[at] if at >= 0 else None
+        """``offset << 32 | length`` of the page, or None (``row``'s lookup, inline: every
+        page read back passes here)."""
+        key = hash(name)
+        hashes = self.hashes
+        at = bisect_left(hashes, key)
+        if at == len(hashes) or hashes[at] != key or self.serials[at] != serial:
+            return None
+        return self.places[at]
 
     def row(self, name: str, serial: int) -> int:
         """The page's row in the table, or -1."""
