@@ -166,19 +166,23 @@ def _read_new_block(block: bytes, limits: Limits,
 
 def _split_varying(block: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
     """``block`` without the validator and range lines it ends with, and those lines
-    as (lower-cased name, line), last first."""
+    as (lower-cased name, line), last first. The block is cut once, at the end: a head
+    of many such lines costs no more than its length, and at most one line a name is
+    taken (a fifth is a name twice: ``others`` keeps it, and its reading refuses it)."""
     varying: list[tuple[str, bytes]] = []
-    while True:
-        cut = block.rfind(b"\r\n")
-        line = block[cut + 2:]
+    end = len(block)
+    while len(varying) < len(_PER_RESOURCE):
+        cut = block.rfind(b"\r\n", 0, end)
+        line = block[cut + 2:end]
         if cut < 0 or line[:1] not in _PER_RESOURCE_FIRST:
-            return block, varying
+            break
         name, colon, _ = line.partition(b":")
         key = _PER_RESOURCE_NAMES.get(name.lower()) if colon else None
         if key is None:
-            return block, varying
+            break
         varying.append((key, line))
-        block = block[:cut]
+        end = cut
+    return (block[:end] if varying else block), varying
 
 
 def _read_and_keep(block: bytes, limits: Limits,

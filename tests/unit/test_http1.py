@@ -146,6 +146,9 @@ def test_validators_at_the_end_are_read_each_time_and_the_rest_kept() -> None:
     b"\r\nConnection: close\r\nIf-None-Match: \"a\"",
     b"".join(b"\r\nX-%d: 1" % i for i in range(99)) + b"\r\nRange: x\r\nIf-Range: y",
     b"".join(b"\r\nX-%d: 1" % i for i in range(98)) + b"\r\nRange: x\r\nIf-Range: y",
+    b"\r\nHost: x" + b"\r\nIf-None-Match: \"a\"" * 6,  # a name five times over
+    b"\r\nHost: x\r\nRange: a\r\nIf-Range: b\r\nIf-None-Match: c\r\nIf-Modified-Since: d",
+    b"\r\nHost: x" + b"\r\nIf-None-Match: \"a\"" * 700,  # 32 KB of them: read once
 ])
 def test_a_memo_reads_validators_as_a_full_reading_does(block: bytes) -> None:
     memo = HeadMemo()
