@@ -166,14 +166,13 @@ def _read_new_block(block: bytes, limits: Limits,
 
 def _split_varying(block: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
     """``block`` without the validator and range lines it ends with, and those lines
-    as (lower-cased name, line), last first. The block is cut once, at the end: a head
-    of many such lines costs no more than its length, and at most one line a name is
-    taken (a fifth is a name twice: ``others`` keeps it, and its reading refuses it)."""
+    as (lower-cased name, line), last first. At most one line a name is taken (a fifth
+    is a name twice: the block keeps it, and its reading refuses it), so a head of many
+    such lines is cut at most four times."""
     varying: list[tuple[str, bytes]] = []
-    end = len(block)
-    while len(varying) < len(_PER_RESOURCE):
-        cut = block.rfind(b"\r\n", 0, end)
-        line = block[cut + 2:end]
+    for _ in _PER_RESOURCE:
+        cut = block.rfind(b"\r\n")  # no start/end arguments: those cost more than the cut
+        line = block[cut + 2:]
         if cut < 0 or line[:1] not in _PER_RESOURCE_FIRST:
             break
         name, colon, _ = line.partition(b":")
@@ -181,8 +180,8 @@ def _split_varying(block: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
         if key is None:
             break
         varying.append((key, line))
-        end = cut
-    return (block[:end] if varying else block), varying
+        block = block[:cut]
+    return block, varying
 
 
 def _read_and_keep(block: bytes, limits: Limits,
