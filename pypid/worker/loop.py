@@ -122,51 +122,62 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
                                              or self._sending())):
             now = time.monotonic()
             stopping = not self.alive
-            if stopping and linger_until == float("inf"):
-                # Stopping: no new connections, but a request a client is already
-                # sending on an open one is still answered (with Connection: close),
-                # and a file being sent may finish within graceful_timeout.
-                linger_until = now + min(STOP_LINGER, self.cfg.graceful_timeout)
-                for conn in self.conns.values():
-                    if conn.in_selector:
-                        conn.deadline = min(conn.deadline, now + self.cfg.graceful_timeout
-                                            if conn.body is not None else linger_until)
-            if now - self.last_notify >= NOTIFY_EVERY or stopping:
-                self.notify()
-                self.last_notify = now
-                self._expire(now)
-                if self.ppid != os.getppid():
-                    self.log.info("Parent changed, shutting down: %s", self)
+            if stopping or now - self.last_notify >= NOTIFY_EVERY:
+                tended = self._tend(now, stopping, linger_until)
+                if tended is None:
                     return
-            self._set_accepting(self.alive and len(self.conns) < self.max_connections
-                                and now >= self.accept_paused_until)
+                linger_until = tended
+            accepting = (self.alive and len(self.conns) < self.max_connections
+                         and now >= self.accept_paused_until)
+            if accepting != self.accepting:  # a call only for a change: this runs every turn
+                self._set_accepting(accepting)
             timeout = (0.0 if self.outbox else 0.05 if stopping or not self.accepting
                        else NOTIFY_EVERY)
             for key, _ in self.selector.select(timeout):
-                self._dispatch(key)
+                # What each event asks, here and not in a method: a call an event costs
+                # about 1% of a page (bench/instructions.py).
+                data = key.data
+                try:
+                    if data is _ACCEPT:
+                        self._accept(key.fileobj)  # type: ignore[arg-type]
+                    elif data is _WAKE:
+                        self._woken()
+                    elif data.state is State.SENDING or data.state is State.SENDING_LAST:
+                        self._writable(data)
+                    else:
+                        self._readable(data)
+                except Exception:
+                    # A bug must cost one connection, not every connection of this worker.
+                    self.log.exception("Error in the event loop")
+                    if isinstance(data, Conn):
+                        self._close(data)
                 if len(self.outbox) >= FLUSH_EVERY:
                     self._flush_all()
             self._flush_all()
 
+    def _tend(self, now: float, stopping: bool, linger_until: float) -> float | None:
+        """Once a second, and every turn while stopping: tell the arbiter the worker
+        lives, close idle connections past their time; the linger's end (None: the
+        parent changed, stop now)."""
+        if stopping and linger_until == float("inf"):
+            # Stopping: no new connections, but a request a client is already
+            # sending on an open one is still answered (with Connection: close),
+            # and a file being sent may finish within graceful_timeout.
+            linger_until = now + min(STOP_LINGER, self.cfg.graceful_timeout)
+            for conn in self.conns.values():
+                if conn.in_selector:
+                    conn.deadline = min(conn.deadline, now + self.cfg.graceful_timeout
+                                        if conn.body is not None else linger_until)
+        self.notify()
+        self.last_notify = now
+        self._expire(now)
+        if self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            return None
+        return linger_until
+
     def _sending(self) -> bool:
         return any(conn.body is not None for conn in self.conns.values())
-
-    def _dispatch(self, key: selectors.SelectorKey) -> None:
-        data = key.data
-        try:
-            if data is _ACCEPT:
-                self._accept(key.fileobj)  # type: ignore[arg-type]
-            elif data is _WAKE:
-                self._woken()
-            elif data.state is State.SENDING or data.state is State.SENDING_LAST:
-                self._writable(data)
-            else:
-                self._readable(data)
-        except Exception:
-            # A bug must cost one connection, not every connection of this worker.
-            self.log.exception("Error in the event loop")
-            if isinstance(data, Conn):
-                self._close(data)
 
     def _set_accepting(self, on: bool) -> None:
         if on == self.accepting:
