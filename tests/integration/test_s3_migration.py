@@ -104,6 +104,14 @@ def etag_and_files(node: Server, project: str) -> tuple[str | None, list[dict[st
     return resp.header("ETag"), resp.json()["files"]
 
 
+RETIRED = {"status": "deprecated", "reason": "use moved"}
+
+
+def status_of(node: Server, project: str) -> object:
+    resp = get(node.url(f"/simple/{project}/"), Accept=JSON_TYPE)
+    return resp.json().get("project-status") if resp.status == 200 else None
+
+
 def test_an_export_imported_into_a_bucket_moves_the_site(move: Move, tmp_path: Path) -> None:
     imported = cli(move.configs[0], "import", str(move.bundle))
     assert imported.returncode == 0, imported.stderr
@@ -117,12 +125,15 @@ def test_an_export_imported_into_a_bucket_moves_the_site(move: Move, tmp_path: P
     def same_pages_on_both() -> bool:
         (etag1, files1), (etag2, files2) = (etag_and_files(n, "moved") for n in move.nodes)
         retired = [etag_and_files(n, "retired")[1] for n in move.nodes]
+        # Files and marks reach a node's workers by their own ways (the listing, the
+        # log): wait for both, a status included, before reading either.
         return (etag1 is not None and etag1 == etag2 and len(files1) == 2 and files1 == files2
-                and all(len(files) == 1 for files in retired))
+                and all(len(files) == 1 for files in retired)
+                and all(status_of(n, "retired") == RETIRED for n in move.nodes))
 
     for node in move.nodes:  # each worker of each node, alone
         until_every_worker(node, same_pages_on_both,
-                           "both nodes list every imported file, with the same ETags")
+                           "both nodes list every imported file and mark, with the same ETags")
     files1 = etag_and_files(node1, "moved")[1]
     # The old server's files as it showed them: hashes, sizes, yank, upload times.
     assert [(f["filename"], f["hashes"], f["size"], f["yanked"], f["upload-time"])
@@ -130,8 +141,7 @@ def test_an_export_imported_into_a_bucket_moves_the_site(move: Move, tmp_path: P
                                   f["upload-time"]) for f in old_files]
     assert [f["yanked"] for f in files1] == [False, "broken build"]
     for node in move.nodes:
-        assert page(node, "retired")["project-status"] == {"status": "deprecated",
-                                                           "reason": "use moved"}
+        assert page(node, "retired")["project-status"] == RETIRED
         api = json.loads(call(node, "GET", "/api/v1/projects/moved", "admin")[2])
         assert api["owners"] == ["admin", "alice"]
         assert {f["uploader"] for f in api["files"]} == {"alice"}
