@@ -258,9 +258,3 @@ def answer_parts(status_line: str, headers: list[tuple[str, str]]) -> tuple[byte
     text = "\r\n".join(map(": ".join, headers))
     return (b"HTTP/1.1 " + status_line.encode("latin-1"),
             text.encode("latin-1") + (b"\r\n\r\n" if headers else b"\r\n"))
-
-
-def answer_head(status_line: str, headers: list[tuple[str, str]], common: bytes) -> bytes:
-    """Status line and headers: ``common`` (see ``common_headers``) first, then ``headers``."""
-    first, rest = answer_parts(status_line, headers)
-    return first + common + rest

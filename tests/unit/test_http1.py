@@ -16,7 +16,7 @@ from pypid.http1 import (
     NEED_MORE,
     HeadMemo,
     Limits,
-    answer_head,
+    answer_parts,
     bare_lf,
     common_headers,
     find_head,
@@ -202,6 +202,12 @@ def test_bare_lf(head: bytes, bare: bool) -> None:
     assert bare_lf(head, len(head)) is bare
     if bare:
         assert parse_head(head) is None  # never plain: the worker refuses it, not gunicorn
+
+
+def answer_head(status_line: str, headers: list[tuple[str, str]], common: bytes) -> bytes:
+    """The head as the worker's loop sends it (``PypidWorker._answer_head``)."""
+    first, rest = answer_parts(status_line, headers)
+    return first + common + rest
 
 
 def test_answer_head_is_gunicorns_layout() -> None:
