@@ -29,7 +29,8 @@ from pypid.limits import raise_open_files_limit
 from pypid.manage import prepare_root, report_ownerless
 from pypid.metrics import store, tally
 from pypid.metrics.pulse import Pulse
-from pypid.simple.prerender import prerender
+from pypid.simple import ahead
+from pypid.simple.prerender import render_listing
 from pypid.storage import StorageError
 from pypid.storage.select import open_storage
 from pypid.systemd import Notifier, PypidArbiter, bound_addresses
@@ -97,7 +98,7 @@ def build_app(config: Config, progress: Callable[[int, int], None] | None = None
         warn_at_start(config.auth.protect, services.htpasswd.problem())
         report_ownerless(services.manager)
         app = create_app(config, services=services)
-        prerender(services.index, services.pages)  # workers read them; see the module
+        render_listing(services.index, services.pages)  # once, not once per worker
         services.index.seal_files()  # workers look files up outside the heap; see the module
     services.index.cache.close()  # SQLite connections must not cross fork
     return app
@@ -116,6 +117,13 @@ def settle_heap() -> None:
     heap.fill_free_blocks()  # workers would copy the master's pages to use them
     gc.freeze()
     heap.trim()  # loading freed tens of MB glibc keeps: workers would inherit them as RSS
+
+
+def render_ahead(app: Flask) -> None:
+    """Start rendering every project page for the workers about to fork (they serve at once
+    and adopt the pages when they are done: ``pypid.simple.ahead``)."""
+    services: Services = app.extensions["pypid"]
+    ahead.start(services.index, services.pages)
 
 
 class PypidApplication(BaseApplication):  # type: ignore[misc]
@@ -206,6 +214,7 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
             log.error("reload refused: keeping the running configuration")
             config = self.pypid_config
         heap.release_placeholders()  # the new app takes their memory first
+        app: Flask | None = None
         try:
             app = build_app(config)
         except (OSError, StorageError) as exc:
@@ -214,6 +223,8 @@ class PypidApplication(BaseApplication):  # type: ignore[misc]
             self.pypid_config, self.flask_app = config, app
             setup_logging(config.log.level)
         settle_heap()  # let the previous app (or a refused one's leftovers) go
+        if app is not None:
+            render_ahead(app)
         self.callable = None  # make gunicorn take the (new) app on its preload
         super().reload()
 
@@ -399,6 +410,7 @@ def serve(config: Config, *, config_path: str | None = None,
         log.error("cannot start: %s", exc)
         return 1
     settle_heap()
+    render_ahead(app)
     PypidApplication(config, app, config_path=config_path, overrides=overrides,
                      notifier=notifier).run()
     return 0

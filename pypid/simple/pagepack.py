@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
+import struct
 import threading
 import time
 import weakref
@@ -45,6 +47,15 @@ PAUSE_SECONDS = 60.0  # after a disk error
 BATCH_BYTES = 1024 * 1024  # put_many writes this much at a time
 
 GZIP_SUFFIX = "+gzip"  # the space of a space's gzipped copies (pagecache names them so)
+
+# A sealed table written for other processes (``export_sealed``): its head, written last
+# (magic, the body's length; 0: nothing to adopt), then per space a _SPACE head, its
+# name (padded to 8 bytes) and its three arrays.
+_TABLE_HEAD = struct.Struct("<8sQ")
+_TABLE_MAGIC = b"pypidpg1"
+_SPACE = struct.Struct("<II")  # bytes of the space's name, rows
+AHEAD_CHECK_EVERY = 0.1  # seconds between two looks at a table not written yet
+AHEAD_PATIENCE = 900.0  # then no more looks: its writer is gone
 
 _SERIAL_SHIFT = 72
 _OFFSET_SHIFT = 32
@@ -73,6 +84,9 @@ class PagePack:
         self._troubled = False  # a failure was logged and no write has worked since
         self._sealed_fd = -1  # the pages stored before seal(): never written again
         self._sealed: dict[str, Sealed] = {}
+        # (pages fd, table fd, when): sealed pages another process is writing (expect_sealed)
+        self._ahead: tuple[int, int, float] | None = None
+        self._ahead_next = 0.0
         self._forget()
         forget = weakref.WeakMethod(self._after_fork)
         os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
@@ -115,6 +129,8 @@ class PagePack:
                      else None)
             if value is None:
                 sealed = self._sealed.get(space)
+                if sealed is None and self._ahead is not None and self._adopt_ahead():
+                    sealed = self._sealed.get(space)
                 value = sealed.find(name, serial) if sealed is not None else None
                 if value is None:
                     return None
@@ -203,6 +219,86 @@ class PagePack:
             self._sealed = {space: Sealed(names) for space, names in self._where.items()}
             self._sealed_fd, self._fd = self._fd, -1
             self._forget()
+
+    def write_to(self, fd: int) -> None:
+        """Store pages in ``fd``, an empty file, from now on: the process that renders pages
+        for others (``pypid.simple.ahead``) writes the file they were told to expect."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._forget()
+            self._fd = fd
+            self._ahead = None
+
+    def export_sealed(self, fd: int) -> None:
+        """``seal()``, then write the sealed tables to ``fd`` (an empty file) for the
+        processes told to ``expect_sealed`` them; its head goes last, so a reader sees a
+        whole table or none. Nothing sealed: a head saying so."""
+        self.seal()
+        parts = []
+        for space, sealed in self._sealed.items():
+            name = space.encode()
+            parts += [_SPACE.pack(len(name), len(sealed.hashes)), name, bytes(-len(name) % 8),
+                      sealed.hashes.tobytes(), sealed.serials.tobytes(), sealed.places.tobytes()]
+        body = b"".join(parts)
+        write_all(fd, body, _TABLE_HEAD.size)
+        write_all(fd, _TABLE_HEAD.pack(_TABLE_MAGIC, len(body)), 0)
+
+    def expect_sealed(self, pages_fd: int, table_fd: int) -> None:
+        """Another process is rendering pages into ``pages_fd`` and will write their table
+        to ``table_fd`` (``write_to``, ``export_sealed``): this process, and every one forked
+        from it, adopts them as sealed pages at its first page not found once the table is
+        whole (``AHEAD_CHECK_EVERY``; for ``AHEAD_PATIENCE``). Until then a page not found
+        is rendered as any other. Both files stay open for processes forked later."""
+        self._ahead = (pages_fd, table_fd, time.monotonic())
+        self._ahead_next = 0.0
+
+    def forget_expected(self) -> None:
+        """Expect no sealed pages after all (their files stay open: they are the caller's)."""
+        self._ahead = None
+
+    def export_nothing(self, fd: int) -> None:
+        """Tell the processes told to ``expect_sealed`` that no table will come."""
+        write_all(fd, _TABLE_HEAD.pack(_TABLE_MAGIC, 0), 0)
+
+    def _adopt_ahead(self) -> bool:
+        """Adopt the expected table if it is whole (True: adopted)."""
+        ahead = self._ahead
+        now = time.monotonic()
+        if ahead is None or now < self._ahead_next:
+            return False
+        self._ahead_next = now + AHEAD_CHECK_EVERY
+        pages_fd, table_fd, since = ahead
+        try:
+            head = os.pread(table_fd, _TABLE_HEAD.size, 0)
+            if len(head) < _TABLE_HEAD.size or not any(head):  # zeros: the body came first
+                if now - since > AHEAD_PATIENCE:
+                    log.warning("page file in %s: the pages rendered ahead never came; "
+                                "pages are rendered as asked for", self.directory)
+                    self._ahead = None
+                return False
+            magic, length = _TABLE_HEAD.unpack(head)
+            if magic != _TABLE_MAGIC:
+                raise ValueError("not a page table")
+            tables = {}
+            if length:
+                view = memoryview(mmap.mmap(table_fd, _TABLE_HEAD.size + length,
+                                            prot=mmap.PROT_READ))
+                tables = _read_tables(view[_TABLE_HEAD.size:])
+            sealed_fd = os.dup(pages_fd) if tables else -1
+        except (OSError, ValueError, struct.error) as exc:
+            log.warning("page file in %s: cannot read the pages rendered ahead (%s); pages "
+                        "are rendered as asked for", self.directory, exc)
+            self._ahead = None
+            return False
+        with self._lock:
+            self._ahead = None
+            if tables and self._sealed_fd < 0:
+                self._sealed, self._sealed_fd = tables, sealed_fd
+                return True
+        if sealed_fd >= 0:
+            os.close(sealed_fd)
+        return False
 
     def close(self) -> None:
         with self._lock:
@@ -311,6 +407,10 @@ class Sealed:
 
     __slots__ = ("hashes", "serials", "places")
 
+    hashes: array[int] | memoryview
+    serials: array[int] | memoryview
+    places: array[int] | memoryview
+
     def __init__(self, names: dict[str, int]) -> None:
         rows = sorted(zip(map(hash, names), names.values(), strict=True))
         hashes = [h for h, _ in rows]
@@ -324,6 +424,14 @@ class Sealed:
         # them would leave holes in the heap the workers inherit).
         self.serials = array("Q", (v >> _SERIAL_SHIFT for v in values))
         self.places = array("Q", (v & (1 << _SERIAL_SHIFT) - 1 for v in values))
+
+    @classmethod
+    def of(cls, hashes: memoryview, serials: memoryview, places: memoryview) -> Sealed:
+        """A table read back from ``export_sealed``'s file (views of its mapping: shared
+        by every process that maps it, in none's heap)."""
+        sealed = cls.__new__(cls)
+        sealed.hashes, sealed.serials, sealed.places = hashes, serials, places
+        return sealed
 
     def find(self, name: str, serial: int) -> int | None:
         """``offset << 32 | length`` of the page, or None (``row``'s lookup, inline: every
@@ -342,6 +450,33 @@ class Sealed:
         if at == len(self.hashes) or self.hashes[at] != key or self.serials[at] != serial:
             return -1
         return at
+
+
+def _read_tables(body: memoryview) -> dict[str, Sealed]:
+    """The tables ``export_sealed`` wrote, as views of ``body``."""
+    tables, at = {}, 0
+    while at < len(body):
+        size, rows = _SPACE.unpack_from(body, at)
+        at += _SPACE.size
+        space = bytes(body[at:at + size]).decode()
+        at += size + -size % 8
+        views = []
+        for code in "qQQ":
+            if at + 8 * rows > len(body):
+                raise ValueError("a table cut short")
+            views.append(body[at:at + 8 * rows].cast(code))
+            at += 8 * rows
+        tables[space] = Sealed.of(*views)
+    return tables
+
+
+def write_all(fd: int, data: bytes, offset: int) -> int:
+    """Write all of ``data`` at ``offset`` (a write may be short); returns its length."""
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+    return len(data)
 
 
 def _size(count: int) -> str:

@@ -1,14 +1,17 @@
-"""Every project's page rendered in the master before workers fork, into its page file.
+"""Every project's page rendered ahead, once for all workers, into a page file.
 
-A worker that renders a page reads every ``FileEntry`` of the project, and a read
-is a write to the entry's reference count: the memory page holding it, shared with
-the master since the fork, becomes the worker's own copy. Rendered ahead, a
-page is one ``pread`` of the master's page file (``PagePack``), which workers
-inherit and read; a project that changes later is rendered by the worker again.
+A worker that renders a page reads every entry of the project and builds two bodies;
+rendered ahead, a page is one ``pread`` of a page file (``PagePack``) every worker
+reads; a project that changes later is rendered by the worker again.
+
+The server renders them in a process forked as the workers start
+(``pypid.simple.ahead``: the start does not wait for them); ``prerender`` renders
+them before the workers fork, into the master's own pack (tests, and the fallback
+when that process cannot be forked).
 
 With many projects and more than one core, forked helpers render a share each into
-a file of their own while the master renders its share; the master then copies
-their files into its page file (in the kernel) and notes where each page is.
+a file of their own while the renderer renders its share; it then copies their files
+into its page file (in the kernel) and notes where each page is.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pypid.index import Index
 from pypid.simple import pep691
 from pypid.simple.negotiate import JSON, TEXT_HTML
 from pypid.simple.pagecache import INDEX, PageCache, etag_of
-from pypid.simple.pagepack import BATCH_BYTES, PagePack
+from pypid.simple.pagepack import BATCH_BYTES, PagePack, write_all
 from pypid.simple.render import render
 
 log = logging.getLogger("pypid.pages")
@@ -44,9 +47,29 @@ Written = tuple[int, bytes]  # what a helper wrote: bytes, each page's length (a
 
 
 def prerender(index: Index, pages: PageCache, helpers: int | None = None) -> int:
-    """Render every project page (and the project list, plain and gzipped) into
-    ``pages``; returns how many projects. Nothing without a page file. ``helpers``:
-    how many forked processes render a share (default: one per other usable core)."""
+    """Render every project page and the project list into ``pages`` and seal them (all
+    before the workers fork); returns how many projects. Nothing without a page file."""
+    if pages.pack is None:
+        return 0
+    count = render_projects(index, pages, helpers)
+    render_listing(index, pages)
+    pages.pack.seal()
+    return count
+
+
+def render_listing(index: Index, pages: PageCache) -> None:
+    """The project list, plain and gzipped, in ``pages``' memory: made once in the master,
+    not once per worker."""
+    listing = pep691.index_page(index)
+    for media in AHEAD:
+        page = pages.get(INDEX, media, index.projects_serial, lambda m=media: render(m, listing))
+        page.gzipped()
+
+
+def render_projects(index: Index, pages: PageCache, helpers: int | None = None) -> int:
+    """Render every project page into ``pages``' file (not sealed); returns how many
+    projects. ``helpers``: how many forked processes render a share (default: one per
+    other usable core)."""
     pack = pages.pack
     if pack is None:
         return 0
@@ -57,16 +80,10 @@ def prerender(index: Index, pages: PageCache, helpers: int | None = None) -> int
     shares = helpers + 1
     with _Helpers(index, projects, shares, pack.directory) as helping:
         pages.store(_rendered(index, projects[0::shares]))
-        listing = pep691.index_page(index)  # while the helpers finish
-        for media in AHEAD:
-            page = pages.get(INDEX, media, index.projects_serial,
-                             lambda m=media: render(m, listing))
-            page.gzipped()  # made once here, not once per worker
         for share, written in helping.results():
             if written is None or not _adopt(index, pack, helping.fds[share - 1], written,
                                              projects[share::shares]):
                 pages.store(_rendered(index, projects[share::shares]))  # here, then
-    pack.seal()
     log.info("rendered the pages of %d projects in %.1f s (%d processes)", len(projects),
              time.monotonic() - started, shares)
     return len(projects)
@@ -158,7 +175,10 @@ class _Helpers:
 
 
 def _start() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master stops them (see examine)
+    # In the master the master stops them (see examine); forked from a process that dies
+    # at Ctrl-C (``pypid.simple.ahead``), they die with it.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_DFL:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _render_share(share: int) -> Written:
@@ -174,15 +194,9 @@ def _render_share(share: int) -> Written:
         lengths.append(len(record))
         pending += len(record)
         if pending >= BATCH_BYTES:
-            size += _write_all(fd, b"".join(batch), size)
+            size += write_all(fd, b"".join(batch), size)
             batch, pending = [], 0
-    size += _write_all(fd, b"".join(batch), size)
+    size += write_all(fd, b"".join(batch), size)
     return size, lengths.tobytes()
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> int:
-    view = memoryview(data)
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done
-    return len(data)
