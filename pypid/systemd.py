@@ -126,9 +126,6 @@ class PypidArbiter(Arbiter):  # type: ignore[misc]
 
     def murder_workers(self) -> None:  # every pass of the master loop (about 1 s)
         super().murder_workers()
-        # Also a child that ended before the arbiter handled SIGCHLD (the pages' renderer,
-        # pypid.simple.ahead): no zombie waits for the next worker's exit.
-        self.reap_workers()
         if self.WORKERS:
             self.notifier.ping()
             now = time.monotonic()

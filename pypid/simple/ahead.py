@@ -9,9 +9,11 @@ second, at a lower priority than the workers; each worker adopts them at its fir
 page not found once the table is whole. Until then a worker renders what it is asked
 for, as it does for a project changed since.
 
-The process is the master's child, so gunicorn's arbiter reaps it with its workers: it
-always exits 0 (gunicorn 20.1 reads an exit code of 3 or 4 from any child as a
-worker's failure to boot and stops). Ctrl-C and SIGTERM end it at once.
+The renderer is forked from a child that exits at once, so it is not the master's child:
+gunicorn's arbiter reaps every child it finds as a worker (20.1 stops the server when one
+exits with 3 or 4), and operators and tools count the master's children as its workers.
+Ctrl-C and SIGTERM end it at once; systemd's stop (KillMode=mixed) kills it with the rest
+of the unit; a master gone otherwise leaves it to finish its pages and exit.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ _DEFAULT_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR
 
 
 def start(index: Index, pages: PageCache) -> int | None:
-    """Fork the process that renders every project page for the workers forked after this;
-    returns its pid. None: no page file, or no process (then rendered here, before the
-    workers, as without it)."""
+    """Start the process that renders every project page for the workers forked after this;
+    returns the pid of the go-between that forked it (gone already). None: no page file,
+    or no process (then rendered here, before the workers, as without it)."""
     pack = pages.pack
     if pack is None:
         return None
@@ -66,8 +68,16 @@ def start(index: Index, pages: PageCache) -> int | None:
         log.info("rendering the pages before the workers start (%s)", exc.strerror or exc)
         prerender(index, pages)
         return None
-    if pid == 0:
-        _render_and_exit(index, pages, pack, pages_fd, table_fd)
+    if pid == 0:  # the go-between: fork the renderer, then go
+        try:
+            if os.fork() == 0:
+                _render_and_exit(index, pages, pack, pages_fd, table_fd)
+        except BaseException:  # noqa: BLE001 - no renderer: tell the workers
+            with contextlib.suppress(BaseException):
+                pack.export_nothing(table_fd)
+        os._exit(0)
+    with contextlib.suppress(ChildProcessError):  # a running arbiter may reap it first
+        os.waitpid(pid, 0)
     weakref.finalize(pack, _close, pages_fd, table_fd)  # a reload's new app has its own
     return pid
 
