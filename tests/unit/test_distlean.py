@@ -373,9 +373,13 @@ def test_requires_python_scan_matches_a_scan_of_the_whole_text() -> None:
               b"\n", b"\r\n", b"Name:", b"requires-python:  >= 3.7 ",
               # lines the scan passes over at their first character, and those it must not
               b"Summary: s", b"Nope: 1", b"R: x", b"N", b"Rx-Python: 1", b"nAME : q",
-              b"REQUIRES-PYTHON:>=2", b"\xc2\xa0Name: nbsp", b"\xe2\x80\x83Requires-Python: 3"]
+              b"REQUIRES-PYTHON:>=2", b"\xc2\xa0Name: nbsp", b"\xe2\x80\x83Requires-Python: 3",
+              # plain ASCII (the regex path) and the bytes that must leave it
+              b"Name\t: tab", b"NAME :  spaced   value ", b" \t", b"\t\tfolded  on", b"name:x:y",
+              b"Names: no", b"Name-x: no", b"Requires-Python:", b"\x1f", b"a\x0bb", b"x\x1cy",
+              b"Name: del\x7f", b"\x00", b"Requires-Python: >=3.10 ; ", b"  "]
     rng = random.Random(5)  # noqa: S311 - a repeatable mix
-    for _ in range(3000):
+    for _ in range(20000):
         text = b"".join(rng.choice(pieces) + rng.choice((b"\n", b"\r\n", b"", b"\n\n"))
                         for _ in range(rng.randrange(1, 9)))
         assert distfile.parse_requires_python(text) == _headers_before(text), text
