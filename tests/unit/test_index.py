@@ -258,28 +258,6 @@ def test_a_cold_load_in_a_pool_of_processes_finds_what_one_process_finds(
     assert seen[2][2] == [(done, total) for done in range(1, total + 1)]
 
 
-def test_a_first_start_whose_walk_fails_while_feeding_the_pool_says_the_walk_failed(
-        root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """A first start reads files while the walk goes on: the walk's own error stops the
-    load (the server says it cannot start), not a warning about the pool."""
-    for i in range(loading.POOL_FROM + 40):
-        make_wheel(root, f"p{i}", "1.0")
-    index = Index(PackageRoot(root))
-    listed = index.root.iter_files
-
-    def failing() -> Iterator[object]:
-        for number, stat in enumerate(listed()):
-            if number == loading.POOL_FROM + 20:
-                raise PermissionError(13, "Permission denied", str(root / "sub"))
-            yield stat
-
-    monkeypatch.setattr(index.root, "iter_files", failing)
-    with caplog.at_level(logging.WARNING), pytest.raises(PermissionError):
-        loading.load(index, processes=2)
-    assert "in parallel" not in caplog.text
-    index.close()
-
-
 def test_a_root_unchanged_since_the_load_is_not_compared_file_by_file(
         root: Path, open_index: Callable[[], Index], monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker forked after the load checks the root against the load's scan: the same,
