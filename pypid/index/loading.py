@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import logging
 import multiprocessing
 import os
@@ -20,16 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from pypid.cachedb import FileRow
-from pypid.index.examine import (
-    Examined,
-    Task,
-    examine,
-    examine_many,
-    found,
-    start_pool_process,
-    task,
-)
-from pypid.storage import FileStat, StorageError
+from pypid.index.examine import Examined, examine, examine_many, found, start_pool_process, task
+from pypid.storage import FileStat
 
 if TYPE_CHECKING:
     from pypid.index.model import ReadModel as Index
@@ -59,68 +50,36 @@ def load(index: Index, progress: Callable[[int, int], None] | None = None,
     index.ledger.catch_up()
     index.apply_marks(index.ledger.marks)
     with no_gc(), index.loading():
+        stats = {stat.relpath: stat for stat in index.root.iter_files()}
+        scan = fingerprint(stats.values())
         to_read: ToRead = []
         gone: list[FileRow] = []
-        rows = index.cache.iter_files()
-        first = next(rows, None)
-        if first is None:  # a first start: every file is read, from the moment it is found
-            scan = [0, 0]
-            walk = _walk(index.root.iter_files(), to_read, scan)
-        else:
-            stats = {stat.relpath: stat for stat in index.root.iter_files()}
-            scan = list(fingerprint(stats.values()))
-            for row in itertools.chain((first,), rows):
-                stat = stats.pop(row.relpath, None)
-                if stat is None:
-                    gone.append(row)
-                elif row.identity == stat.identity:
-                    index.show(stat, row)
-                else:
-                    to_read.append((stat, row))
-            to_read.extend((stat, None) for stat in stats.values())
-            del stats
-            walk = iter(())
+        for row in index.cache.iter_files():
+            stat = stats.pop(row.relpath, None)
+            if stat is None:
+                gone.append(row)
+            elif row.identity == stat.identity:
+                index.show(stat, row)
+            else:
+                to_read.append((stat, row))
+        to_read.extend((stat, None) for stat in stats.values())
+        del stats
         new_rows = []
-        try:
-            for done, (stat, found) in enumerate(_examined(index, to_read, walk, processes), 1):
-                row = index.examined(stat, found)
-                if row is not None:
-                    new_rows.append(row)
-                    index.show(stat, row)
-                if len(new_rows) >= BATCH_ROWS:
-                    index.cache.put(new_rows)
-                    new_rows = []
-                if progress is not None:
-                    progress(done, len(to_read))
-        except _WalkFailed as exc:
-            raise exc.problem from None
+        for done, (stat, found) in enumerate(_examined(index, to_read, processes), 1):
+            row = index.examined(stat, found)
+            if row is not None:
+                new_rows.append(row)
+                index.show(stat, row)
+            if len(new_rows) >= BATCH_ROWS:
+                index.cache.put(new_rows)
+                new_rows = []
+            if progress is not None:
+                progress(done, len(to_read))
         index.cache.put(new_rows)
         index.cache.forget((row.relpath, row.identity) for row in gone)
     log.info("indexed %d files of %d projects in %s (%d new or changed)",
              index.file_count(), index.project_count(), index.root.path, len(to_read))
-    return scan[0], scan[1] & 0xFFFF_FFFF_FFFF_FFFF
-
-
-class _WalkFailed(Exception):
-    """The root's walk failed while the pool was being fed: its error, not the pool's."""
-
-    def __init__(self, problem: Exception) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
-
-
-def _walk(stats: Iterable[FileStat], to_read: ToRead, scan: list[int]
-          ) -> Iterator[tuple[FileStat, None]]:
-    """Each file of a first start as the walk finds it, noted in ``to_read`` and counted
-    into ``scan`` (``fingerprint``'s two numbers, made as it goes)."""
-    try:
-        for stat in stats:
-            scan[0] += 1
-            scan[1] += hash((stat.relpath, stat.size, stat.mtime_ns, stat.inode))
-            to_read.append((stat, None))
-            yield stat, None
-    except (OSError, StorageError) as exc:
-        raise _WalkFailed(exc) from exc
+    return scan
 
 
 @contextlib.contextmanager
@@ -168,49 +127,32 @@ def fingerprint(stats: Iterable[FileStat]) -> Scan:
     return count, total & 0xFFFF_FFFF_FFFF_FFFF
 
 
-def _examined(index: Index, to_read: ToRead, walk: Iterator[tuple[FileStat, FileRow | None]],
-              processes: int | None) -> Iterator[tuple[FileStat, Examined]]:
-    """What reading each file of ``to_read`` found, in order, once ``walk`` (which adds
-    the files it finds to ``to_read``) is over: in a pool when there are many and more
-    than one core, fed as the walk goes; else (or when the pool cannot run) here."""
+def _examined(index: Index, to_read: ToRead, processes: int | None
+              ) -> Iterator[tuple[FileStat, Examined]]:
+    """What reading each file found, in order: in a pool when there are many and
+    more than one core, else (or when the pool cannot run) here."""
     if processes is None:
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         processes = min(usable, POOL_MAX)
     done = 0
     # A bucket's client must not cross a fork (its connections would be shared).
-    if processes > 1 and not index.root.is_remote:
-        known = len(to_read)
-        head = list(itertools.islice(walk, max(0, POOL_FROM - known)))
-        if known + len(head) >= POOL_FROM:
-            # the whole list, or a first start whose size is not known yet: the largest
-            size = max(CHUNK_MIN, min(CHUNK_MAX, known // (processes * 8) or CHUNK_MAX))
-            tasks = (task(stat, old) for stat, old in itertools.chain(to_read[:known], head,
-                                                                      walk))
-            try:
-                with _pool(index, processes) as pool:
-                    for results in pool.map(examine_many, _batched(tasks, size)):
-                        for result in results:
-                            stat = to_read[done][0]
-                            yield stat, found(stat, result)
-                            done += 1
-            except (OSError, BrokenProcessPool) as exc:  # no pool here (sandbox, memory)
-                log.warning("cannot read files in parallel (%s); reading the rest in one "
-                            "process", exc)
-    for _ in walk:  # the rest of a first start's files (no pool, or one that failed)
-        pass
+    if processes > 1 and len(to_read) >= POOL_FROM and not index.root.is_remote:
+        size = max(CHUNK_MIN, min(CHUNK_MAX, len(to_read) // (processes * 8) or 1))
+        tasks = [task(stat, old) for stat, old in to_read]
+        chunks = [tasks[at:at + size] for at in range(0, len(tasks), size)]
+        del tasks
+        try:
+            with _pool(index, processes) as pool:
+                for results in pool.map(examine_many, chunks):
+                    for result in results:
+                        stat = to_read[done][0]
+                        yield stat, found(stat, result)
+                        done += 1
+        except (OSError, BrokenProcessPool) as exc:  # no pool here (sandbox, memory): alone
+            log.warning("cannot read files in parallel (%s); reading the rest in one process",
+                        exc)
     for stat, old in to_read[done:]:
         yield stat, examine(index.root, stat, old)
-
-
-def _batched(items: Iterable[Task], size: int) -> Iterator[list[Task]]:
-    batch: list[Task] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _pool(index: Index, processes: int) -> Executor:
