@@ -213,6 +213,8 @@ class Live:
         res["first_project_s"] = first_200(server, project_path, START_TIMEOUT, per_req)
         if isinstance(self.target, PypidTarget):
             res["imported_from"] = str(self.target.check_source(server))
+            # every page in the shared file before measuring (see Server.pages_rendered)
+            res["pages_rendered"] = server.wait_pages_rendered(START_TIMEOUT)
         time.sleep(1.0)  # workers may still be forking after the first answer
         tree = server.remember_tree()
         res["pinning"] = {str(p): cpus_allowed(p) for p in tree}

@@ -82,6 +82,8 @@ def measure_footprint(python: str, src: Path, corpus: Corpus,
     try:
         server.wait_listening(START_TIMEOUT)
         res["cold_start_s"] = first_200(server, "/simple/", START_TIMEOUT, args.request_timeout)
+        if server.wait_pages_rendered(START_TIMEOUT):  # the steady state, not the first renders
+            res["pages_rendered_s"] = time.perf_counter() - server.t_spawn
         time.sleep(1.0)  # the workers' own start (each watches the root)
         assert server.port is not None
         scenarios = scenarios_for(server.port)

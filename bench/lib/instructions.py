@@ -50,6 +50,7 @@ CG_SOURCE = """\
 void bench_cg_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; }
 void bench_cg_dump(void) { CALLGRIND_DUMP_STATS_AT("measured"); CALLGRIND_STOP_INSTRUMENTATION; }
 """
+WAIT_RENDERED = 900.0  # seconds for the pages' renderer under callgrind
 WAIT = 120.0  # seconds for the worker to act on a signal, or a dump to appear
 
 
@@ -300,6 +301,10 @@ def run_pypid(args: argparse.Namespace, corpus: Any, work: Path, pin: Any) -> di
     try:
         server.wait_listening(START_TIMEOUT)
         first_200(server, "/simple/", START_TIMEOUT)
+        # under callgrind the pages' renderer is as slow as the rest: count pages read from
+        # the shared file, not the worker's own renders meanwhile
+        if not server.wait_pages_rendered(WAIT_RENDERED):
+            raise RuntimeError("the pages were not rendered in time")
         deadline = time.monotonic() + WAIT
         while not (mark.exists() and mark.read_text().startswith("ready")):
             if time.monotonic() > deadline:

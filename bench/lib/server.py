@@ -29,6 +29,9 @@ class Server:
         self.lines: collections.deque[str] = collections.deque(maxlen=300)
         self._port_regex = port_regex
         self._listening = threading.Event()
+        # pypid's "rendered the pages of N projects": since 0ab6cb0 said after it listens
+        # (a process beside the workers renders them; until then a worker renders each)
+        self.pages_rendered = threading.Event()
         self.t_spawn = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -45,12 +48,20 @@ class Server:
         for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.lines.append(line)
+            if "rendered the pages of" in line:
+                self.pages_rendered.set()
             if not self._listening.is_set() and self._port_regex is not None:
                 m = self._port_regex.search(line)
                 if m:
                     self.port = int(m.group(2))
                     self.t_listen = time.perf_counter() - self.t_spawn
                     self._listening.set()
+
+    def wait_pages_rendered(self, timeout: float) -> bool:
+        """Wait for pypid's pages rendered ahead (measure the steady state, not the first
+        seconds' renders); False: not said in time (a root without a page file says
+        nothing)."""
+        return self.pages_rendered.wait(timeout)
 
     def tail(self, n: int = 30) -> str:
         return "\n".join(list(self.lines)[-n:])
