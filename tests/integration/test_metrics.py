@@ -194,8 +194,11 @@ def test_counters_add_up_across_workers_kills_and_reloads(
         rows = json.loads(path.read_text())
         assert any(row[:2] == ["requests", "project"] and row[-1][0] > 0 for row in rows), path
 
-    # A worker killed: its counts stay; its replacement counts on.
-    base = after
+    # A worker killed: its counts stay; its replacement counts on. What stays of a worker
+    # killed is what its file held, up to a second behind what it answered; a scrape it
+    # answered itself showed its live counts. So the base is taken once the files hold
+    # everything (two scrapes a flush apart agree), not from ``after``.
+    base = quiet(srv)
     killed = min(workers(srv))
     os.kill(killed, signal.SIGKILL)
     wait_for_workers(srv, {killed})
