@@ -45,26 +45,20 @@ def start(index: Index, pages: PageCache) -> int | None:
     pack = pages.pack
     if pack is None:
         return None
+    fds: list[int] = []
     try:
-        pages_fd = unlinked_file(pack.directory, ".pages-")
+        for _ in range(2):
+            fds.append(unlinked_file(pack.directory, ".pages-"))
     except OSError as exc:
+        _close(*fds)
         log.warning("page file in %s: %s; pages are rendered as asked for", pack.directory,
                     exc.strerror or exc)
         return None
-    try:
-        table_fd = unlinked_file(pack.directory, ".pages-")
-    except OSError as exc:
-        os.close(pages_fd)
-        log.warning("page file in %s: %s; pages are rendered as asked for", pack.directory,
-                    exc.strerror or exc)
-        return None
-    pack.expect_sealed(pages_fd, table_fd)
+    pages_fd, table_fd = fds
     try:
         pid = os.fork()
     except OSError as exc:
-        pack.forget_expected()
-        os.close(pages_fd)
-        os.close(table_fd)
+        _close(*fds)
         log.info("rendering the pages before the workers start (%s)", exc.strerror or exc)
         prerender(index, pages)
         return None
@@ -78,6 +72,7 @@ def start(index: Index, pages: PageCache) -> int | None:
         os._exit(0)
     with contextlib.suppress(ChildProcessError):  # a running arbiter may reap it first
         os.waitpid(pid, 0)
+    pack.expect_sealed(pages_fd, table_fd)  # here, and in the workers forked from here
     weakref.finalize(pack, _close, pages_fd, table_fd)  # a reload's new app has its own
     return pid
 

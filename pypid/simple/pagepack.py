@@ -228,7 +228,6 @@ class PagePack:
                 os.close(self._fd)
             self._forget()
             self._fd = fd
-            self._ahead = None
 
     def export_sealed(self, fd: int) -> None:
         """``seal()``, then write the sealed tables to ``fd`` (an empty file) for the
@@ -252,10 +251,6 @@ class PagePack:
         is rendered as any other. Both files stay open for processes forked later."""
         self._ahead = (pages_fd, table_fd, time.monotonic())
         self._ahead_next = 0.0
-
-    def forget_expected(self) -> None:
-        """Expect no sealed pages after all (their files stay open: they are the caller's)."""
-        self._ahead = None
 
     def export_nothing(self, fd: int) -> None:
         """Tell the processes told to ``expect_sealed`` that no table will come."""
