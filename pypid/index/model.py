@@ -481,7 +481,7 @@ class ReadModel:
         known = project in self._project_serial
         if files:
             ordered = tuple(  # one file (most projects): no Version parsed
-                sorted(files.values(), key=_page_order) if len(files) > 1 else files.values())
+                in_page_order(files.values()) if len(files) > 1 else files.values())
             at_seal = self._sealed.project(project) if self._sealed is not None else None
             self._by_project[project] = (ordered if at_seal is None  # type: ignore[assignment]
                                          else _ChangedFiles.between(at_seal, ordered))
@@ -511,6 +511,22 @@ def _yanks_of(model: ReadModel) -> Callable[[], Mapping[str, str]]:
 
 def _page_order(entry: FileEntry) -> tuple[Version, str]:
     return Version(entry.version), entry.filename
+
+
+def in_page_order(files: Iterable[FileEntry]) -> list[FileEntry]:
+    """``files`` sorted as pages list them: by version, then name. Each version is parsed
+    once (a version's wheels and sdist share it), and none for files of one version (a
+    start sorts every project: ~0.05 s of its serial part at 29,000 projects)."""
+    files = list(files)
+    versions = {entry.version for entry in files}
+    if len(versions) == 1:
+        return sorted(files, key=_filename)
+    parsed = {version: Version(version) for version in versions}
+    return sorted(files, key=lambda entry: (parsed[entry.version], entry.filename))
+
+
+def _filename(entry: FileEntry) -> str:
+    return entry.filename
 
 
 class _ChangedFiles:

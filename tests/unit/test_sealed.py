@@ -4,6 +4,7 @@ and the index answering changes made since the seal before it."""
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -511,3 +512,18 @@ def test_a_child_that_fails_half_way_leaves_the_table_to_be_written_here(
     table = SealedFiles.write(tmp_path, [tuple(sealed[:4]), (sealed[4],)], [], no_yanks,
                               apart=True)
     assert _reads_as(table, sealed)
+
+
+def test_page_order_parses_each_version_once_and_sorts_as_versions_do() -> None:
+    """``model.in_page_order`` against the plain sort by (Version, name): versions equal but
+    written apart (1.0, 1.0.0), pre, post, dev and local releases, one version alone."""
+    versions = ["1.0", "1.0.0", "1.0.post1", "1.0rc1", "1.0.dev3", "1.0+local.2", "0.9",
+                "2!0.1", "1.0a1", "10.0", "1.0.0.0"]
+    rng = random.Random(18)  # noqa: S311 - a repeatable mix
+    for _ in range(3000):
+        files = [entry(f"demo-{rng.choice('abc')}{n}.whl", version=rng.choice(versions))
+                 for n in range(rng.randint(2, 7))]
+        if rng.random() < 0.3:
+            files = [replace(f, version=files[0].version) for f in files]
+        rng.shuffle(files)
+        assert model.in_page_order(files) == sorted(files, key=model._page_order)
