@@ -8,9 +8,10 @@ The open-files limit is per process, so it is sized for one gunicorn worker:
                                                          -shm), an upload's temp file and
                                                          its re-read, the stored file, its
                                                          folder
+    files kept open to send again                 32   (worker.sending.KEEP_OPEN)
     fixed                                        ~50   listener, log, pipes, inotify,
                                                          page file, imports
-    one worker needs about                     2,300   (the usual soft limit is 1024)
+    one worker needs about                     2,350   (the usual soft limit is 1024)
 
 The unit (``LimitNOFILE=16384``) leaves room for many-part upload forms; outside
 systemd, ``pypid serve`` raises its soft limit to the hard one at start-up.
@@ -23,7 +24,7 @@ import resource
 
 log = logging.getLogger("pypid")
 
-NEEDED_OPEN_FILES = 2300  # the sum above
+NEEDED_OPEN_FILES = 2350  # the sum above
 _CEILING = 1 << 20  # the kernel's usual fs.nr_open, for an unlimited hard limit
 
 

@@ -67,10 +67,12 @@ class FilePart:
     length: int
 
     def matches(self, fd: int) -> bool:
-        """Is the opened ``fd`` still the file this part was decided for?"""
+        """Is the opened ``fd`` still the file this part was decided for (and still in the
+        root: a descriptor kept open outlives a removal)?"""
         st, identity = os.fstat(fd), self.identity
         return ((st.st_ino == identity.inode or identity.inode < 0)  # see FileEntry.is_stat_of
-                and st.st_size == identity.size and st.st_mtime_ns == identity.mtime_ns)
+                and st.st_size == identity.size and st.st_mtime_ns == identity.mtime_ns
+                and st.st_nlink > 0)
 
 
 class BrokenStream(Exception):

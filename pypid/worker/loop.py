@@ -52,7 +52,7 @@ from pypid.simple.core import SimpleAPI, SimpleRequest
 from pypid.simple.reply import Reply
 from pypid.worker.answers import BARE_LF_HEAD, BUSY, HEAD_TOO_LARGE, LOCATED, MAX_HEAD, forwarded
 from pypid.worker.connection import Conn, State
-from pypid.worker.sending import ACCEPT_PAUSE, OUT_OF_DESCRIPTORS, Sending
+from pypid.worker.sending import ACCEPT_PAUSE, KEEP_OPEN_SECONDS, OUT_OF_DESCRIPTORS, Sending
 from pypid.worker.threads import HEAD_TIMEOUT, ThreadedRequests, access_log_enabled
 
 RECV_SIZE = 64 * 1024
@@ -106,6 +106,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         self.counts = tally.tally()  # the loop thread's own counters
         self.routes: dict[str, str] = {}  # path -> route label, for the paths asked most
         self.head_memo = HeadMemo()  # header blocks and lines read (see parse_head)
+        self.kept_open = {}  # files kept open to send again (see Sending._open_body)
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
         for listener in self.sockets:
             listener.setblocking(False)
@@ -171,6 +172,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         self.notify()
         self.last_notify = now
         self._expire(now)
+        self.close_kept(opened_before=now - KEEP_OPEN_SECONDS)
         if self.ppid != os.getppid():
             self.log.info("Parent changed, shutting down: %s", self)
             return None
@@ -213,6 +215,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
 
     def _out_of_descriptors(self, why: str | None) -> None:
         """Accept nothing for a moment (every socket and every file being sent holds one)."""
+        self.close_kept()
         self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
         if time.monotonic() - self.last_descriptor_warning > 60:
             self.last_descriptor_warning = time.monotonic()
@@ -474,4 +477,5 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         self._flush_all()
         for conn in list(self.conns.values()):
             self._close(conn)
+        self.close_kept()
         self.selector.close()

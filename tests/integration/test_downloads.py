@@ -4,8 +4,10 @@ thread, Range, HEAD, pipelining after a file, and files changed while they are s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from pypid.worker.sending import KEEP_OPEN_SECONDS
 from tests.builders import make_sdist, make_wheel
 from tests.integration.harness import start_server, stop
-from tests.integration.helpers import Server, get, request
+from tests.integration.helpers import Response, Server, get, request, until, worker_pids
 from tests.integration.test_worker import Wire
 
 pytestmark = pytest.mark.server
@@ -164,3 +167,54 @@ def test_a_file_cut_short_mid_download_ends_the_connection(files: Files) -> None
         assert body[:cut] == old[:min(cut, len(body))]
     finally:
         wire.close()
+
+
+def worker_descriptors_on(server: Server, path: Path) -> list[str]:
+    """The descriptors the server's workers hold open on ``path`` (removed or not)."""
+    found = []
+    for pid in worker_pids(server):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(path)):
+                    found.append(f"{pid}/{fd}")
+    return found
+
+
+def test_a_hot_file_kept_open_follows_a_replacement_and_a_removal(
+        tmp_path: Path) -> None:
+    """A small file asked for again is sent from a descriptor the worker keeps open: after
+    it is renamed over, the new bytes are sent (never the old under the new headers, nor
+    the new under the old), and once it is removed it is not served and no descriptor
+    holds its space for long."""
+    root = tmp_path / "packages"
+    hot = make_wheel(root, "hot", "1.0", payload=b"first" * 4000)
+    server = start_server(tmp_path / "srv", root, settings={"server": {"workers": 1}})
+    try:
+        url = server.url(f"/packages/{hot.name}")
+        old = hot.read_bytes()
+        for _ in range(5):
+            reply = get(url)
+            assert (reply.status, reply.body) == (200, old)
+        assert worker_descriptors_on(server, hot), "the worker keeps the hot file open"
+        new = make_wheel(tmp_path / "next", "hot", "1.0", payload=b"second" * 5000)
+        os.replace(new, hot)
+        new_bytes = hot.read_bytes()
+
+        def consistent(reply: Response) -> bool:
+            assert reply.status in (200, 503), reply.describe()
+            if reply.status == 200:
+                etag = reply.headers["ETag"].strip('"')
+                assert reply.body in (old, new_bytes)
+                assert etag == hashlib.sha256(reply.body).hexdigest()
+                return reply.body == new_bytes
+            return False
+
+        until(lambda: consistent(get(url)), "the replacement was never sent")
+        hot.unlink()
+        until(lambda: get(url).status == 404, "the removed file was still served")
+        deadline = time.monotonic() + KEEP_OPEN_SECONDS + 3
+        while worker_descriptors_on(server, hot):
+            assert time.monotonic() < deadline, worker_descriptors_on(server, hot)
+            time.sleep(0.1)
+    finally:
+        stop(server.proc)

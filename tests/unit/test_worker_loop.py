@@ -3,6 +3,7 @@ answers itself before any thread or Flask is involved."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -17,8 +18,9 @@ from gunicorn.config import Config as GunicornConfig
 from gunicorn.glogging import Logger
 
 from pypid.config import defaults
+from pypid.storage import FileIdentity
 from pypid.web import create_app
-from pypid.worker import PypidWorker
+from pypid.worker import PypidWorker, sending
 from pypid.worker.connection import Conn, State
 from tests.builders import make_wheel
 
@@ -53,6 +55,7 @@ def loop(tmp_path: Path) -> Iterator[tuple[PypidWorker, Conn, socket.socket]]:
     worker.conns[conn.fd] = conn
     worker._watch(conn, time.monotonic())
     yield worker, conn, theirs
+    worker.close_kept()
     worker.pool.shutdown(wait=False)
     theirs.close()
     ours.close()
@@ -185,6 +188,82 @@ def test_a_file_that_runs_out_of_descriptors_gets_503(
     assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert b"\r\nRetry-After: 1\r\n" in answer
     assert worker.accept_paused_until > time.monotonic()  # no new connections a moment
+
+
+def whole_download(loop: tuple[PypidWorker, Conn, socket.socket], wheel: Path,
+                   size: int) -> bytes:
+    answer = download(loop, wheel)
+    while b"\r\n\r\n" not in answer or (answer.startswith(b"HTTP/1.1 200")
+                                         and len(answer.partition(b"\r\n\r\n")[2]) < size):
+        answer += loop[2].recv(65536)
+    return answer
+
+
+def test_a_file_sent_again_is_sent_from_the_descriptor_kept_open(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = loop[0]
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+    data = wheel.read_bytes()
+    assert whole_download(loop, wheel, len(data)).endswith(data)
+    assert str(wheel) in worker.kept_open
+    monkeypatch.setattr(os, "open", failing(errno.EACCES))  # no open by path from now on
+    for _ in range(3):
+        answer = whole_download(loop, wheel, len(data))
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(data)
+    assert loop[1].body is None and len(worker.kept_open) == 1  # each dup closed once sent
+
+
+@pytest.mark.parametrize("change", ["rewritten in place", "removed"])
+def test_a_file_changed_or_removed_is_not_sent_from_a_kept_descriptor(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path, change: str) -> None:
+    """The index has not seen the change yet: the kept descriptor is checked as a new one
+    is (identity, and still linked), dropped, and the app answers."""
+    worker = loop[0]
+    wheel = next((tmp_path / "packages").glob("*.whl"))
+    data = wheel.read_bytes()
+    assert whole_download(loop, wheel, len(data)).endswith(data)
+    assert opened(wheel)
+    if change == "removed":
+        wheel.unlink()
+    else:
+        wheel.write_bytes(data[::-1])
+    answer = whole_download(loop, wheel, len(data))
+    assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert data not in answer and data[::-1] not in answer
+    assert str(wheel) not in worker.kept_open
+    assert not opened(wheel)  # closed: a removed file's space is not held
+
+
+def opened(path: Path) -> list[str]:
+    """This process's descriptors open on ``path`` (removed or not)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(path)):
+                found.append(fd)
+    return found
+
+
+def test_kept_descriptors_are_bounded_and_closed_in_time(
+        loop: tuple[PypidWorker, Conn, socket.socket], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = loop[0]
+    monkeypatch.setattr(sending, "KEEP_OPEN", 2)
+    paths = []
+    for number in range(3):
+        path = tmp_path / f"f{number}"
+        path.write_bytes(b"x")
+        fd = os.open(path, os.O_RDONLY)
+        worker._keep_open(str(path), FileIdentity.of(os.fstat(fd)), fd)
+        os.close(fd)
+        paths.append(str(path))
+    assert list(worker.kept_open) == paths[1:]  # the oldest went
+    worker.close_kept(opened_before=time.monotonic() - 60)
+    assert len(worker.kept_open) == 2  # none that old
+    worker._out_of_descriptors("test")  # out of descriptors: every kept one goes
+    assert worker.kept_open == {}
+    assert not any(opened(Path(path)) for path in paths)
 
 
 def test_a_file_system_without_sendfile_gets_read_and_send(
