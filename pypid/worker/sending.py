@@ -29,12 +29,14 @@ _MORE = getattr(socket, "MSG_MORE", 0)  # Linux: hold the head for the body's fi
 _NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # this file system cannot
 READ_SIZE = 256 * 1024  # a piece of a file sent without sendfile
 # Files kept open to send again (a wheel many clients ask for: a download then costs a dup
-# instead of an open by path, ~3 us of ~45 here). Only small ones: a big file's open is
-# nothing beside its send. Each is closed after KEEP_OPEN_SECONDS, so a removed file's
-# space comes back soon even if nobody asks for it again.
+# instead of an open by path, ~4 us less of ~37 here). Only small ones (a big file's open is
+# nothing beside its send), only once asked for twice within KEEP_OPEN_SECONDS (a file sent
+# once is not held: removed by hand to free the disk, its space comes back at once), and
+# each closed KEEP_OPEN_SECONDS after it was opened (a hot file's space, soon after).
 KEEP_OPEN = 32
 KEEP_OPEN_BELOW = 4 * 1024 * 1024
 KEEP_OPEN_SECONDS = 2.0
+SENT_ONCE = 256  # files sent once recently, remembered by path (and when)
 
 
 class Sending:
@@ -52,6 +54,7 @@ class Sending:
     _log_access: Callable[[Conn, PlainHead, Reply, int, datetime], None]
     # path -> (descriptor, the identity it was checked against, when opened); loop thread only
     kept_open: dict[str, tuple[int, FileIdentity, float]]
+    sent_once: dict[str, float]  # path -> when sent, for files not kept open (yet)
 
     def _queue(self, conn: Conn, *parts: bytes) -> None:
         if not conn.out:
@@ -93,10 +96,21 @@ class Sending:
                 os.close(self.kept_open.pop(part.path)[0])
             return False
         if kept is None and part.identity.size < KEEP_OPEN_BELOW:
-            self._keep_open(part.path, part.identity, fd)
+            self._sent_again(part.path, part.identity, fd)
         conn.body = FileBody(fd, part.offset, part.length,
                              (head, reply, started) if started is not None else None)
         return True
+
+    def _sent_again(self, path: str, identity: FileIdentity, fd: int) -> None:
+        """A small file opened to be sent: kept open if it was sent a moment ago too."""
+        now = time.monotonic()
+        first = self.sent_once.pop(path, None)
+        if first is not None and now - first < KEEP_OPEN_SECONDS:
+            self._keep_open(path, identity, fd)
+            return
+        if len(self.sent_once) >= SENT_ONCE:
+            del self.sent_once[next(iter(self.sent_once))]  # the oldest
+        self.sent_once[path] = now
 
     def _keep_open(self, path: str, identity: FileIdentity, fd: int) -> None:
         """Keep a descriptor of the file just opened (and checked) for the next download."""
@@ -112,11 +126,15 @@ class Sending:
         self.kept_open[path] = (keep, identity, time.monotonic())
 
     def close_kept(self, opened_before: float | None = None) -> None:
-        """Close the files kept open (those opened before ``opened_before``, if given)."""
+        """Close the files kept open (those opened before ``opened_before``, if given), and
+        forget the files sent once before it."""
         for path, (fd, _, opened) in list(self.kept_open.items()):
             if opened_before is None or opened < opened_before:
                 del self.kept_open[path]
                 os.close(fd)
+        for path, sent in list(self.sent_once.items()):
+            if opened_before is None or sent < opened_before:
+                del self.sent_once[path]
 
     def _flush_all(self) -> None:
         outbox, self.outbox = self.outbox, []

@@ -206,7 +206,9 @@ def test_a_file_sent_again_is_sent_from_the_descriptor_kept_open(
     wheel = next((tmp_path / "packages").glob("*.whl"))
     data = wheel.read_bytes()
     assert whole_download(loop, wheel, len(data)).endswith(data)
-    assert str(wheel) in worker.kept_open
+    assert not opened(wheel)  # sent once: not held (removed to free the disk, it frees it)
+    assert whole_download(loop, wheel, len(data)).endswith(data)
+    assert str(wheel) in worker.kept_open  # asked for again: kept
     monkeypatch.setattr(os, "open", failing(errno.EACCES))  # no open by path from now on
     for _ in range(3):
         answer = whole_download(loop, wheel, len(data))
@@ -222,7 +224,8 @@ def test_a_file_changed_or_removed_is_not_sent_from_a_kept_descriptor(
     worker = loop[0]
     wheel = next((tmp_path / "packages").glob("*.whl"))
     data = wheel.read_bytes()
-    assert whole_download(loop, wheel, len(data)).endswith(data)
+    for _ in range(2):  # asked for again: kept
+        assert whole_download(loop, wheel, len(data)).endswith(data)
     assert opened(wheel)
     if change == "removed":
         wheel.unlink()
@@ -261,6 +264,16 @@ def test_kept_descriptors_are_bounded_and_closed_in_time(
     assert list(worker.kept_open) == paths[1:]  # the oldest went
     worker.close_kept(opened_before=time.monotonic() - 60)
     assert len(worker.kept_open) == 2  # none that old
+    monkeypatch.setattr(sending, "SENT_ONCE", 2)
+    for path in paths:
+        worker._sent_again(path, FileIdentity(1, 1, 1), -1)  # sent once: remembered only
+    assert list(worker.sent_once) == paths[1:]
+    worker.close_kept(opened_before=time.monotonic() + 1)
+    assert worker.kept_open == {} and worker.sent_once == {}
+    for path in paths[1:]:
+        fd = os.open(path, os.O_RDONLY)
+        worker._keep_open(path, FileIdentity.of(os.fstat(fd)), fd)
+        os.close(fd)
     worker._out_of_descriptors("test")  # out of descriptors: every kept one goes
     assert worker.kept_open == {}
     assert not any(opened(Path(path)) for path in paths)
