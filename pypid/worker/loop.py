@@ -107,7 +107,7 @@ class PypidWorker(Sending, ThreadedRequests, Worker):  # type: ignore[misc]
         self.routes: dict[str, str] = {}  # path -> route label, for the paths asked most
         self.head_memo = HeadMemo()  # header blocks and lines read (see parse_head)
         self.kept_open = {}  # files kept open to send again (see Sending._open_body)
-        self.sent_once = {}
+        self.sent_once = {}  # small files sent once lately: kept open when asked again
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
         for listener in self.sockets:
             listener.setblocking(False)

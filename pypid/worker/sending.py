@@ -75,12 +75,12 @@ class Sending:
         if part is None:
             return False
         kept = self.kept_open.get(part.path)
+        if kept is not None and kept[1] != part.identity:  # the index moved on: stale
+            self._drop_kept(part.path)
+            kept = None
         try:
-            if kept is not None and kept[1] == part.identity:
-                fd = os.dup(kept[0])
-            else:
-                kept = None
-                fd = os.open(part.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = (os.dup(kept[0]) if kept is not None
+                  else os.open(part.path, os.O_RDONLY | os.O_CLOEXEC))
         except OSError as exc:
             if exc.errno in OUT_OF_DESCRIPTORS:
                 self.close_kept()
@@ -93,7 +93,7 @@ class Sending:
         if not same:
             os.close(fd)
             if kept is not None:  # changed or removed under it: not kept any longer
-                os.close(self.kept_open.pop(part.path)[0])
+                self._drop_kept(part.path)
             return False
         if kept is None and part.identity.size < KEEP_OPEN_BELOW:
             self._sent_again(part.path, part.identity, fd)
@@ -118,20 +118,21 @@ class Sending:
             keep = os.dup(fd)
         except OSError:
             return  # out of descriptors: the download goes on with the one it has
-        old = self.kept_open.pop(path, None)
-        if old is not None:
-            os.close(old[0])
+        if path in self.kept_open:
+            self._drop_kept(path)
         elif len(self.kept_open) >= KEEP_OPEN:
-            os.close(self.kept_open.pop(next(iter(self.kept_open)))[0])  # the oldest
+            self._drop_kept(next(iter(self.kept_open)))  # the oldest
         self.kept_open[path] = (keep, identity, time.monotonic())
+
+    def _drop_kept(self, path: str) -> None:
+        os.close(self.kept_open.pop(path)[0])
 
     def close_kept(self, opened_before: float | None = None) -> None:
         """Close the files kept open (those opened before ``opened_before``, if given), and
         forget the files sent once before it."""
-        for path, (fd, _, opened) in list(self.kept_open.items()):
+        for path, (_, _, opened) in list(self.kept_open.items()):
             if opened_before is None or opened < opened_before:
-                del self.kept_open[path]
-                os.close(fd)
+                self._drop_kept(path)
         for path, sent in list(self.sent_once.items()):
             if opened_before is None or sent < opened_before:
                 del self.sent_once[path]
