@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import signal
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pypid.cachedb import FileRow
@@ -30,11 +31,13 @@ class Examined(NamedTuple):
     unusable: bool = False  # True: do not read this version of the file again
 
 
-def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
+def examine(root: Storage, stat: FileStat, old: FileRow | None,
+            on_cold: Callable[[], None] | None = None) -> Examined:
     """Hash and read one file; ``old`` is its previous row (a touched file keeps its time).
 
     The file is opened once; below WHOLE_BELOW it is read whole (``read_start``), so
-    the archive's reads and seeks (hundreds for a zip) cost no system call.
+    the archive's reads and seeks (hundreds for a zip) cost no system call. ``on_cold``:
+    called before the read waits for the disk (``ReadAhead.fetch``).
     """
     filename = stat.relpath.rsplit("/", 1)[-1]
     try:
@@ -43,7 +46,7 @@ def examine(root: Storage, stat: FileStat, old: FileRow | None) -> Examined:
         return Examined(None, f"ignoring {stat.relpath}: {exc.reason}")
     try:
         if stat.size < WHOLE_BELOW:
-            source = root.read_start(stat.relpath, stat.size + 1)  # one more: still growing?
+            source = root.read_start(stat.relpath, stat.size + 1, on_cold)  # +1: growing?
             if len(source) != stat.size:
                 return Examined(None)  # still being written: the next event brings it back
             sha256 = hashlib.sha256(source).hexdigest()
@@ -106,11 +109,45 @@ Found = tuple[tuple[Any, ...] | None, str | None, bool]
 def examine_many(files: list[Task]) -> list[Found]:
     """``examine`` for a chunk of files: one task, one message each way, for many files."""
     root = _pool_root[0]
+    ahead = ReadAhead(root, files)
     out: list[Found] = []
-    for relpath, size, mtime_ns, inode, old in files:
-        row, problem, unusable = examine(root, FileStat(relpath, size, mtime_ns, inode), old)
+    for at, (relpath, size, mtime_ns, inode, old) in enumerate(files):
+        ahead.at = at
+        row, problem, unusable = examine(root, FileStat(relpath, size, mtime_ns, inode), old,
+                                         ahead.fetch)
         out.append((None if row is None else row.fields()[4:], problem, unusable))
     return out
+
+
+AHEAD_FILES = 64  # files of a chunk asked of the disk ahead of the one read ...
+AHEAD_BYTES = 32 * 1024 * 1024  # ... and at most this many bytes of them
+
+
+class ReadAhead:
+    """The next files of a chunk, asked of the disk together when a read finds its file
+    not in memory (after a reboot, or once the kernel has reclaimed the pages): one small
+    file after another, each read waits for the disk in turn; asked together, the disk
+    serves them at once (the corpus of 54,307 files: 2.3 s -> 0.8 s to read in two
+    processes). A file found in memory asks for nothing: a warm start pays nothing."""
+
+    __slots__ = ("asked", "at", "files", "root")
+
+    def __init__(self, root: Storage, files: list[Task]) -> None:
+        self.root, self.files = root, files
+        self.at = 0  # the file being read
+        self.asked = 0  # files before this one were asked for (or read) already
+
+    def fetch(self) -> None:
+        files = self.files
+        start = stop = max(self.at + 1, self.asked)
+        end = min(len(files), self.at + 1 + AHEAD_FILES)
+        total = 0
+        while stop < end and total < AHEAD_BYTES:
+            total += files[stop][1]
+            stop += 1
+        self.asked = stop
+        if start < stop:
+            self.root.fetch_ahead(task[0] for task in files[start:stop])
 
 
 def task(stat: FileStat, old: FileRow | None) -> Task:

@@ -19,7 +19,15 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from pypid.cachedb import FileRow
-from pypid.index.examine import Examined, examine, examine_many, found, start_pool_process, task
+from pypid.index.examine import (
+    Examined,
+    ReadAhead,
+    examine,
+    examine_many,
+    found,
+    start_pool_process,
+    task,
+)
 from pypid.storage import FileStat
 
 if TYPE_CHECKING:
@@ -151,8 +159,11 @@ def _examined(index: Index, to_read: ToRead, processes: int | None
         except (OSError, BrokenProcessPool) as exc:  # no pool here (sandbox, memory): alone
             log.warning("cannot read files in parallel (%s); reading the rest in one process",
                         exc)
-    for stat, old in to_read[done:]:
-        yield stat, examine(index.root, stat, old)
+    rest = to_read[done:]
+    ahead = ReadAhead(index.root, [task(stat, old) for stat, old in rest])
+    for at, (stat, old) in enumerate(rest):
+        ahead.at = at
+        yield stat, examine(index.root, stat, old, ahead.fetch)
 
 
 def _pool(index: Index, processes: int) -> Executor:

@@ -6,8 +6,10 @@ The local directory (``local.PackageRoot``) is the first backend; another
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Callable, Iterator
+import stat as stat_module
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,8 +165,15 @@ class Storage(Protocol):
         """Read one file's bytes."""
         ...
 
-    def read_start(self, relpath: str, limit: int) -> bytes:
-        """Up to ``limit`` bytes from the start of one file (``read_start_of``)."""
+    def read_start(self, relpath: str, limit: int,
+                   on_cold: Callable[[], None] | None = None) -> bytes:
+        """Up to ``limit`` bytes from the start of one file (``read_start_of``; ``on_cold``
+        is called before it waits for a disk)."""
+        ...
+
+    def fetch_ahead(self, relpaths: Iterable[str]) -> None:
+        """Have these files read into memory in the background, for reads soon after
+        (``fetch_ahead_of``); a no-op where the files are not on a local disk."""
         ...
 
     def mirror_shelf(self) -> Shelf | None:
@@ -233,14 +242,31 @@ class Storage(Protocol):
         ...
 
 
-def read_start_of(path: str, limit: int) -> bytes:
+# Linux's "only what is in memory" read flag (0: none here, or the file system said no).
+_nowait = [getattr(os, "RWF_NOWAIT", 0) if hasattr(os, "preadv") else 0]
+PROBE_BELOW = 1024 * 1024  # a bigger file is read as it comes: its own read-ahead serves it
+
+
+def read_start_of(path: str, limit: int, on_cold: Callable[[], None] | None = None) -> bytes:
     """Up to ``limit`` bytes from the start of the file at ``path``: a first start reads
     every small file whole this way (no file object, and on a local disk one ``read``
     instead of two: ~3 us a file instead of ~7-11). A short read (a network file
-    system's) is read on until ``limit - 1`` bytes or the end."""
+    system's) is read on until ``limit - 1`` bytes or the end.
+
+    ``on_cold``: called once, before waiting for the disk, when the file's bytes are not
+    all in memory already (the caller then has the next files fetched: ``fetch_ahead_of``).
+    Finding out costs nothing more than the read: it is one read that takes only what
+    memory holds (``RWF_NOWAIT``), and the rest is read on after the call.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = os.read(fd, limit)
+        data = None
+        if on_cold is not None and _nowait[0] and limit <= PROBE_BELOW:
+            data = _read_in_memory(fd, limit)
+            if (data is None or len(data) < limit - 1) and _nowait[0]:
+                on_cold()  # none or part of it in memory (or a file shorter than asked)
+        if data is None:
+            data = os.read(fd, limit)
         if 0 < len(data) < limit - 1:
             parts = [data]
             got = len(data)
@@ -254,3 +280,42 @@ def read_start_of(path: str, limit: int) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+def _read_in_memory(fd: int, limit: int) -> bytes | None:
+    """What of the file's first ``limit`` bytes memory holds, read at the file's offset
+    (which moves on as a ``read`` would); None: none of them. Where the file system cannot
+    say, a plain read (and plain reads from then on)."""
+    buffer = bytearray(limit)
+    try:
+        got = os.preadv(fd, [buffer], -1, _nowait[0])  # -1: at the file's own offset
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        if stat_module.S_ISREG(os.fstat(fd).st_mode):  # not only an odd file (a FIFO)
+            _nowait[0] = 0
+        return os.read(fd, limit)
+    return bytes(memoryview(buffer)[:got])
+
+
+def fetch_ahead_of(paths: Iterable[str]) -> None:
+    """Ask the kernel to read these files into memory in the background. A disk (a
+    virtual one most of all) serves many requests at once far faster than one after
+    another: on a cold cache 54,307 small files took 2.3 s to read one at a time in two
+    processes, 0.8 s with each process asking 64 ahead (bench/README). Best effort: a
+    file that cannot be opened is skipped (its own read will say why)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO: no wait
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -11,7 +11,7 @@ import fcntl
 import logging
 import os
 import stat as stat_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +24,7 @@ from pypid.storage.base import (
     Shelf,
     StorageError,
     UnsafePathError,
+    fetch_ahead_of,
     read_start_of,
 )
 from pypid.storage.incoming import UPLOAD_PREFIX, IncomingFile, fsync_dir, storage_error
@@ -175,9 +176,21 @@ class PackageRoot:
         self._parts(relpath)
         return open(f"{self.where}/{relpath}", "rb")  # noqa: SIM115 - the caller closes it
 
-    def read_start(self, relpath: str, limit: int) -> bytes:
+    def read_start(self, relpath: str, limit: int,
+                   on_cold: Callable[[], None] | None = None) -> bytes:
         self._parts(relpath)
-        return read_start_of(f"{self.where}/{relpath}", limit)
+        return read_start_of(f"{self.where}/{relpath}", limit, on_cold)
+
+    def fetch_ahead(self, relpaths: Iterable[str]) -> None:
+        fetch_ahead_of(f"{self.where}/{relpath}" for relpath in relpaths
+                       if self._is_safe(relpath))
+
+    def _is_safe(self, relpath: str) -> bool:
+        try:
+            self._parts(relpath)
+        except UnsafePathError:
+            return False
+        return True
 
     def mirror_shelf(self) -> Shelf | None:
         """A package root is one node's: its mirror keeps its cache to itself."""

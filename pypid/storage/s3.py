@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -221,9 +221,13 @@ class BucketRoot:
         self.fetch(relpath)
         return open(self.resolve(relpath), "rb")  # noqa: SIM115 - the caller closes it
 
-    def read_start(self, relpath: str, limit: int) -> bytes:
-        self.fetch(relpath)
+    def read_start(self, relpath: str, limit: int,
+                   on_cold: Callable[[], None] | None = None) -> bytes:
+        self.fetch(relpath)  # a download: the copy is in memory after it
         return read_start_of(str(self.resolve(relpath)), limit)
+
+    def fetch_ahead(self, relpaths: Iterable[str]) -> None:
+        """Nothing: the objects are fetched one by one as they are read."""
 
     def local_copy(self, relpath: str, identity: FileIdentity) -> bool:
         """Make this node's copy of ``relpath`` that version (joining its download if one
