@@ -8,6 +8,10 @@ spawn to the master's "indexed" log line, to ``Listening at:`` and to the first 
 process forked as the workers start renders them, and they serve meanwhile: its CPU is
 not in the figure); then the minimum and median over the runs. No assertion: figures
 only (``--verbose``: the server's lines, timed).
+
+The corpus is read through before each run: its files are in memory, as just after
+they were copied in. ``--drop-caches`` (root) drops every page from memory instead, as
+after a reboot: the files, and Python's and pypid's own modules, come from the disk.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: bench.lib
 
 from bench.lib.corpus import build_corpus, projects_for_files  # noqa: E402
-from bench.lib.host import HOST, REPO  # noqa: E402
+from bench.lib.host import HOST, REPO, drop_page_cache, read_through  # noqa: E402
 from bench.lib.probe import get  # noqa: E402
 from bench.lib.targets import LAUNCH  # noqa: E402
 
@@ -111,6 +115,8 @@ def main() -> int:
     ap.add_argument("--src", type=Path, default=REPO, help="the checkout whose pypid runs")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--verbose", action="store_true", help="print the server's lines, timed")
+    ap.add_argument("--drop-caches", action="store_true",
+                    help="start each run with nothing in memory, as after a reboot (root)")
     args = ap.parse_args()
     corpus = build_corpus(projects_for_files(args.files))
     with tempfile.TemporaryDirectory(prefix="pypid-cold-") as tmp:
@@ -121,9 +127,17 @@ def main() -> int:
                 os.link(corpus.root / f.filename, root / f.filename)
             except OSError:  # another file system: a copy
                 shutil.copyfile(corpus.root / f.filename, root / f.filename)
-        print(f"{len(corpus.files)} files, {args.src}", flush=True)
+        print(f"{len(corpus.files)} files, {args.src}, "
+              + ("nothing in memory (caches dropped)" if args.drop_caches
+                 else "the files in memory"), flush=True)
         runs = []
         for n in range(args.runs):
+            if args.drop_caches:
+                if (problem := drop_page_cache()) is not None:
+                    print(problem, file=sys.stderr)
+                    return 2
+            else:
+                read_through([root / f.filename for f in corpus.files])
             load = os.getloadavg()[0]
             m = one_run(args.python, args.src, root, work, args.verbose)
             runs.append(m)

@@ -1,7 +1,11 @@
 """pypid as installed, beside the side-by-side runs: its default two workers, not pinned.
 
 A cold start (no cache) timed to the first 200 of ``/simple/``, with every core the
-machine has (the start reads new files in a pool of processes, one per core), then the
+machine has (the start reads new files in a pool of processes, one per core): first
+with nothing in memory, as after a reboot (the page cache dropped: root only), then with
+the corpus's files in memory, as just after they were copied in (read through first:
+this VM pages out page cache idle for a minute, so without that the figure would depend
+on how long the runs before took). That second server stays up: the
 proportional set size (PSS) of the master and both workers sampled every 0.2 s while
 every scenario of ``--compare``, the gzipped project pages, downloads of every file of
 the corpus in random order and ``/metrics`` scrapes are asked for in turn: the peak over
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib.corpus import Corpus
-from bench.lib.host import Pin, log
+from bench.lib.host import Pin, drop_page_cache, log, read_through
 from bench.lib.probe import JSON_V1, Scenario, first_200, run_wrk
 from bench.lib.procs import memory_of
 from bench.lib.server import START_TIMEOUT
@@ -75,10 +79,24 @@ def measure_footprint(python: str, src: Path, corpus: Corpus,
     ``scenarios_for(port)``: the side-by-side scenarios for the server on that port."""
     workdir.mkdir(parents=True, exist_ok=True)
     target = PypidTarget(python, WORKERS, src, name="pypid-footprint")
-    target.reset_cache(corpus)
     pin = Pin(None, args.nice)
-    server = target.start(corpus, workdir, pin)
     res: dict[str, Any] = {"workers": WORKERS, "status": "ok"}
+    target.reset_cache(corpus)
+    if (problem := drop_page_cache()) is None:
+        server = target.start(corpus, workdir, pin)
+        try:
+            server.wait_listening(START_TIMEOUT)
+            res["cold_start_disk_s"] = first_200(server, "/simple/", START_TIMEOUT,
+                                                 args.request_timeout)
+        except RuntimeError as exc:
+            res["cold_start_disk"] = str(exc).splitlines()[0]
+        finally:
+            server.stop()
+        target.reset_cache(corpus)
+    else:
+        res["cold_start_disk"] = problem
+    read_through([corpus.root / f.filename for f in corpus.files])
+    server = target.start(corpus, workdir, pin)
     try:
         server.wait_listening(START_TIMEOUT)
         res["cold_start_s"] = first_200(server, "/simple/", START_TIMEOUT, args.request_timeout)
@@ -109,7 +127,10 @@ def measure_footprint(python: str, src: Path, corpus: Corpus,
         res["pss_peak_mb"] = peak.peak_mb
         res["pss_peak_processes"] = peak.peak_processes
         res["samples"] = peak.samples
-        log(f"    two workers, not pinned: cold start {res['cold_start_s']:.1f} s to /simple/; "
+        disk = (f"{res['cold_start_disk_s']:.1f} s" if "cold_start_disk_s" in res
+                else res.get("cold_start_disk"))
+        log(f"    two workers, not pinned: cold start {res['cold_start_s']:.1f} s to /simple/ "
+            f"(nothing in memory: {disk}); "
             f"PSS idle {res['pss_idle_mb']:.1f} MB, peak {peak.peak_mb:.1f} MB "
             f"{peak.peak_processes} over {len(scenarios) + len(extra)} scenarios "
             f"({peak.samples} samples)")

@@ -118,3 +118,24 @@ def dirty(src: Path) -> list[str]:
         return []
     return [line[3:] for line in out.splitlines()]
 
+
+def drop_page_cache() -> str | None:
+    """Write every dirty page out and drop every clean one from memory, as after a reboot
+    (root only). None when done, else why not."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        return f"cannot drop the page cache ({exc.strerror or exc}; needs root)"
+    return None
+
+
+def read_through(paths: list[Path]) -> None:
+    """Read every file once: in memory, as just after it was copied in. (A kernel may
+    reclaim page cache left idle: this VM's DAMON pages out what a minute did not touch,
+    so a "warm" corpus is warm only if read just before.)"""
+    for path in paths:
+        with open(path, "rb", buffering=0) as handle:
+            while handle.read(1 << 20):
+                pass
+
