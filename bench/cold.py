@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: bench.
 from bench.lib.corpus import build_corpus, projects_for_files  # noqa: E402
 from bench.lib.host import HOST, REPO, drop_page_cache, read_through  # noqa: E402
 from bench.lib.probe import get  # noqa: E402
-from bench.lib.targets import LAUNCH  # noqa: E402
+from bench.lib.targets import LAUNCH, byte_compile  # noqa: E402
 
 LISTEN = re.compile(r"Listening at: http://([^\s:]+):(\d+)")
 TIMEOUT = 120.0  # seconds a run may take
@@ -119,6 +119,7 @@ def main() -> int:
                     help="start each run with nothing in memory, as after a reboot (root)")
     args = ap.parse_args()
     corpus = build_corpus(projects_for_files(args.files))
+    byte_compile(args.python, args.src)  # as installed: not compiled again at each start
     with tempfile.TemporaryDirectory(prefix="pypid-cold-") as tmp:
         root, work = Path(tmp) / "root", Path(tmp)
         root.mkdir()

@@ -40,6 +40,15 @@ LAUNCH = ("import runpy, sys, pypid; print('pypid imported from', pypid.__file__
 IMPORTED = re.compile(r"^pypid imported from (\S+)$")
 
 
+def byte_compile(python: str, src: Path) -> None:
+    """Compile ``src``'s pypid package to ``__pycache__``, as an install does (pip, and
+    Debian's postinst for the package): where ``PYTHONDONTWRITEBYTECODE`` is set (this
+    machine's environment sets it) a source checkout would otherwise be compiled again at
+    every start, ~50 ms of the start's single core that no installed server pays."""
+    subprocess.run([python, "-m", "compileall", "-q", str(src / "pypid")], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 class PypidTarget(Target):
     """pypid from ``src`` (first on PYTHONPATH), run by ``python``.
 
@@ -79,6 +88,7 @@ class PypidTarget(Target):
         return self.cache_dir(corpus).exists()
 
     def start(self, corpus: Corpus, workdir: Path, pin: Pin) -> Server:
+        byte_compile(self.python, self.src)
         root = self.root(corpus)
         conf = workdir / "pypid.toml"
         server = f"[server]\nworkers = {self.workers}\n" if self.workers else ""

@@ -202,6 +202,15 @@ def test_read_ahead_asks_each_file_once_within_its_bounds(
     ahead.at = 3
     ahead.fetch()
     assert root.asked == [["f1", "f2", "f3"], ["f4"]]
+    # A file too big to be read whole is left to its own read, and counts in the bound.
+    monkeypatch.setattr("pypid.index.examine.WHOLE_BELOW", 4000)
+    root = Recorder()
+    ahead = ReadAhead(root, tasks([1000, 1000, 5000, 1000]))  # type: ignore[arg-type]
+    ahead.fetch()
+    assert root.asked == [["f1"]]
+    ahead.at = 2
+    ahead.fetch()
+    assert root.asked == [["f1"], ["f3"]]
 
 
 @needs_nowait
