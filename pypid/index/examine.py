@@ -128,7 +128,8 @@ class ReadAhead:
     not in memory (after a reboot, or once the kernel has reclaimed the pages): one small
     file after another, each read waits for the disk in turn; asked together, the disk
     serves them at once (the corpus of 54,307 files: 2.3 s -> 0.8 s to read in two
-    processes). A file found in memory asks for nothing: a warm start pays nothing. Only
+    processes). A file found in memory asks for nothing: a warm start pays only the
+    probe (``read_start_of``). Only
     files read whole are asked (below WHOLE_BELOW): a bigger one is hashed as it is read,
     with the kernel's own read-ahead, and asking for all of it at once would only fill
     memory with what is read seconds later."""

@@ -255,8 +255,9 @@ def read_start_of(path: str, limit: int, on_cold: Callable[[], None] | None = No
 
     ``on_cold``: called once, before waiting for the disk, when the file's bytes are not
     all in memory already (the caller then has the next files fetched: ``fetch_ahead_of``).
-    Finding out costs nothing more than the read: it is one read that takes only what
-    memory holds (``RWF_NOWAIT``), and the rest is read on after the call.
+    Finding out takes no more system calls: the read itself takes only what memory
+    holds (``RWF_NOWAIT``; into a buffer, then copied: ~0.9 us a file more), and the rest
+    is read on after the call.
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:

@@ -118,9 +118,7 @@ class Sending:
             keep = os.dup(fd)
         except OSError:
             return  # out of descriptors: the download goes on with the one it has
-        if path in self.kept_open:
-            self._drop_kept(path)
-        elif len(self.kept_open) >= KEEP_OPEN:
+        if len(self.kept_open) >= KEEP_OPEN:  # (never this path: only a file not kept gets here)
             self._drop_kept(next(iter(self.kept_open)))  # the oldest
         self.kept_open[path] = (keep, identity, time.monotonic())
 
